@@ -1,0 +1,1 @@
+"""Worker-side code: data, models, one trial. Importable and runnable without Ray."""

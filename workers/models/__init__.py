@@ -1,0 +1,7 @@
+"""Architecture zoo. Each architecture lives in its own module and registers itself on import."""
+from workers.models.registry import ModelEntry, create_model, list_models, model_entry, register_model
+
+# Importing the modules registers their architectures.
+from workers.models import cnn, cnn_lstm, lstm_cnn, resnet  # noqa: F401,E402
+
+__all__ = ["ModelEntry", "create_model", "list_models", "model_entry", "register_model"]
