@@ -2,6 +2,6 @@
 from workers.models.registry import ModelEntry, create_model, list_models, model_entry, register_model
 
 # Importing the modules registers their architectures.
-from workers.models import cnn, cnn_lstm, lstm_cnn, resnet  # noqa: F401,E402
+from workers.models import cnn, cnn_basic, cnn_lstm, lstm_cnn, resnet, resnet_small, se_resnext, soft_attention, vgg  # noqa: F401,E402
 
 __all__ = ["ModelEntry", "create_model", "list_models", "model_entry", "register_model"]

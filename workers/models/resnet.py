@@ -24,3 +24,9 @@ def _resnet(application, name, input_shape, num_classes, weights_path: str | Non
 def resnet50(input_shape, num_classes, weights_path: str | None = None, dropout: float | None = None):
     """ResNet-50 backbone (optionally ImageNet weights from a local file), GAP, softmax."""
     return _resnet(keras.applications.ResNet50, "resnet50", input_shape, num_classes, weights_path, dropout)
+
+
+@register_model("resnet152", min_input_size=32, seed="003")
+def resnet152(input_shape, num_classes, weights_path: str | None = None, dropout: float | None = None):
+    """ResNet-152 backbone (optionally ImageNet weights from a local file), GAP, softmax."""
+    return _resnet(keras.applications.ResNet152, "resnet152", input_shape, num_classes, weights_path, dropout)

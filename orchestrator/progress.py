@@ -1,0 +1,134 @@
+"""Tune callbacks on the coordinator: live rich progress, and writing each trial's record as it finishes."""
+from __future__ import annotations
+
+import json
+
+from ray.tune import Callback
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from orchestrator.records import RunPaths, write_trial_record
+from orchestrator.storage import Store
+from workers.config import TrialConfig
+
+
+def _trial_id(trial) -> str:
+    return trial.config["trial"]["trial_id"]
+
+
+class TrialRecorder(Callback):
+    """Stores every finished or failed trial at once, so no finished work is lost if the driver dies."""
+
+    def __init__(self, store: Store, paths: RunPaths, trials: dict[str, TrialConfig]):
+        self.store, self.paths, self.trials = store, paths, trials
+        self.retries: dict[str, int] = {}
+        self.written: set[str] = set()
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        tid = _trial_id(trial)
+        self.retries[tid] = self.retries.get(tid, 0) + 1
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "record" not in result:
+            return
+        record = json.loads(result["record"])
+        record["retries"] = self.retries.get(record["trial_id"], 0)
+        write_trial_record(self.store, self.paths, record)
+        self.written.add(record["trial_id"])
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        tid = _trial_id(trial)
+        if tid in self.written:
+            return
+        error = _error_text(trial)
+        write_trial_record(self.store, self.paths, {
+            "trial_id": tid, "config": self.trials[tid].to_dict(), "status": "failed",
+            "error": error, "retries": self.retries.get(tid, 0),
+        })
+        self.written.add(tid)
+
+    def write_missing(self) -> None:
+        for tid, cfg in self.trials.items():
+            if tid not in self.written and not self.store.exists(self.paths.trial(tid, "record.json")):
+                write_trial_record(self.store, self.paths, {
+                    "trial_id": tid, "config": cfg.to_dict(), "status": "failed",
+                    "error": "the trial ended without reporting a result", "retries": self.retries.get(tid, 0)})
+
+
+def _error_text(trial) -> str:
+    try:
+        err = trial.get_error()
+        if err is not None:
+            lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+            return lines[-1][:500] if lines else type(err).__name__
+    except Exception:
+        pass
+    return "trial failed (see the Tune logs)"
+
+
+class StudyProgress(Callback):
+    """Rich progress: trials done, epochs done with an ETA, and one line per running trial."""
+
+    def __init__(self, trials: list[TrialConfig], enabled: bool = True):
+        self.console = Console(stderr=True)
+        self.live = enabled and self.console.is_terminal
+        self.plain = enabled and not self.live
+        self.total_epochs = sum(t.epochs for t in trials)
+        self.epochs_by_trial = {t.trial_id: t.epochs for t in trials}
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), console=self.console, transient=False, disable=not self.live,
+        )
+        self.trials_task = self.progress.add_task("Trials", total=len(trials))
+        self.epochs_task = self.progress.add_task("Epochs", total=self.total_epochs)
+        self.running: dict[str, int] = {}
+        self.seen_epochs: dict[str, int] = {}
+
+    def __getstate__(self):
+        # Tune pickles its callbacks with the experiment state; the live display stays in this process.
+        return {"total_epochs": self.total_epochs, "epochs_by_trial": self.epochs_by_trial}
+
+    def __setstate__(self, state):
+        self.__init__([], enabled=False)
+        self.__dict__.update(state)
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        tid = _trial_id(trial)
+        if tid not in self.running and self.live:
+            self.running[tid] = self.progress.add_task(f"  {tid}", total=self.epochs_by_trial.get(tid, 1))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        tid = _trial_id(trial)
+        epoch = int(result.get("epoch", 0) or 0)
+        if epoch:
+            delta = max(0, epoch - self.seen_epochs.get(tid, 0))
+            self.seen_epochs[tid] = max(epoch, self.seen_epochs.get(tid, 0))
+            self.progress.advance(self.epochs_task, delta)
+            if tid in self.running:
+                self.progress.update(self.running[tid], completed=epoch)
+
+    def _finish(self, trial, status: str) -> None:
+        tid = _trial_id(trial)
+        left = self.epochs_by_trial.get(tid, 0) - self.seen_epochs.get(tid, 0)
+        if left > 0:
+            self.progress.advance(self.epochs_task, left)
+            self.seen_epochs[tid] = self.epochs_by_trial.get(tid, 0)
+        self.progress.advance(self.trials_task)
+        if tid in self.running:
+            self.progress.remove_task(self.running.pop(tid))
+        if self.plain:
+            done = int(self.progress.tasks[self.trials_task].completed)
+            self.console.print(f"[{done}/{self.progress.tasks[self.trials_task].total}] {tid}: {status}", highlight=False)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, "completed")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "failed")

@@ -1,0 +1,251 @@
+"""Execute a study with Ray Tune: feasibility, shared data preparation, trials, retries, resume, records."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from datetime import datetime, timezone
+from typing import Callable
+
+from orchestrator.grid import expand_grid
+from orchestrator.node_types import NodeCapacity, cluster_nodes, infeasibility_reason, resource_request
+from orchestrator.records import (RunPaths, cache_key_path, completed_trial_ids, read_trial_records,
+                                  write_trial_record)
+from orchestrator.spec import ExperimentSpec, spec_to_yaml
+from orchestrator.storage import Store, open_store
+from workers.config import TrialConfig
+
+log = logging.getLogger(__name__)
+
+
+class StudyError(RuntimeError):
+    """A study that cannot start, phrased for the user in one line."""
+
+
+@dataclass
+class RunOutcome:
+    paths: RunPaths
+    store: Store
+    records: list[dict]
+    report_uri: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def store_settings(spec: ExperimentSpec) -> dict:
+    """How workers open the run's store; a local directory is made absolute (workers run in other folders)."""
+    uri = spec.storage.uri
+    if "://" not in uri:
+        uri = str(Path(uri).expanduser().resolve())
+    return {"uri": uri, "endpoint_url": spec.storage.endpoint_url, "region": spec.storage.region}
+
+
+def connect_ray(address: str | None = None, num_cpus: int | None = None) -> str | None:
+    """Join ``address`` or start an embedded local Ray with the dashboard on 127.0.0.1; returns its URL."""
+    import ray
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if not ray.is_initialized():
+        kwargs: dict = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=num_cpus)
+        ctx = ray.init(**kwargs)
+        url = getattr(ctx, "dashboard_url", None)
+    else:
+        url = ray.get_runtime_context().gcs_address and _dashboard_url()
+    if url and not url.startswith("http"):
+        url = f"http://{url}"
+    return url
+
+
+def _dashboard_url() -> str | None:
+    try:
+        import ray
+
+        from ray._private.worker import get_dashboard_url
+
+        return get_dashboard_url()
+    except Exception:
+        return None
+
+
+def check_feasibility(trials: list[TrialConfig], nodes: list[NodeCapacity]) -> dict[str, str]:
+    """trial_id -> reason, for every trial no node of the cluster can ever run."""
+    out = {}
+    for trial in trials:
+        reason = infeasibility_reason({k: float(v) for k, v in trial.resources.items()}, nodes)
+        if reason:
+            out[trial.trial_id] = f"node type '{trial.node_type}' is not runnable on this cluster: {reason}"
+    return out
+
+
+def _prepare_shared_data(trials: list[TrialConfig], settings: dict, notify: Callable[[str], None]) -> dict[str, dict]:
+    """Prepare each distinct data setting once, as Ray tasks, cached content-addressed in the store."""
+    import ray
+
+    from workers.data import preparation_key
+
+    @ray.remote(num_cpus=1)
+    def prepare_task(store_cfg, key, dataset, split, augmentation, aug_settings):
+        from orchestrator.storage import open_store as _open
+        from workers.data import prepare_data
+
+        store = _open(**store_cfg)
+        if store.exists(cache_key_path(key)):
+            return {"key": key, "hit": True, "seconds": 0.0}
+        t = time.perf_counter()
+        data = prepare_data(dataset, split, augmentation, aug_settings)
+        store.put_bytes(cache_key_path(key), data.to_bytes(), "application/octet-stream")
+        return {"key": key, "hit": False, "seconds": time.perf_counter() - t, "meta": {
+            k: v for k, v in data.meta.items() if k != "skipped_images"} | {"skipped": len(data.meta["skipped_images"])}}
+
+    keys: dict[str, TrialConfig] = {}
+    for trial in trials:
+        keys.setdefault(preparation_key(trial.dataset, trial.split, trial.augmentation, trial.augmentation_settings), trial)
+    notify(f"Preparing data: {len(keys)} distinct setting(s)")
+    refs = [prepare_task.remote(settings, k, t.dataset, t.split, t.augmentation, t.augmentation_settings) for k, t in keys.items()]
+    results = ray.get(refs)
+    return {r["key"]: r for r in results}
+
+
+def _tune_storage(spec: ExperimentSpec, paths: RunPaths):
+    """Tune's storage path (beside the run's records) and, for S3 endpoints, a pyarrow filesystem."""
+    store = open_store(**store_settings(spec))
+    if spec.storage.uri.startswith("s3://"):
+        import pyarrow.fs
+
+        fs = pyarrow.fs.S3FileSystem(endpoint_override=spec.storage.endpoint_url, region=spec.storage.region or "us-east-1") \
+            if spec.storage.endpoint_url else None
+        base = f"{store.bucket}/{store.prefix}".strip("/") if fs else store.uri
+        return f"{base}/{paths.root}", fs
+    return str(store.root / paths.root), None
+
+
+def execute_study(
+    spec: ExperimentSpec,
+    *,
+    run_id: str | None = None,
+    address: str | None = None,
+    strict: bool = False,
+    show_progress: bool = True,
+    notify: Callable[[str], None] = print,
+    num_cpus: int | None = None,
+    trials: list[TrialConfig] | None = None,
+) -> RunOutcome:
+    """Run every trial of ``spec`` (skipping ones already completed under ``run_id``) and store records.
+
+    ``trials`` replaces the spec's grid (benchmarks and searches pass their own trial configs)."""
+    import ray
+    from ray import tune
+
+    from orchestrator.progress import StudyProgress, TrialRecorder
+    from orchestrator.report import environment_info
+    from workers.data import preparation_key
+
+    for noisy in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    store = open_store(**store_settings(spec))
+    paths = RunPaths(spec.name, run_id or new_run_id())
+    trials = expand_grid(spec) if trials is None else trials
+
+    dashboard = connect_ray(address, num_cpus=num_cpus)
+    nodes = cluster_nodes()
+    infeasible = check_feasibility(trials, nodes)
+    if infeasible and strict:
+        first = next(iter(infeasible.values()))
+        raise StudyError(f"{len(infeasible)} trial(s) cannot run on this cluster (--strict): {first}")
+
+    started = datetime.now(timezone.utc).isoformat()
+    store.put_text(paths.spec, spec_to_yaml(spec))
+    store.put_text(paths.run_info, json.dumps({
+        "experiment": spec.name, "run_id": paths.run_id, "started": started, "address": address or "local",
+        "dashboard": dashboard, "nodes": [{"name": n.name, "resources": n.resources} for n in nodes],
+        "n_trials": len(trials), "dataset_source": spec.dataset.source, "environment": environment_info(),
+    }, indent=1))
+    if dashboard:
+        notify(f"Ray dashboard: {dashboard}")
+    notify(f"Run {paths.run_id}: {len(trials)} trials ({len(infeasible)} not runnable here), store {store.uri}")
+
+    done = completed_trial_ids(store, paths)
+    for trial in trials:
+        if trial.trial_id in infeasible and trial.trial_id not in done:
+            write_trial_record(store, paths, {"trial_id": trial.trial_id, "config": trial.to_dict(), "status": "infeasible",
+                                              "reason": infeasible[trial.trial_id]})
+    pending = [t for t in trials if t.trial_id not in infeasible and t.trial_id not in done]
+    if done:
+        notify(f"Resuming: {len(done)} trial(s) already completed are kept, {len(pending)} to run")
+
+    settings = store_settings(spec)
+    cache = _prepare_shared_data(pending, settings, notify) if pending else {}
+    if cache:
+        hits = sum(1 for c in cache.values() if c["hit"])
+        notify(f"Data cache: {hits} hit(s), {len(cache) - hits} prepared")
+
+    if pending:
+        storage_path, fs = _tune_storage(spec, paths)
+        backends = {t.framework for t in pending}
+        param_space = {
+            "trial": tune.grid_search([t.to_dict() for t in pending]),
+            "store": settings,
+        }
+        keys = {t.trial_id: preparation_key(t.dataset, t.split, t.augmentation, t.augmentation_settings) for t in pending}
+        param_space["cache_keys"] = keys
+
+        from orchestrator.trainable import trial_trainable
+
+        def trainable(config):
+            trial_trainable({"trial": config["trial"], "store": config["store"], "cache_key": config["cache_keys"][config["trial"]["trial_id"]]})
+
+        def resources(config):
+            from ray.tune import PlacementGroupFactory
+
+            req = resource_request(config["trial"]["resources"])
+            bundle = {"CPU": req.pop("cpu"), "GPU": req.pop("gpu")}
+            bundle.update(req)
+            return PlacementGroupFactory([{k: v for k, v in bundle.items() if v}])
+
+        recorder = TrialRecorder(store, paths, {t.trial_id: t for t in pending})
+        progress = StudyProgress(pending, enabled=show_progress)
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources),
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=spec.execution.max_concurrent_trials,
+                reuse_actors=len(backends) == 1,
+                trial_name_creator=lambda t: t.config["trial"]["trial_id"],
+                trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
+            ),
+            run_config=tune.RunConfig(
+                name="tune",
+                storage_path=storage_path,
+                storage_filesystem=fs,
+                failure_config=tune.FailureConfig(max_failures=spec.execution.max_retries),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=[recorder, progress],
+                verbose=0,
+                log_to_file=True,
+            ),
+        )
+        with progress:
+            tuner.fit()
+        recorder.write_missing()
+
+    records = read_trial_records(store, paths)
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
+    info = json.loads(store.get_text(paths.run_info))
+    info.update({"finished": datetime.now(timezone.utc).isoformat(), "counts": counts,
+                 "data_cache": {k: {kk: vv for kk, vv in v.items() if kk != "meta"} for k, v in cache.items()}})
+    store.put_text(paths.run_info, json.dumps(info, indent=1))
+    return RunOutcome(paths=paths, store=store, records=records, counts=counts)

@@ -1,0 +1,245 @@
+"""One trial as a plain function: data -> model -> fit -> evaluate -> timings, on the device it was given.
+
+Runs without Ray. The Ray trainable (``orchestrator.run``) calls ``run_trial`` with an ``on_epoch``
+callback that reports to Tune and checkpoints.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from workers.config import TrialConfig
+from workers.device import activate_backend, device_record, restrict_to_node_type
+
+EpochCallback = Callable[[dict, Callable[[str], None]], None]
+log = logging.getLogger(__name__)
+
+
+def _optimizer(keras, name: str, lr: float):
+    registry = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9),
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    return registry[name](learning_rate=lr)
+
+
+def _mixed_precision(keras, setting: str, device_kind: str, backend: str) -> str:
+    policy = "float32"
+    if setting == "bfloat16" or (setting == "auto" and device_kind in ("gpu", "tpu") and backend == "jax"):
+        policy = "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def class_weight_map(y: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Balanced class weights (seed 004): n_samples / (n_classes * count)."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(y)
+    weights = compute_class_weight("balanced", classes=present, y=y)
+    out = {int(c): 1.0 for c in range(num_classes)}
+    out.update({int(c): float(w) for c, w in zip(present, weights)})
+    return out
+
+
+def build_model(keras, config: TrialConfig, input_shape, num_classes: int, weights_path: str | None = None):
+    """The registered architecture, with on-device random augmentation in front for the ``random`` stage."""
+    from workers.augment import random_augmentation_layers
+    from workers.models import create_model
+
+    params = dict(config.model.get("params") or {})
+    params.update(config.overrides.get("model_params") or {})
+    dropout = config.hparam("dropout")
+    if dropout is not None:
+        params.setdefault("dropout", dropout)
+    if weights_path:
+        params["weights_path"] = weights_path
+    base = create_model(config.architecture, input_shape=input_shape, num_classes=num_classes, **params)
+    if config.augmentation != "random":
+        return base
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    for layer in random_augmentation_layers(config.augmentation_settings.get("random", {}), config.seed):
+        x = layer(x)
+    return keras.Model(inputs, base(x), name=f"{base.name}_randaug")
+
+
+class _EpochMonitor:
+    """Times each epoch's training pass, then validates and hands the epoch's metrics to ``on_epoch``."""
+
+    def __init__(self, keras, data, batch_size: int, on_epoch: EpochCallback | None, save_checkpoint, start_epoch: int,
+                 history: list[dict]):
+        from workers.metrics import compute_metrics
+
+        self.compute_metrics = compute_metrics
+        self.data, self.batch_size, self.on_epoch = data, batch_size, on_epoch
+        self.save_checkpoint, self.history = save_checkpoint, history
+        self.start_epoch = start_epoch
+        monitor = self
+
+        class _Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                monitor._t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                monitor.epoch_end(self.model, epoch, logs or {})
+
+        self.callback = _Callback()
+
+    def epoch_end(self, model, epoch: int, logs: dict) -> None:
+        train_s = time.perf_counter() - self._t0
+        row = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), "accuracy": float(logs.get("accuracy", np.nan)),
+               "epoch_train_s": train_s}
+        if len(self.data.y_val):
+            t = time.perf_counter()
+            probs = model.predict(self.data.x_val, batch_size=self.batch_size, verbose=0)
+            m = self.compute_metrics(self.data.y_val, probs, self.data.class_names)
+            eps = 1e-7
+            row.update({
+                "val_loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(probs)), self.data.y_val], eps, 1)))),
+                "val_accuracy": m["accuracy"],
+                "val_f1_macro": m["f1_macro"],
+                "val_s": time.perf_counter() - t,
+            })
+        self.history.append(row)
+        if self.on_epoch is not None:
+            self.on_epoch(row, self.save_checkpoint)
+
+
+def _predictions_csv(ids: list[str], y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["image_id", "true_class", "predicted_class"] + [f"p_{c}" for c in class_names])
+    for image_id, t, p in zip(ids, y_true, probs):
+        writer.writerow([image_id, class_names[int(t)], class_names[int(np.argmax(p))]] + [f"{v:.6f}" for v in p])
+    return buf.getvalue()
+
+
+def run_trial(
+    config: TrialConfig,
+    *,
+    data=None,
+    on_epoch: EpochCallback | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume_dir: str | Path | None = None,
+    weights_path: str | None = None,
+    data_timings: dict | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate and time one trial; return its record (metrics, history, timings, device, predictions).
+
+    ``data`` is a ``PreparedData`` (prepared here when None). ``on_epoch(row, save)`` is called after every
+    epoch; calling ``save(dir)`` writes a checkpoint there. ``resume_dir`` continues from such a checkpoint.
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = dict(data_timings or {})
+    restrict_to_node_type(config.node_type)
+    keras = activate_backend(config.framework)
+    warnings.filterwarnings("ignore", module="keras")
+    keras.utils.set_random_seed(config.seed)
+
+    if data is None:
+        from workers.data import prepare_data
+
+        t = time.perf_counter()
+        data = prepare_data(config.dataset, config.split, config.augmentation, config.augmentation_settings)
+        timings["prepare_s"] = time.perf_counter() - t
+    timings.setdefault("data_load_s", float(data.meta.get("load_s", 0.0)))
+    timings.setdefault("augment_s", float(data.meta.get("augment_s", 0.0)))
+
+    device = device_record(config.node_type, config.framework)
+    if device["mismatch"] and not device["simulated"]:
+        log.warning("trial %s asked for a %s node but runs on %s (%s)", config.trial_id, config.node_type,
+                    device["used"]["kind"], device["used"]["name"])
+    policy = _mixed_precision(keras, config.hparam("mixed_precision", "auto"), device["used"]["kind"], config.framework)
+
+    t = time.perf_counter()
+    input_shape = tuple(int(v) for v in data.x_train.shape[1:])
+    model = build_model(keras, config, input_shape, data.num_classes, weights_path)
+    batch_size = int(config.hparam("batch_size", 32))
+    model.compile(
+        optimizer=_optimizer(keras, config.hparam("optimizer", "adam"), float(config.hparam("learning_rate", 1e-3))),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    history: list[dict] = []
+    start_epoch = 0
+    if resume_dir and (Path(resume_dir) / "state.json").exists():
+        import json
+
+        state = json.loads((Path(resume_dir) / "state.json").read_text())
+        model.load_weights(str(Path(resume_dir) / "model.weights.h5"))
+        history, start_epoch = state["history"], int(state["epoch"])
+    timings["build_s"] = time.perf_counter() - t
+
+    def save_checkpoint(directory: str) -> None:
+        import json
+
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        model.save_weights(str(Path(directory) / "model.weights.h5"))
+        (Path(directory) / "state.json").write_text(json.dumps({"epoch": len(history), "history": history}))
+
+    monitor = _EpochMonitor(keras, data, batch_size, on_epoch, save_checkpoint, start_epoch, history)
+    class_weight = class_weight_map(data.y_train, data.num_classes) if config.hparam("class_weights") else None
+    t = time.perf_counter()
+    if start_epoch < config.epochs:
+        model.fit(
+            data.x_train, data.y_train, batch_size=batch_size, epochs=config.epochs, initial_epoch=start_epoch,
+            shuffle=True, verbose=0, callbacks=[monitor.callback], class_weight=class_weight,
+        )
+    timings["fit_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    probs = model.predict(data.x_test, batch_size=batch_size, verbose=0)
+    timings["eval_s"] = time.perf_counter() - t
+
+    from workers.metrics import compute_metrics
+
+    metrics = compute_metrics(data.y_test, probs, data.class_names)
+    epoch_times = [row["epoch_train_s"] for row in history[start_epoch:]] if start_epoch < len(history) else []
+    timings.update(_throughput(epoch_times, len(data.y_train), start_epoch))
+    timings["total_s"] = time.perf_counter() - t_start
+    if checkpoint_dir:
+        save_checkpoint(str(checkpoint_dir))
+    return {
+        "trial_id": config.trial_id,
+        "config": config.to_dict(),
+        "status": "completed",
+        "metrics": metrics,
+        "history": history,
+        "timings": timings,
+        "device": device,
+        "precision_policy": policy,
+        "class_names": data.class_names,
+        "n_params": int(model.count_params()),
+        "data": {k: data.meta.get(k) for k in ("synthetic", "n_loaded", "train_counts", "train_counts_before_augmentation",
+                                               "n_val", "n_test", "augmented_images")}
+        | {"n_train": int(len(data.y_train)), "skipped_images": len(data.meta.get("skipped_images") or [])},
+        "predictions_csv": _predictions_csv(data.ids_test, data.y_test, probs, data.class_names),
+        "pid": os.getpid(),
+    }
+
+
+def _throughput(epoch_times: list[float], n_train: int, start_epoch: int) -> dict[str, float | None]:
+    """First epoch (compile + warm-up) separately from steady-state epochs; images/s from steady state only."""
+    if not epoch_times:
+        return {"first_epoch_s": None, "steady_epoch_s": None, "images_per_s": None, "throughput_includes_warmup": False}
+    first = epoch_times[0] if start_epoch == 0 else None
+    steady = epoch_times[1:] if start_epoch == 0 else epoch_times
+    warm = not steady
+    per_epoch = float(np.median(steady)) if steady else epoch_times[0]
+    return {
+        "first_epoch_s": first,
+        "steady_epoch_s": per_epoch,
+        "images_per_s": n_train / per_epoch if per_epoch > 0 else None,
+        "throughput_includes_warmup": warm,
+    }
