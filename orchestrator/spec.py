@@ -192,6 +192,13 @@ class ExperimentSpec(_Strict):
         for name in self.models:
             if name not in known_archs:
                 raise _FieldError(f"models.{name}", f"unknown architecture (valid: {', '.join(known_archs)})")
+        from workers.models import model_entry
+
+        for arch in self.grid.architectures:
+            need = model_entry(arch).min_input_size
+            if min(self.dataset.image_size) < need:
+                raise _FieldError("dataset.image_size", f"architecture '{arch}' needs images of at least {need}x{need}, "
+                                  f"got {self.dataset.image_size[0]}x{self.dataset.image_size[1]}")
         node_types = self.resolved_node_types()
         for i, nt in enumerate(self.grid.node_types):
             if nt not in node_types:
