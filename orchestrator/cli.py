@@ -102,6 +102,11 @@ def _run_and_report(spec, *, run_id=None, address=None, strict=False) -> int:
         url = write_report(outcome.store, outcome.paths)
     except StorageError as err:
         return _fallback_local_report(outcome, err)
+    if getattr(outcome.store, "degraded", False):
+        local = outcome.store.fallback
+        return _fail(f"the store {outcome.store.uri} became unreachable ({outcome.store.error}); results and report "
+                     f"are kept locally under {local.uri}/{outcome.paths.root} (report: {url}); publish them with "
+                     f"'orchestrator report {outcome.paths.run_id} --store {local.uri} --upload {outcome.store.uri}'", 1)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(outcome.counts.items()))
     out.print(f"Run {outcome.paths.run_id} finished ({counts}).")
     out.print(f"Report: {url}")
@@ -114,7 +119,9 @@ def _fallback_local_report(outcome, err) -> int:
     from orchestrator.report import write_report
     from orchestrator.storage import LocalStore
 
-    local = LocalStore(os.environ.get("SKINLESION_FALLBACK_STORE", "results-unuploaded"))
+    from orchestrator.run import local_work_dir
+
+    local = LocalStore(local_work_dir())
     for record in outcome.records:
         write_trial_record(local, outcome.paths, record)
     url = write_report(local, outcome.paths, {"experiment": outcome.paths.experiment, "run_id": outcome.paths.run_id})

@@ -118,17 +118,43 @@ def _prepare_shared_data(trials: list[TrialConfig], settings: dict, notify: Call
     return {r["key"]: r for r in results}
 
 
-def _tune_storage(spec: ExperimentSpec, paths: RunPaths):
-    """Tune's storage path (beside the run's records) and, for S3 endpoints, a pyarrow filesystem."""
+def local_work_dir() -> Path:
+    """Local directory for Tune state of embedded runs and for results a remote store could not take."""
+    return Path(os.environ.get("ORCHESTRATOR_LOCAL_DIR", "results-local")).expanduser().resolve()
+
+
+def _tune_storage(spec: ExperimentSpec, paths: RunPaths, address: str | None):
+    """Tune's storage path and, for S3 endpoints, a pyarrow filesystem.
+
+    Beside the run's records in the store; except for an embedded (single-machine) run with a remote store,
+    where Tune's checkpoints stay on local disk so an object-store outage cannot fail running trials.
+    """
     store = open_store(**store_settings(spec))
-    if spec.storage.uri.startswith("s3://"):
+    if spec.storage.uri.startswith("s3://") and address:
         import pyarrow.fs
 
         fs = pyarrow.fs.S3FileSystem(endpoint_override=spec.storage.endpoint_url, region=spec.storage.region or "us-east-1") \
             if spec.storage.endpoint_url else None
         base = f"{store.bucket}/{store.prefix}".strip("/") if fs else store.uri
         return f"{base}/{paths.root}", fs
+    if spec.storage.uri.startswith("s3://"):
+        return str(local_work_dir() / paths.root), None
     return str(store.root / paths.root), None
+
+
+def open_run_store(spec: ExperimentSpec) -> Store:
+    """The run's store, checked reachable; remote stores fall back to local disk if they go down later."""
+    from orchestrator.fallback_store import FallbackStore
+    from orchestrator.storage import LocalStore, StorageError
+
+    store = open_store(**store_settings(spec))
+    if isinstance(store, LocalStore):
+        return store
+    try:
+        store.list("__probe__/")
+    except StorageError as err:
+        raise StudyError(f"storage.uri: the store is unreachable ({err}); nothing was started") from None
+    return FallbackStore(store, LocalStore(local_work_dir()))
 
 
 def execute_study(
@@ -154,7 +180,7 @@ def execute_study(
 
     for noisy in ("ray.tune", "ray.train", "ray.air"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    store = open_store(**store_settings(spec))
+    store = open_run_store(spec)
     paths = RunPaths(spec.name, run_id or new_run_id())
     trials = expand_grid(spec) if trials is None else trials
 
@@ -167,11 +193,12 @@ def execute_study(
 
     started = datetime.now(timezone.utc).isoformat()
     store.put_text(paths.spec, spec_to_yaml(spec))
-    store.put_text(paths.run_info, json.dumps({
+    info = {
         "experiment": spec.name, "run_id": paths.run_id, "started": started, "address": address or "local",
         "dashboard": dashboard, "nodes": [{"name": n.name, "resources": n.resources} for n in nodes],
         "n_trials": len(trials), "dataset_source": spec.dataset.source, "environment": environment_info(),
-    }, indent=1))
+    }
+    store.put_text(paths.run_info, json.dumps(info, indent=1))
     if dashboard:
         notify(f"Ray dashboard: {dashboard}")
     notify(f"Run {paths.run_id}: {len(trials)} trials ({len(infeasible)} not runnable here), store {store.uri}")
@@ -192,7 +219,7 @@ def execute_study(
         notify(f"Data cache: {hits} hit(s), {len(cache) - hits} prepared")
 
     if pending:
-        storage_path, fs = _tune_storage(spec, paths)
+        storage_path, fs = _tune_storage(spec, paths, address)
         backends = {t.framework for t in pending}
         param_space = {
             "trial": tune.grid_search([t.to_dict() for t in pending]),
@@ -244,7 +271,6 @@ def execute_study(
     counts: dict[str, int] = {}
     for r in records:
         counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
-    info = json.loads(store.get_text(paths.run_info))
     info.update({"finished": datetime.now(timezone.utc).isoformat(), "counts": counts,
                  "data_cache": {k: {kk: vv for kk, vv in v.items() if kk != "meta"} for k, v in cache.items()}})
     store.put_text(paths.run_info, json.dumps(info, indent=1))

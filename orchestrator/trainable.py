@@ -17,13 +17,22 @@ SLEEP_ARCHITECTURE = "_sleep"  # used by the orchestration-overhead benchmark an
 
 
 def load_prepared(store_settings: dict, key: str):
+    """Prepared arrays for ``key``: from this node's disk cache, else from the store (then cached on disk),
+    so a node fetches each prepared setting once and an object-store outage does not stop later trials."""
     from workers.data import PreparedData
+    from workers.data.synthetic import default_cache_root
 
     store = open_store(**store_settings)
     local_path = getattr(store, "local_path", None)
     if local_path is not None:
         return PreparedData.from_bytes(local_path(cache_key_path(key)).read_bytes())
-    return PreparedData.from_bytes(store.get_bytes(cache_key_path(key)))
+    cached = default_cache_root() / "prepared" / f"{key}.npz"
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.part")
+        tmp.write_bytes(store.get_bytes(cache_key_path(key)))
+        os.replace(tmp, cached)
+    return PreparedData.from_bytes(cached.read_bytes())
 
 
 def _limit_threads(cpus: float) -> None:
@@ -33,14 +42,19 @@ def _limit_threads(cpus: float) -> None:
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
-def _fault_injection(trial: dict) -> None:
-    """Test hook: SKINLESION_FAULT=crash_once:<marker_dir> kills the first attempt of every trial."""
-    fault = os.environ.get("SKINLESION_FAULT", "")
-    if fault.startswith("crash_once:"):
-        marker = os.path.join(fault.split(":", 1)[1], trial["trial_id"])
-        if not os.path.exists(marker):
-            open(marker, "w").close()
-            os._exit(1)
+def _crash_injected(trial_id: str) -> bool:
+    """Fault-injection hook for the test suite: while the file ``<cache>/fault-injection/crash_after_first_epoch``
+    exists, the first attempt of every trial dies right after its first checkpoint (once per trial)."""
+    from workers.data.synthetic import default_cache_root
+
+    flag = default_cache_root() / "fault-injection" / "crash_after_first_epoch"
+    if not flag.exists():
+        return False
+    marker = flag.parent / f"crashed-{trial_id}"
+    if marker.exists():
+        return False
+    marker.touch()
+    return True
 
 
 def trial_trainable(config: dict) -> None:
@@ -72,12 +86,12 @@ def trial_trainable(config: dict) -> None:
 
     checkpoint = tune.get_checkpoint()
     resume_dir = checkpoint.to_directory() if checkpoint else None
-    _fault_injection(trial)
-
     def on_epoch(row: dict, save) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             save(tmp)
             tune.report({k: v for k, v in row.items() if isinstance(v, (int, float))}, checkpoint=tune.Checkpoint.from_directory(tmp))
+        if row["epoch"] == 1 and _crash_injected(tc.trial_id):
+            os._exit(1)  # a worker process killed in the middle of a trial
 
     weights_path = _resolve_weights(tc, config["store"])
     record = run_trial(

@@ -1,0 +1,60 @@
+"""A store that keeps working when the object store does not: writes fall back to a local directory.
+
+Used for runs whose store is remote. Once a write to the primary store fails (after its own retries with
+backoff), the run is *degraded*: this and every later write go to the local directory, so nothing computed
+is lost, and the command says where the files are and exits non-zero. Every write is also journaled in the
+local directory, so the local copy of a run is complete even when the outage began halfway through it. ``orchestrator report RUN --store
+<local dir> --upload <uri>`` publishes them later.
+"""
+from __future__ import annotations
+
+from orchestrator.storage import LocalStore, Store, StorageError
+
+
+class FallbackStore(Store):
+    def __init__(self, primary: Store, fallback: LocalStore):
+        self.primary, self.fallback = primary, fallback
+        self.uri = primary.uri
+        self.degraded = False
+        self.error: StorageError | None = None
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        # Every write is journaled locally first, so the local copy is complete whenever the primary fails.
+        self.fallback.put_bytes(key, data, content_type)
+        if not self.degraded:
+            try:
+                self.primary.put_bytes(key, data, content_type)
+            except StorageError as err:
+                self.degraded, self.error = True, err
+
+    def get_bytes(self, key: str) -> bytes:
+        if self.fallback.exists(key):
+            return self.fallback.get_bytes(key)
+        try:
+            return self.primary.get_bytes(key)
+        except StorageError as err:
+            self.degraded, self.error = True, err
+            raise
+
+    def exists(self, key: str) -> bool:
+        if self.fallback.exists(key):
+            return True
+        try:
+            return self.primary.exists(key)
+        except StorageError:
+            return False
+
+    def list(self, prefix: str = "") -> list[str]:
+        keys = set(self.fallback.list(prefix))
+        try:
+            keys |= set(self.primary.list(prefix))
+        except StorageError as err:
+            self.degraded, self.error = True, err
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self.fallback.delete(key)
+        self.primary.delete(key)
+
+    def url(self, key: str) -> str:
+        return self.fallback.url(key) if self.fallback.exists(key) and self.degraded else self.primary.url(key)

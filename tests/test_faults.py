@@ -1,0 +1,141 @@
+"""Fault injection: killed workers, failing trials, a killed driver, an object store that goes down."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from orchestrator.cli import main
+from orchestrator.run import execute_study
+from tests.conftest import _free_port, tiny_spec_dict
+from workers.data.synthetic import default_cache_root
+
+
+def _records(store: Path, experiment: str) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in store.glob(f"{experiment}/*/trials/*/record.json")}
+
+
+@pytest.fixture
+def crash_after_first_epoch():
+    flag = default_cache_root() / "fault-injection" / "crash_after_first_epoch"
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    flag.touch()
+    yield
+    flag.unlink()
+
+
+def test_killed_worker_is_retried_from_its_checkpoint(tiny_spec, ray_session, crash_after_first_epoch):
+    spec = tiny_spec(name="crash", grid={"architectures": ["cnn"], "epochs": [3]}, execution={"max_retries": 2})
+    outcome = execute_study(spec, show_progress=False, notify=lambda m: None)
+    (record,) = outcome.records
+    assert record["status"] == "completed"
+    assert record["retries"] == 1
+    assert record["resumed_from_checkpoint"] is True
+    assert [row["epoch"] for row in record["history"]] == [1, 2, 3]
+
+
+def test_deterministic_failure_is_reported_and_the_rest_completes(tiny_spec, ray_session):
+    spec = tiny_spec(name="broken", grid={"architectures": ["cnn", "cnn_lstm"], "epochs": [1]},
+                     models={"cnn": {"params": {"filters": -3}}}, execution={"max_retries": 1})
+    outcome = execute_study(spec, show_progress=False, notify=lambda m: None)
+    by_arch = {r["config"]["architecture"]: r for r in outcome.records}
+    assert by_arch["cnn_lstm"]["status"] == "completed"
+    assert by_arch["cnn"]["status"] == "failed"
+    assert by_arch["cnn"]["retries"] == 1
+    assert "filters" in by_arch["cnn"]["error"] or "positive" in by_arch["cnn"]["error"].lower()
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, ray_session):
+    store = tmp_path / "store"
+    spec = tiny_spec_dict(name="resumable", store=str(store), grid={"architectures": ["cnn"], "epochs": [1, 2, 3, 4]},
+                          execution={"max_concurrent_trials": 1})
+    path = tmp_path / "resumable.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "ORCHESTRATOR_LOCAL_DIR": str(tmp_path / "local")}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "submit", str(path)], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not _records(store, "resumable"):
+            time.sleep(0.5)
+            assert proc.poll() is None, "the driver ended before any trial finished"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {tid: r for tid, r in _records(store, "resumable").items() if r["status"] == "completed"}
+    assert 1 <= len(before) < 4
+    mtimes = {tid: (p := next(store.glob(f"resumable/*/trials/{tid}/record.json"))).stat().st_mtime for tid in before}
+    (run_dir,) = (store / "resumable").iterdir()
+
+    assert main(["resume", run_dir.name, "--store", str(store)]) == 0
+    after = _records(store, "resumable")
+    assert len(after) == 4 and all(r["status"] == "completed" for r in after.values())
+    for tid, mtime in mtimes.items():  # finished trials were kept, not recomputed
+        assert next(store.glob(f"resumable/*/trials/{tid}/record.json")).stat().st_mtime == mtime
+        assert after[tid]["pid"] == before[tid]["pid"]
+    results = (run_dir / "report" / "results.csv").read_text().splitlines()
+    assert len(results) == 1 + 4
+
+
+def test_store_going_down_keeps_results_locally_and_upload_publishes_them(tmp_path, ray_session, s3_endpoint, s3_bucket,
+                                                                          monkeypatch, capsys):
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    flaky = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    flaky.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="flaky")
+    monkeypatch.setenv("ORCHESTRATOR_LOCAL_DIR", str(tmp_path / "local"))
+    spec = tiny_spec_dict(name="outage", grid={"architectures": ["cnn"], "epochs": [1, 3]},
+                          execution={"max_concurrent_trials": 1})
+    spec["storage"] = {"uri": "s3://flaky/studies", "endpoint_url": endpoint}
+    path = tmp_path / "outage.yaml"
+    path.write_text(yaml.safe_dump(spec))
+
+    def stop_after_first_record():
+        client = boto3.client("s3", endpoint_url=endpoint)
+        for _ in range(600):
+            keys = [o["Key"] for o in client.list_objects_v2(Bucket="flaky").get("Contents", [])]
+            if any(k.endswith("record.json") for k in keys):
+                flaky.stop()
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=stop_after_first_record, daemon=True)
+    watcher.start()
+    code = main(["submit", str(path)])
+    watcher.join(timeout=5)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "became unreachable" in err and "--upload" in err
+    local = tmp_path / "local"
+    (run_dir,) = (local / "outage").iterdir()
+    assert (run_dir / "report" / "index.html").is_file()
+
+    assert main(["report", run_dir.name, "--store", str(local), "--upload", f"s3://{s3_bucket}/published",
+                 "--endpoint-url", s3_endpoint]) == 0
+    keys = {o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    root = f"published/outage/{run_dir.name}"
+    assert f"{root}/report/index.html" in keys and f"{root}/spec.yaml" in keys
+    assert sum(1 for k in keys if k.startswith(f"{root}/trials/") and k.endswith("record.json")) == 2
+
+
+def test_unreachable_store_at_start_starts_nothing(tmp_path, capsys):
+    spec = tiny_spec_dict(name="nostore")
+    spec["storage"] = {"uri": "s3://nowhere/x", "endpoint_url": f"http://127.0.0.1:{_free_port()}"}
+    path = tmp_path / "nostore.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    t = time.time()
+    assert main(["submit", str(path)]) == 2
+    assert "unreachable" in capsys.readouterr().err
+    assert time.time() - t < 60
