@@ -213,7 +213,10 @@ def execute_study(
         notify(f"Resuming: {len(done)} trial(s) already completed are kept, {len(pending)} to run")
 
     settings = store_settings(spec)
-    cache = _prepare_shared_data(pending, settings, notify) if pending else {}
+    from orchestrator.trainable import SLEEP_ARCHITECTURE
+
+    needs_data = [t for t in pending if t.architecture != SLEEP_ARCHITECTURE]
+    cache = _prepare_shared_data(needs_data, settings, notify) if needs_data else {}
     if cache:
         hits = sum(1 for c in cache.values() if c["hit"])
         notify(f"Data cache: {hits} hit(s), {len(cache) - hits} prepared")

@@ -52,3 +52,10 @@ def test_binary_and_single_class_test_split():
     assert m["roc_auc_ovr"] == pytest.approx(0.75)  # pos {0.8, 0.4} vs neg {0.1, 0.7}: 3 of 4 pairs ordered
     m = compute_metrics(np.array([1, 1]), np.array([[0.1, 0.9], [0.6, 0.4]]), ["other", "melanoma"])
     assert m["roc_auc_ovr"] is None and m["accuracy"] == 0.5
+
+
+def test_multiclass_problem_with_only_two_classes_in_the_test_split():
+    probs = np.array([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1]])
+    m = compute_metrics(np.array([0, 1, 1]), probs, CLASSES)
+    # renormalised p(b | a or b): 0.22, 0.78, 0.33 -> positives {0.78, 0.33} both above the negative 0.22
+    assert m["roc_auc_ovr"] == pytest.approx(1.0)

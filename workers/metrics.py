@@ -51,4 +51,6 @@ def _roc_auc(y_true: np.ndarray, y_prob: np.ndarray, labels: list[int]) -> float
         # Only classes present in the test split can be scored one-vs-rest.
         probs = y_prob[:, present]
         probs = probs / np.clip(probs.sum(axis=1, keepdims=True), 1e-12, None)
+        if len(present) == 2:
+            return float(skm.roc_auc_score(y_true == present[1], probs[:, 1]))
         return float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=present))

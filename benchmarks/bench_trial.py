@@ -1,0 +1,93 @@
+"""Trial throughput vs plain Keras: steady-state images/s of the worker path (``workers.train.run_trial``)
+against a plain ``model.fit`` on the same model, data, batch size and device. Runs without Ray.
+
+    python benchmarks/bench_trial.py --size 64 --batch 32 --epochs 4 --out benchmarks/results/trial_throughput.md
+    python benchmarks/bench_trial.py --size 120 --batch 256 --framework jax     # GPU arm, on a GPU machine
+
+The first epoch (compile + warm-up) is excluded on both sides; the median of the remaining epochs is used.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import append_result, md_table  # noqa: E402
+
+SEED_000 = ["cnn", "cnn_lstm", "lstm_cnn", "resnet50"]
+
+
+def plain_fit_images_per_s(keras, arch: str, data, batch: int, epochs: int, lr: float) -> float:
+    from workers.models import create_model
+
+    keras.utils.set_random_seed(0)
+    model = create_model(arch, input_shape=data.x_train.shape[1:], num_classes=data.num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    times: list[float] = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t)
+
+    model.fit(data.x_train, data.y_train, batch_size=batch, epochs=epochs, shuffle=True, verbose=0, callbacks=[Timer()])
+    return len(data.y_train) / statistics.median(times[1:])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--architectures", nargs="+", default=SEED_000)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=4, help="epochs per measurement (the first is warm-up)")
+    p.add_argument("--samples", type=int, default=120, help="synthetic images of the largest class")
+    p.add_argument("--framework", default="tensorflow")
+    p.add_argument("--node-type", default="cpu")
+    p.add_argument("--out", default="benchmarks/results/trial_throughput.md")
+    p.add_argument("--smoke", action="store_true")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.architectures, args.size, args.epochs, args.samples = ["cnn"], 16, 3, 10
+
+    os.environ.setdefault("KERAS_BACKEND", args.framework)
+    from orchestrator.grid import expand_grid
+    from orchestrator.spec import parse_spec
+    from workers.data import prepare_data
+    from workers.device import activate_backend, restrict_to_node_type
+    from workers.train import run_trial
+
+    restrict_to_node_type(args.node_type)
+    keras = activate_backend(args.framework)
+    spec = parse_spec({"name": "bench", "dataset": {"image_size": [args.size, args.size], "samples_per_class": args.samples},
+                       "split": {"val_fraction": 0.05}, "training": {"batch_size": args.batch, "mixed_precision": "off"},
+                       "grid": {"architectures": args.architectures, "epochs": [args.epochs], "node_types": [args.node_type],
+                                "frameworks": [args.framework]}})
+    trials = expand_grid(spec)
+    data = prepare_data(trials[0].dataset, trials[0].split, "none", trials[0].augmentation_settings)
+    rows, device = [], None
+    for trial in trials:
+        record = run_trial(trial, data=data)
+        device = record["device"]["used"]["name"]
+        worker = record["timings"]["images_per_s"]
+        plain = plain_fit_images_per_s(keras, trial.architecture, data, args.batch, args.epochs, 1e-3)
+        rows.append([trial.architecture, args.framework, device, args.size, args.batch, len(data.y_train),
+                     round(worker, 1), round(plain, 1), round(worker / plain, 3)])
+        print(rows[-1], flush=True)
+    body = md_table(["architecture", "backend", "device", "size", "batch", "train images", "worker img/s",
+                     "plain fit img/s", "ratio"], rows)
+    body += "\nGoal: ratio >= 0.95. The worker path adds per-epoch validation (outside the timed training pass) and checkpoints only when asked.\n"
+    print(body)
+    append_result(args.out, f"Trial throughput vs plain Keras fit{' (smoke)' if args.smoke else ''}", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
