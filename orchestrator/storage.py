@@ -2,11 +2,16 @@
 
 Keys are ``/``-separated relative paths. Writes are atomic from a reader's point of view: the local store
 renames a finished temporary file into place; S3 makes an object visible only when its PUT completes.
-Credentials come from the standard AWS places (environment, profile, instance role) and are never logged.
+Credentials come from the standard AWS places (boto3's default chain: environment, shared credentials/config
+file and profile, web identity, container and instance roles); only ``endpoint_url`` and ``region`` are ours.
+They are never logged, put in error messages or pickled. S3 calls that fail for a transient reason (connection
+refused, timeout, throttling, 5xx) are retried with exponential backoff and then raise ``StorageError``.
 """
 from __future__ import annotations
 
+import logging
 import os
+import random
 import re
 import tempfile
 import time
@@ -15,10 +20,21 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.=+@ ,-]+$")
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s\"']+@")
+# Codes worth another try: throttling, server-side trouble and timeouts. Anything else (403, 404, bad request,
+# bad credentials) fails at once.
+_RETRYABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
+                    "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequests"}
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 
 
 class StorageError(RuntimeError):
     """The store could not be reached or refused an operation."""
+
+
+def _redact(text: str) -> str:
+    """Drop ``user:password@`` from any URL in ``text``."""
+    return _URL_USERINFO.sub("***@", text)
 
 
 def check_key(key: str) -> str:
@@ -66,9 +82,11 @@ class Store:
         dest = Path(dest)
         prefix = prefix.rstrip("/") + "/" if prefix else ""
         for key in self.list(prefix):
-            target = dest / key[len(prefix):]
+            target = dest / check_key(key[len(prefix):])
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.get_bytes(key))
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+            tmp.write_bytes(self.get_bytes(key))
+            os.replace(tmp, target)
         return dest
 
 
@@ -79,16 +97,21 @@ class LocalStore(Store):
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
 
+    def __repr__(self) -> str:
+        return f"LocalStore({self.uri!r})"
+
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written beside the target and renamed into place: a reader sees the old file or the whole new one.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -104,13 +127,20 @@ class LocalStore(Store):
         return self._path(key).is_file()
 
     def list(self, prefix: str = "") -> list[str]:
-        base = self.root
-        if not base.exists():
+        # Walk only the folder the prefix names (``a/b/c`` -> ``a/b``), then filter by plain string prefix as S3 does.
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        try:
+            base = self._path(folder) if folder else self.root
+        except ValueError:
+            return []
+        if not base.is_dir():
             return []
         out = []
-        for path in base.rglob("*"):
-            if path.is_file() and not path.name.endswith(".part"):
-                rel = path.relative_to(base).as_posix()
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.startswith(".") and name.endswith(".part"):
+                    continue  # a write in progress
+                rel = Path(dirpath, name).relative_to(self.root).as_posix()
                 if rel.startswith(prefix):
                     out.append(rel)
         return sorted(out)
@@ -126,7 +156,8 @@ class S3Store(Store):
     """An S3 bucket/prefix through boto3; ``endpoint_url`` selects MinIO, GCS interoperability, moto, ..."""
 
     def __init__(self, uri: str, endpoint_url: str | None = None, region: str | None = None,
-                 retries: int = 4, backoff_s: float = 0.5, connect_timeout_s: float = 5.0):
+                 retries: int = 4, backoff_s: float = 0.25, connect_timeout_s: float = 5.0,
+                 read_timeout_s: float = 60.0):
         import boto3
         from botocore.config import Config
 
@@ -139,14 +170,25 @@ class S3Store(Store):
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         self.retries = retries
         self.backoff_s = backoff_s
-        self.region, self.connect_timeout_s = region, connect_timeout_s
-        config = Config(connect_timeout=connect_timeout_s, read_timeout=30, retries={"max_attempts": 1})
-        self.client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, region_name=region, config=config)
+        self.region, self.connect_timeout_s, self.read_timeout_s = region, connect_timeout_s, read_timeout_s
+        _quiet_sdk_loggers()
+        # botocore's own retries are off (one attempt per call): ``_retry`` below is the single retry policy,
+        # so the total time to give up on an unreachable endpoint is bounded and known.
+        config = Config(connect_timeout=connect_timeout_s, read_timeout=read_timeout_s,
+                        retries={"total_max_attempts": 1, "mode": "standard"})
+        # Credentials: boto3's default chain (never passed in, never stored on this object).
+        self.client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, region_name=region,
+                                                     config=config)
+
+    def __repr__(self) -> str:
+        endpoint = f", endpoint_url={_redact(self.endpoint_url)!r}" if self.endpoint_url else ""
+        return f"S3Store({self.uri!r}{endpoint})"
 
     def __getstate__(self):
         # The boto3 client is rebuilt after unpickling; credentials are never part of the pickled state.
         return {"uri": self.uri, "endpoint_url": self.endpoint_url, "region": self.region, "retries": self.retries,
-                "backoff_s": self.backoff_s, "connect_timeout_s": self.connect_timeout_s}
+                "backoff_s": self.backoff_s, "connect_timeout_s": self.connect_timeout_s,
+                "read_timeout_s": self.read_timeout_s}
 
     def __setstate__(self, state):
         self.__init__(**state)
@@ -155,45 +197,59 @@ class S3Store(Store):
         key = check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _retry(self, what: str, fn):
-        from botocore.exceptions import BotoCoreError, ClientError
+    def _retry(self, what: str, fn, missing=None):
+        """Call ``fn`` with exponential backoff on transient errors; ``missing()`` answers a not-found error."""
+        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
+        transient = (BotoConnectionError, HTTPClientError, IncompleteReadError)
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
             try:
                 return fn()
             except ClientError as err:
-                code = err.response.get("Error", {}).get("Code", "")
-                if code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403") or attempt == self.retries:
-                    raise StorageError(f"{what} failed on {self.uri}: {code or err}") from None
+                code = str(err.response.get("Error", {}).get("Code", ""))
+                status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+                if missing is not None and code in _NOT_FOUND:
+                    return missing()
+                retryable = code in _RETRYABLE_CODES or status >= 500 or status == 429
+                if not retryable or attempt == self.retries:
+                    tries = f" after {attempt + 1} attempts" if attempt else ""
+                    raise StorageError(_redact(f"{what} failed on {self.uri}{tries}: {code or status or 'error'}")) \
+                        from None
             except BotoCoreError as err:
-                if attempt == self.retries:
-                    raise StorageError(f"{what} failed on {self.uri}: {type(err).__name__}: {err}") from None
-            time.sleep(delay)
+                # Connection refused/reset, timeouts and broken responses are retried; missing credentials,
+                # bad parameters and the like are not.
+                if not isinstance(err, transient) or attempt == self.retries:
+                    tries = f" after {attempt + 1} attempts" if attempt else ""
+                    raise StorageError(_redact(f"{what} failed on {self.uri}{tries}: "
+                                               f"{type(err).__name__}: {err}")) from None
+            time.sleep(delay * random.uniform(0.8, 1.2))
             delay *= 2
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else {}
-        self._retry(f"upload of {key}", lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra))
+        full = self._key(key)
+        self._retry(f"upload of {key}",
+                    lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **extra))
 
     def get_bytes(self, key: str) -> bytes:
-        from botocore.exceptions import ClientError
+        full = self._key(key)
 
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise KeyError(key) from None
-            return self._retry(f"download of {key}", lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
+        def missing():
+            raise KeyError(key) from None
+
+        return self._retry(f"download of {key}",
+                           lambda: self.client.get_object(Bucket=self.bucket, Key=full)["Body"].read(), missing)
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        full = self._key(key)
 
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        def head():
+            self.client.head_object(Bucket=self.bucket, Key=full)
             return True
-        except ClientError:
-            return False
+
+        return self._retry(f"lookup of {key}", head, lambda: False)
 
     def _iter_keys(self, prefix: str) -> Iterator[str]:
         full = (f"{self.prefix}/" if self.prefix else "") + prefix
@@ -206,7 +262,31 @@ class S3Store(Store):
         return sorted(self._retry(f"listing of {prefix or '/'}", lambda: list(self._iter_keys(prefix))))
 
     def delete(self, key: str) -> None:
-        self._retry(f"delete of {key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)))
+        full = self._key(key)
+        self._retry(f"delete of {key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=full))
+
+
+def _read_umask() -> int:
+    try:  # Linux: read it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _quiet_sdk_loggers() -> None:
+    """At DEBUG, botocore logs signed request headers; keep its loggers at INFO unless someone set them."""
+    for name in ("botocore", "boto3", "s3transfer"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
 
 
 def open_store(uri: str, endpoint_url: str | None = None, region: str | None = None) -> Store:

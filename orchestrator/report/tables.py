@@ -1,4 +1,8 @@
-"""Trial records -> pandas tables (pure functions): the trial table, seed 000 Tables I-III, hardware comparison."""
+"""Trial records -> pandas tables (pure functions): the trial table, seed 000 Tables I-III, hardware comparison,
+cost and Pareto front, devices, cluster nodes and problem trials.
+
+Nothing here reads files, the clock or the environment: the same records always give the same tables.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -7,30 +11,71 @@ import pandas as pd
 TRIAL_COLUMNS = [
     "trial_id", "architecture", "epochs", "node_type", "augmentation", "framework", "repeat", "status",
     "accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr", "top2_accuracy",
-    "train_s", "first_epoch_s", "steady_epoch_s", "images_per_s", "total_s", "device_used", "device_mismatch",
-    "simulated", "retries", "price_per_hour", "cost_usd", "reason",
+    "train_s", "first_epoch_s", "steady_epoch_s", "images_per_s", "total_s",
+    "requested_device", "device_kind", "device_used", "backend", "simulated", "device_mismatch", "device_check",
+    "node_id", "retries", "resumed", "price_per_hour", "cost_usd", "reason",
 ]
+FLOAT_COLUMNS = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr",
+                 "top2_accuracy", "train_s", "first_epoch_s", "steady_epoch_s", "images_per_s", "total_s",
+                 "price_per_hour", "cost_usd"]
+INT_COLUMNS = ["epochs", "repeat", "retries"]
+BOOL_COLUMNS = ["device_mismatch", "resumed"]
+SETTING = ["architecture", "epochs", "node_type", "augmentation", "framework"]
+DEVICE_KINDS = ("cpu", "gpu", "tpu")
+
+# Values of ``device_check``: how the device that ran compares with the one the node type asked for.
+CHECK_OK, CHECK_MISMATCH, CHECK_SIMULATED, CHECK_UNKNOWN = "ok", "MISMATCH", "simulated", "unknown"
+
+
+def requested_device(config: dict, device: dict | None = None) -> str | None:
+    """The device kind a trial's node type asks for, from its Ray resources (GPU -> gpu, TPU -> tpu, else cpu)."""
+    resources = config.get("resources")
+    if isinstance(resources, dict) and resources:
+        if float(resources.get("GPU", 0) or 0) > 0:
+            return "gpu"
+        if float(resources.get("TPU", 0) or 0) > 0:
+            return "tpu"
+        return "cpu"
+    for name in (config.get("node_type"), (device or {}).get("requested")):
+        if name in DEVICE_KINDS:
+            return name
+    return None
+
+
+def _device_check(requested: str | None, dev: dict) -> tuple[bool | None, str | None]:
+    used = (dev.get("used") or {}).get("kind")
+    if not dev:
+        return None, None
+    if used in DEVICE_KINDS and requested:
+        if used == requested:
+            return False, CHECK_OK
+        return True, CHECK_SIMULATED if dev.get("simulated") else CHECK_MISMATCH
+    if dev.get("mismatch") is not None and not used:
+        return bool(dev["mismatch"]), CHECK_MISMATCH if dev["mismatch"] else CHECK_OK
+    return None, CHECK_UNKNOWN
 
 
 def trial_table(records: list[dict]) -> pd.DataFrame:
-    """One row per trial, in grid order, whatever its status."""
+    """One row per trial, in grid order, whatever its status; typed columns (floats, nullable ints and bools)."""
     rows = []
     for r in records:
-        cfg = r.get("config", {})
-        m = r.get("metrics", {}) or {}
-        t = r.get("timings", {}) or {}
-        dev = r.get("device", {}) or {}
+        cfg = r.get("config") or {}
+        m = r.get("metrics") or {}
+        t = r.get("timings") or {}
+        dev = r.get("device") or {}
+        requested = requested_device(cfg, dev)
+        mismatch, check = _device_check(requested, dev)
         total = t.get("total_s")
-        price = float(cfg.get("price_per_hour") or 0.0)
+        price = cfg.get("price_per_hour")
         rows.append({
-            "trial_id": r["trial_id"],
+            "trial_id": str(r.get("trial_id")),
             "architecture": cfg.get("architecture"),
             "epochs": cfg.get("epochs"),
             "node_type": cfg.get("node_type"),
             "augmentation": cfg.get("augmentation"),
             "framework": cfg.get("framework"),
             "repeat": cfg.get("repeat"),
-            "status": r.get("status"),
+            "status": r.get("status") or "unknown",
             **{k: m.get(k) for k in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
                                      "roc_auc_ovr", "top2_accuracy")},
             "train_s": t.get("fit_s"),
@@ -38,95 +83,273 @@ def trial_table(records: list[dict]) -> pd.DataFrame:
             "steady_epoch_s": t.get("steady_epoch_s"),
             "images_per_s": t.get("images_per_s"),
             "total_s": total,
+            "requested_device": requested,
+            "device_kind": (dev.get("used") or {}).get("kind"),
             "device_used": (dev.get("used") or {}).get("name"),
-            "device_mismatch": dev.get("mismatch"),
+            "backend": dev.get("backend"),
             "simulated": dev.get("simulated"),
-            "retries": r.get("retries", 0),
+            "device_mismatch": mismatch,
+            "device_check": check,
+            "node_id": r.get("node_id"),
+            "retries": r.get("retries") or 0,
+            "resumed": r.get("resumed_from_checkpoint"),
             "price_per_hour": price,
-            "cost_usd": price * total / 3600 if total is not None else None,
+            "cost_usd": float(price) * float(total) / 3600 if price is not None and total is not None else None,
             "reason": r.get("reason") or r.get("error"),
         })
     df = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
-    return df.sort_values(["architecture", "epochs", "node_type", "augmentation", "framework", "repeat"],
-                          kind="stable").reset_index(drop=True)
+    for col in FLOAT_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    for col in INT_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").round().astype("Int64")
+    for col in BOOL_COLUMNS:
+        df[col] = df[col].astype("boolean")
+    for col in TRIAL_COLUMNS:
+        if col not in FLOAT_COLUMNS + INT_COLUMNS + BOOL_COLUMNS:  # text: str or None, object dtype
+            df[col] = pd.Series([None if pd.isna(row[col]) else str(row[col]) for row in rows], index=df.index,
+                                dtype=object)
+    return df.sort_values(SETTING + ["repeat", "trial_id"], kind="stable", na_position="last").reset_index(drop=True)
 
 
-def _completed(df: pd.DataFrame) -> pd.DataFrame:
+def completed(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "completed"]
 
 
-def _mean_sd(series: pd.Series) -> str:
-    values = series.dropna().astype(float)
-    if values.empty:
+def measured(df: pd.DataFrame) -> pd.DataFrame:
+    """Completed trials whose timings describe their node type: a trial that ran on another device than it
+    asked for (``MISMATCH``) is left out of the hardware and cost comparison."""
+    done = completed(df)
+    return done[done["device_check"] != CHECK_MISMATCH]
+
+
+def _sd(values: pd.Series) -> float:
+    """Sample standard deviation; NaN for fewer than two values."""
+    values = values.dropna()
+    return float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+
+def mean_sd_text(mean: float, sd: float, digits: int = 4) -> str:
+    """``0.7206 ± 0.0123``; just the mean when there is no spread to show; ``-`` when there is no value."""
+    if mean is None or pd.isna(mean):
         return "-"
-    if len(values) == 1:
-        return f"{values.iloc[0]:.4f}"
-    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+    if sd is None or pd.isna(sd):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
 def table_accuracy_by_epochs(df: pd.DataFrame) -> pd.DataFrame:
     """Seed 000 Table I: test accuracy (%) by architecture x epochs (mean over repeats and node types)."""
-    done = _completed(df)
+    done = completed(df).dropna(subset=["architecture", "epochs", "accuracy"])
     if done.empty:
         return pd.DataFrame()
     table = done.pivot_table(index="architecture", columns="epochs", values="accuracy", aggfunc="mean") * 100
-    table.columns = [f"{c} epochs (%)" for c in table.columns]
+    table = table.reindex(sorted(table.columns), axis=1)
+    table.columns = [f"{int(c)} epochs (%)" for c in table.columns]
+    table.index.name = "architecture"
     return table.round(2)
 
 
-def table_scores(df: pd.DataFrame) -> pd.DataFrame:
-    """Seed 000 Tables II/III: accuracy, precision, recall, F1 by architecture for each node type and epoch budget.
+SCORE_METRICS = {"accuracy": "accuracy", "precision": "precision_macro", "recall": "recall_macro", "f1": "f1_macro"}
 
-    Repeats are shown as mean ± sample standard deviation.
-    """
-    done = _completed(df)
+
+def table_scores(df: pd.DataFrame) -> pd.DataFrame:
+    """Seed 000 Tables II/III: accuracy, precision, recall, F1 (macro) by architecture for each node type and epoch
+    budget. Repeats give ``<metric>_mean`` and ``<metric>_sd`` (sample standard deviation; NaN for one repeat)."""
+    done = completed(df)
     if done.empty:
         return pd.DataFrame()
     rows = []
-    for (node, epochs, arch, aug), g in done.groupby(["node_type", "epochs", "architecture", "augmentation"], sort=True):
+    keys = ["node_type", "epochs", "architecture", "augmentation", "framework"]
+    for key, g in done.groupby(keys, sort=True, dropna=False):
+        row = dict(zip(keys, key))
+        row["repeats"] = len(g)
+        for name, col in SCORE_METRICS.items():
+            row[f"{name}_mean"] = float(g[col].mean()) if g[col].notna().any() else float("nan")
+            row[f"{name}_sd"] = _sd(g[col])
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["epochs"] = out["epochs"].astype("Int64")
+    return out
+
+
+def format_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """Tables II/III for reading: one ``mean ± sd`` text column per metric."""
+    if scores.empty:
+        return scores
+    out = scores[[c for c in scores.columns if not c.endswith(("_mean", "_sd"))]].copy()
+    for name in SCORE_METRICS:
+        out[name] = [mean_sd_text(m, s) for m, s in zip(scores[f"{name}_mean"], scores[f"{name}_sd"])]
+    return out
+
+
+def cpu_reference(df: pd.DataFrame) -> str | None:
+    """The node type speed-ups are measured against: ``cpu`` if it ran, else the first CPU-only node type that did."""
+    done = measured(df)
+    cpu_types = sorted(set(done.loc[done["requested_device"] == "cpu", "node_type"].dropna()))
+    if "cpu" in set(done["node_type"].dropna()):
+        return "cpu"
+    return cpu_types[0] if cpu_types else None
+
+
+def table_hardware(df: pd.DataFrame) -> pd.DataFrame:
+    """Time per epoch and images/s per architecture x node type (mean and sd over trials), the device that ran,
+    and the speed-up in images/s against the CPU reference node type (``speedup_reference``). Trials that ran on
+    another device than requested are left out."""
+    done = measured(df)
+    if done.empty:
+        return pd.DataFrame()
+    rows = []
+    for (arch, node, fw), g in done.groupby(["architecture", "node_type", "framework"], sort=True, dropna=False):
         rows.append({
-            "node_type": node, "epochs": epochs, "architecture": arch, "augmentation": aug, "repeats": len(g),
-            "accuracy": _mean_sd(g["accuracy"]), "precision": _mean_sd(g["precision_macro"]),
-            "recall": _mean_sd(g["recall_macro"]), "f1": _mean_sd(g["f1_macro"]),
+            "architecture": arch, "node_type": node, "framework": fw,
+            "device_used": ", ".join(sorted(set(g["device_used"].dropna()))) or None,
+            "trials": len(g),
+            "first_epoch_s": g["first_epoch_s"].mean(),
+            "steady_epoch_s": g["steady_epoch_s"].mean(), "steady_epoch_s_sd": _sd(g["steady_epoch_s"]),
+            "images_per_s": g["images_per_s"].mean(), "images_per_s_sd": _sd(g["images_per_s"]),
+        })
+    out = pd.DataFrame(rows)
+    ref = cpu_reference(df)
+    ref_speed = done[done["node_type"] == ref].groupby("architecture")["images_per_s"].mean() if ref \
+        else pd.Series(dtype=float)
+    out["speedup_vs_cpu"] = [
+        (speed / ref_speed[arch]) if arch in ref_speed.index and ref_speed[arch] and pd.notna(speed) else np.nan
+        for arch, speed in zip(out["architecture"], out["images_per_s"])
+    ]
+    out["speedup_reference"] = ref
+    return out
+
+
+def pareto_front(points: pd.DataFrame, cost: str, value: str) -> pd.Series:
+    """True where no other point is at least as cheap and at least as good (and strictly better in one).
+    Points with a missing cost or value are never on the front."""
+    valid = points[cost].notna() & points[value].notna()
+    c, v = points[cost].to_numpy(dtype=float), points[value].to_numpy(dtype=float)
+    flags = []
+    for i in range(len(points)):
+        if not valid.iloc[i]:
+            flags.append(False)
+            continue
+        others = valid.to_numpy()
+        dominated = (others & (c <= c[i]) & (v >= v[i]) & ((c < c[i]) | (v > v[i]))).any()
+        flags.append(not bool(dominated))
+    return pd.Series(flags, index=points.index, dtype=bool)
+
+
+def table_cost(df: pd.DataFrame) -> pd.DataFrame:
+    """Cost per setting (architecture x epochs x node type) from each node type's ``price_per_hour`` and the
+    trials' wall time: cost per trial, cost per accuracy point (USD per percentage point of test accuracy), and
+    whether the setting is on the Pareto front of mean macro F1 against mean cost. Trials that ran on another
+    device than requested are left out."""
+    done = measured(df)
+    if done.empty:
+        return pd.DataFrame()
+    rows = []
+    for key, g in done.groupby(SETTING, sort=True, dropna=False):
+        row = dict(zip(SETTING, key))
+        cost = g["cost_usd"]
+        row.update({
+            "trials": len(g),
+            "price_per_hour": g["price_per_hour"].mean(),
+            "total_s": g["total_s"].mean(),
+            "cost_per_trial_usd": cost.mean(), "cost_per_trial_usd_sd": _sd(cost),
+            "accuracy_pct": g["accuracy"].mean() * 100,
+            "f1_macro": g["f1_macro"].mean(), "f1_macro_sd": _sd(g["f1_macro"]),
+        })
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["epochs"] = out["epochs"].astype("Int64")
+    out["usd_per_accuracy_point"] = out["cost_per_trial_usd"] / out["accuracy_pct"].where(out["accuracy_pct"] > 0)
+    out["pareto"] = pareto_front(out, "cost_per_trial_usd", "f1_macro")
+    return out
+
+
+def problem_trials(df: pd.DataFrame) -> pd.DataFrame:
+    """Failed, infeasible and retried (or resumed) trials with their reasons."""
+    retried = df["retries"].fillna(0) > 0
+    mask = (df["status"] != "completed") | retried | df["resumed"].fillna(False).astype(bool)
+    out = df.loc[mask, ["trial_id", "architecture", "epochs", "node_type", "status", "retries", "reason"]].copy()
+    for i in out.index:
+        if pd.isna(out.at[i, "reason"]) and out.at[i, "status"] == "completed":
+            n = int(out.at[i, "retries"] or 0)
+            out.at[i, "reason"] = (f"completed after {n} retr{'y' if n == 1 else 'ies'}" if n
+                                   else "completed, resumed from a checkpoint")
+    order = {"failed": 0, "infeasible": 1}
+    return out.sort_values("status", key=lambda s: s.map(lambda v: order.get(v, 2)), kind="stable")
+
+
+def table_devices(df: pd.DataFrame) -> pd.DataFrame:
+    """Requested node type next to the device that really ran, per distinct combination, with ``check``
+    (``ok``, ``MISMATCH``, ``simulated``, ``unknown``) and the mismatching trial ids."""
+    ran = df[df["device_check"].notna()]
+    if ran.empty:
+        return pd.DataFrame()
+    keys = ["node_type", "requested_device", "device_kind", "device_used", "backend", "simulated", "device_check"]
+    rows = []
+    for key, g in ran.groupby(keys, sort=True, dropna=False):
+        row = {k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else v) for k, v in zip(keys, key)}
+        row["trials"] = len(g)
+        row["trial_ids"] = ", ".join(g["trial_id"]) if row["device_check"] != CHECK_OK else ""
+        rows.append(row)
+    out = pd.DataFrame(rows).rename(columns={"device_check": "check", "device_kind": "used_kind",
+                                             "requested_device": "requested_kind"})
+    order = {CHECK_MISMATCH: 0, CHECK_UNKNOWN: 1, CHECK_SIMULATED: 2, CHECK_OK: 3}
+    return out.sort_values("check", key=lambda s: s.map(lambda v: order.get(v, 4)), kind="stable") \
+        .reset_index(drop=True)
+
+
+def table_nodes(nodes: list[dict], df: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Cluster nodes (from ``run.json``) with CPUs, GPUs, TPUs, other accelerators, memory, and the devices
+    trials saw on them (matched through the node id)."""
+    if not nodes:
+        return pd.DataFrame()
+    rows = []
+    for n in nodes:
+        res = n.get("resources") or {}
+        name = str(n.get("name"))
+        short_id = name.rsplit(":", 1)[-1] if ":" in name else None
+        seen = []
+        if df is not None and short_id:
+            on_node = df[df["node_id"].fillna("").str.startswith(short_id)]
+            seen = sorted(set(f"{k} ({d})" for k, d in zip(on_node["device_kind"], on_node["device_used"])
+                              if isinstance(d, str)))
+        other = {k: v for k, v in res.items() if k not in ("CPU", "GPU", "TPU", "memory", "object_store_memory")
+                 and not k.startswith("node:")}
+        rows.append({
+            "node": name, "CPU": res.get("CPU", 0), "GPU": res.get("GPU", 0), "TPU": res.get("TPU", 0),
+            "other resources": ", ".join(f"{k}={v:g}" for k, v in sorted(other.items())) or None,
+            "memory_gib": res["memory"] / 2**30 if res.get("memory") else None,
+            "devices seen by trials": "; ".join(seen) or None,
         })
     return pd.DataFrame(rows)
 
 
-def table_hardware(df: pd.DataFrame) -> pd.DataFrame:
-    """Time per epoch and images/s per architecture x node type, speed-up against CPU, cost per trial and per
-    accuracy point."""
-    done = _completed(df)
+def best_trial(df: pd.DataFrame, metric: str) -> dict | None:
+    """The completed trial with the highest ``metric`` (first in grid order on ties)."""
+    done = completed(df)
+    done = done[done[metric].notna()]
     if done.empty:
-        return pd.DataFrame()
-    agg = done.groupby(["architecture", "node_type"]).agg(
-        trials=("trial_id", "count"),
-        steady_epoch_s=("steady_epoch_s", "mean"),
-        images_per_s=("images_per_s", "mean"),
-        images_per_s_sd=("images_per_s", "std"),
-        cost_per_trial_usd=("cost_usd", "mean"),
-        accuracy=("accuracy", "mean"),
-        device_used=("device_used", "first"),
-    ).reset_index()
-    cpu = agg[agg["node_type"] == "cpu"].set_index("architecture")["images_per_s"]
-    agg["speedup_vs_cpu"] = [
-        (row.images_per_s / cpu[row.architecture]) if row.architecture in cpu.index and cpu[row.architecture] else np.nan
-        for row in agg.itertuples()
-    ]
-    agg["usd_per_accuracy_point"] = agg["cost_per_trial_usd"] / (agg["accuracy"] * 100).replace(0, np.nan)
-    return agg
+        return None
+    row = done.loc[done[metric].idxmax()]
+    out = {"trial_id": row["trial_id"], "architecture": row["architecture"],
+           "epochs": None if pd.isna(row["epochs"]) else int(row["epochs"]), "node_type": row["node_type"],
+           "augmentation": row["augmentation"], "framework": row["framework"], metric: float(row[metric])}
+    for extra in ("accuracy", "f1_macro"):
+        if extra != metric and pd.notna(row[extra]):
+            out[extra] = float(row[extra])
+    return out
 
 
-def pareto_front(points: pd.DataFrame, cost: str, value: str) -> pd.Series:
-    """True where no other point is at least as cheap and at least as good (and better in one)."""
-    flags = []
-    for i, row in points.iterrows():
-        dominated = ((points[cost] <= row[cost]) & (points[value] >= row[value])
-                     & ((points[cost] < row[cost]) | (points[value] > row[value]))).any()
-        flags.append(not dominated)
-    return pd.Series(flags, index=points.index)
+def per_class_table(record: dict) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class of one trial (``metrics.per_class``)."""
+    per_class = (record.get("metrics") or {}).get("per_class") or {}
+    rows = [{"class": name, **{k: v.get(k) for k in ("precision", "recall", "f1", "support")}}
+            for name, v in per_class.items() if isinstance(v, dict)]
+    return pd.DataFrame(rows, columns=["class", "precision", "recall", "f1", "support"]) if rows else pd.DataFrame()
 
 
-def problem_trials(df: pd.DataFrame) -> pd.DataFrame:
-    """Failed, infeasible and retried trials with their reasons."""
-    mask = (df["status"] != "completed") | (df["retries"].fillna(0) > 0)
-    return df.loc[mask, ["trial_id", "status", "retries", "reason"]]
+def setting_label(row) -> str:
+    """``cnn, 8 epochs, gpu`` (+ augmentation/framework) for one row of a per-setting table."""
+    parts = [str(row["architecture"]), f"{row['epochs']} epochs", str(row["node_type"])]
+    parts += [str(row[k]) for k in ("augmentation", "framework") if k in row and isinstance(row[k], str)]
+    return ", ".join(parts)

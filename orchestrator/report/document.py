@@ -1,0 +1,270 @@
+"""What the report says and in which order: run facts and warnings, seed 000 Tables I-III, hardware and cost
+comparison, devices, problems, per-setting evidence, all trials. Builds the document model of ``render``."""
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+
+import pandas as pd
+
+from orchestrator.report.render import Details, Figure, KeyValues, Section, Table, Text
+from orchestrator.report.tables import (CHECK_MISMATCH, CHECK_OK, CHECK_SIMULATED, CHECK_UNKNOWN, SETTING,
+                                        format_scores, mean_sd_text, setting_label)
+
+SYNTHETIC_NOTE = ("The data are SYNTHETIC (built-in generator of lesion-like blobs), not medical images: "
+                  "numbers show that the pipeline works, not how a model does on skin lesions.")
+
+
+# ------------------------------------------------------------------------------------------------ header facts
+def parse_time(value) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def fmt_time(value) -> str:
+    t = parse_time(value)
+    if t is None:
+        return "unknown" if value in (None, "") else str(value)
+    offset = t.utcoffset()
+    zone = "" if offset is None else " UTC" if not offset else t.strftime(" UTC%z")
+    return t.strftime("%Y-%m-%d %H:%M:%S") + zone
+
+
+def fmt_duration(start, end) -> str | None:
+    a, b = parse_time(start), parse_time(end)
+    if a is None or b is None or (a.tzinfo is None) != (b.tzinfo is None):
+        return None
+    seconds = max(0, int((b - a).total_seconds()))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return (f"{h} h {m} min" if h else f"{m} min {s} s" if m else f"{s} s")
+
+
+def dataset_info(records: list[dict], run_info: dict) -> dict:
+    """Source, path, image size, classes and split sizes, from the trials' configs and data summaries."""
+    cfg = next(((r.get("config") or {}).get("dataset") for r in records if (r.get("config") or {}).get("dataset")), {})
+    data = next((r["data"] for r in records if isinstance(r.get("data"), dict)), {})
+    names = next((r["class_names"] for r in records if r.get("class_names")), [])
+    source = cfg.get("source") or run_info.get("dataset_source")
+    synthetic = bool(source == "synthetic" or any((r.get("data") or {}).get("synthetic") for r in records)
+                     or run_info.get("dataset_source") == "synthetic")
+    size = cfg.get("image_size")
+    return {
+        "source": source, "path": cfg.get("path"), "synthetic": synthetic,
+        "image_size": "x".join(str(v) for v in size) if isinstance(size, (list, tuple)) else size,
+        "class_names": [str(n) for n in names],
+        "n_loaded": data.get("n_loaded"), "n_train": data.get("n_train"), "n_val": data.get("n_val"),
+        "n_test": data.get("n_test"), "augmented_images": data.get("augmented_images"),
+    }
+
+
+def node_prices(records: list[dict]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in records:
+        cfg = r.get("config") or {}
+        if cfg.get("node_type") is not None and cfg.get("price_per_hour") is not None:
+            out.setdefault(str(cfg["node_type"]), float(cfg["price_per_hour"]))
+    return dict(sorted(out.items()))
+
+
+def slug(label: str) -> str:
+    """A storage-safe, unique file stem for a free-text label."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("._")[:60] or "x"
+    return f"{stem}-{hashlib.sha1(label.encode()).hexdigest()[:6]}"
+
+
+# ------------------------------------------------------------------------------------------------ sections
+def _fmt_num(digits: int):
+    return lambda v: "" if v is None or pd.isna(v) else f"{v:.{digits}f}"
+
+
+def _fmt_usd(v) -> str:
+    if v is None or pd.isna(v):
+        return ""
+    return f"${v:,.2f}" if abs(v) >= 1 else f"${v:.3g}"
+
+
+def _check_style(check) -> str | None:
+    return {CHECK_MISMATCH: "bad", CHECK_UNKNOWN: "warn", CHECK_SIMULATED: "warn"}.get(check)
+
+
+def _flag_cell(value) -> str | None:
+    return "flag" if value in (CHECK_MISMATCH, CHECK_UNKNOWN) else None
+
+
+def lead_blocks(header: dict, df: pd.DataFrame) -> list:
+    blocks: list = []
+    if header["dataset"].get("synthetic"):
+        blocks.append(Text(SYNTHETIC_NOTE, "warn", strong=True))
+    mism = df[df["device_check"] == CHECK_MISMATCH]
+    if len(mism):
+        blocks.append(Text(f"DEVICE MISMATCH: {len(mism)} trial(s) ran on a different device than their node type "
+                           f"asked for (e.g. {mism.iloc[0]['trial_id']} asked for {mism.iloc[0]['requested_device']}"
+                           f" but ran on {mism.iloc[0]['device_kind']}: {mism.iloc[0]['device_used']}). Their timings "
+                           "do not measure the requested hardware and are left out of the hardware and cost "
+                           "comparison; see 'Devices'.", "bad", strong=True))
+    sim = df[df["device_check"] == CHECK_SIMULATED]
+    if len(sim):
+        blocks.append(Text(f"{len(sim)} trial(s) ran with a SIMULATED device (a test cluster advertising "
+                           "accelerators it does not have): their timings are not hardware measurements.", "warn"))
+    counts = header["counts"]
+    bad = {k: v for k, v in counts.items() if k not in ("completed",)}
+    if bad:
+        blocks.append(Text("Not every trial completed: " + ", ".join(f"{v} {k}" for k, v in bad.items())
+                           + "; reasons under 'Failed, infeasible and retried trials'.",
+                           "bad" if counts.get("failed") else "info"))
+    return blocks
+
+
+def facts(header: dict) -> KeyValues:
+    ds, env = header["dataset"], header["environment"] or {}
+    names = ds["class_names"]
+    split = ", ".join(f"{k[2:]} {ds[k]}" for k in ("n_train", "n_val", "n_test") if ds.get(k) is not None)
+    rows = [
+        ("Experiment", header["experiment"]), ("Run id", header["run_id"]),
+        ("Started", fmt_time(header["started"])), ("Finished", fmt_time(header["finished"])),
+    ]
+    if header.get("duration"):
+        rows.append(("Duration", header["duration"]))
+    rows += [
+        ("Cluster", f"{header.get('address') or 'local'}; {len(header['nodes'])} node(s)"),
+        ("Dataset", (f"{ds['source']}" + (f" from {ds['path']}" if ds.get("path") else "")
+                     + (f", images {ds['image_size']}" if ds.get("image_size") else "")
+                     + (" (SYNTHETIC)" if ds.get("synthetic") else ""))),
+        ("Classes", f"{len(names)}: " + ", ".join(names) if names else "unknown"),
+    ]
+    if split:
+        rows.append(("Split (after augmentation)", split))
+    rows += [
+        ("Trials", ", ".join(f"{v} {k}" for k, v in header["counts"].items()) or "none"),
+        ("Node type prices", ", ".join(f"{k} ${v:g}/h" for k, v in header["prices"].items()) or "not given"),
+        ("Versions", f"python {env.get('python', '?')}, "
+                     + ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())),
+        ("Git commit", env.get("git_commit") or "unknown"),
+        ("Report generated", fmt_time(header["generated"])),
+    ]
+    return KeyValues(rows)
+
+
+def sections(header: dict, df: pd.DataFrame, t1: pd.DataFrame, scores: pd.DataFrame, hw: pd.DataFrame,
+             cost: pd.DataFrame, devices: pd.DataFrame, problems: pd.DataFrame, nodes: pd.DataFrame,
+             figures: dict[str, bytes], evidence: list[tuple[str, list[str]]], best: dict | None,
+             best_classes: pd.DataFrame) -> list[Section]:
+    fig = lambda name, caption: Figure(name, caption, figures.get(name))  # noqa: E731
+    out = [Section("Run", [facts(header), Table(nodes, "Cluster nodes (CPU, GPU, TPU counts; memory in GiB)",
+                                               formats={"memory_gib": _fmt_num(1)}, empty="no node information")])]
+
+    out.append(Section("Table I: accuracy by architecture and epochs", [
+        Text("Test accuracy (%), mean over repeats and node types; per node type in Tables II/III.", "note"),
+        Table(t1, index=True, formats={c: _fmt_num(2) for c in t1.columns}, empty="no completed trials"),
+        fig("plots/accuracy_vs_epochs.png", "Accuracy vs epochs per architecture (mean ± sd over repeats)"),
+    ], anchor="table-i"))
+
+    blocks: list = [Text("Macro-averaged precision, recall and F1 on the held-out test split; mean ± sample "
+                         "standard deviation over repeats.", "note")]
+    if scores.empty:
+        blocks.append(Table(scores, empty="no completed trials"))
+    else:
+        shown = format_scores(scores)
+        varying = [c for c in ("augmentation", "framework") if shown[c].nunique(dropna=False) > 1]
+        for (node, epochs), g in shown.groupby(["node_type", "epochs"], sort=True, dropna=False):
+            cols = ["architecture", *varying, "repeats", "accuracy", "precision", "recall", "f1"]
+            blocks.append(Table(g[cols].reset_index(drop=True), f"Node type {node}, {epochs} epochs"))
+    out.append(Section("Tables II/III: scores per node type and epoch budget", blocks, anchor="tables-ii-iii"))
+
+    hw_view = hw.copy()
+    if not hw_view.empty:
+        hw_view["steady_epoch_s"] = [mean_sd_text(m, s, 3) for m, s in zip(hw["steady_epoch_s"],
+                                                                          hw["steady_epoch_s_sd"])]
+        hw_view["images_per_s"] = [mean_sd_text(m, s, 1) for m, s in zip(hw["images_per_s"], hw["images_per_s_sd"])]
+        hw_view = hw_view.drop(columns=["steady_epoch_s_sd", "images_per_s_sd", "speedup_reference"])
+    ref = hw["speedup_reference"].iloc[0] if not hw.empty else None
+    out.append(Section("Hardware comparison", [
+        Text(("Seconds per epoch after the first (steady state) and training images per second, mean ± sd over "
+              f"trials; speed-up = images/s relative to node type '{ref}' for the same architecture."
+              if ref else "No CPU-only node type completed a trial, so no speed-up against CPU is given.")
+             + (" Trials that ran on other hardware than requested (MISMATCH) are left out."
+                if (df["device_check"] == CHECK_MISMATCH).any() else ""), "note"),
+        Table(hw_view, formats={"first_epoch_s": _fmt_num(3), "speedup_vs_cpu": lambda v: "" if pd.isna(v)
+                                else f"{v:.2f}x"}, empty="no completed trials"),
+        fig("plots/time_by_hardware.png", "Training time per epoch by hardware (mean ± sd)"),
+    ], anchor="hardware"))
+
+    cost_view = cost.copy()
+    if not cost_view.empty:
+        cost_view["cost_per_trial_usd"] = [
+            _fmt_usd(m) + (f" ± {_fmt_usd(s)}" if pd.notna(s) else "")
+            for m, s in zip(cost["cost_per_trial_usd"], cost["cost_per_trial_usd_sd"])]
+        cost_view["f1_macro"] = [mean_sd_text(m, s) for m, s in zip(cost["f1_macro"], cost["f1_macro_sd"])]
+        cost_view = cost_view.drop(columns=["cost_per_trial_usd_sd", "f1_macro_sd"])
+        cost_view = cost_view[[c for c in cost_view.columns if c not in ("augmentation", "framework")
+                               or cost_view[c].nunique(dropna=False) > 1]]
+    out.append(Section("Cost and Pareto front", [
+        Text("Cost = node type price_per_hour x trial wall time (data loading, build, training, evaluation). "
+             "USD per accuracy point = cost per trial / test accuracy in percentage points. Pareto-optimal "
+             "settings (no other setting is at least as cheap and at least as good in mean macro F1) are "
+             "highlighted.", "note"),
+        Table(cost_view, row_style=["good" if p else None for p in cost.get("pareto", [])],
+              formats={"price_per_hour": _fmt_usd, "usd_per_accuracy_point": _fmt_usd, "total_s": _fmt_num(1),
+                       "accuracy_pct": _fmt_num(2)},
+              empty="no completed trials"),
+        fig("plots/f1_vs_cost.png", "Macro F1 vs cost per trial; the Pareto front is ringed and dashed"),
+    ], anchor="cost"))
+
+    out.append(Section("Devices: requested vs used", [
+        Text("The device each trial really computed on, next to the one its node type asked for. MISMATCH rows "
+             "ran on other hardware than requested (their timings do not describe the requested node type).",
+             "note"),
+        Table(devices, row_style=[_check_style(c) for c in devices.get("check", [])],
+              cell_style={"check": _flag_cell}, empty="no trial reported its device"),
+    ], anchor="devices"))
+
+    out.append(Section("Failed, infeasible and retried trials", [
+        Table(problems, row_style=["bad" if s == "failed" else "warn" if s != "completed" else None
+                                   for s in problems.get("status", [])], empty="none: every trial completed "
+                                                                               "on its first attempt"),
+    ], anchor="problems"))
+
+    if best:
+        out.append(Section("Best trial", [
+            Text(f"Highest macro F1: {best['trial_id']} ({best['architecture']}, {best['epochs']} epochs, "
+                 f"{best['node_type']}), F1 {best['f1_macro']:.4f}"
+                 + (f", accuracy {best['accuracy']:.4f}" if best.get("accuracy") is not None else "") + "."),
+            Table(best_classes, "Per-class scores on the test split", formats={
+                c: _fmt_num(4) for c in ("precision", "recall", "f1")}, empty="no per-class scores recorded"),
+        ], anchor="best"))
+
+    if evidence:
+        ev_blocks: list = [Text("Learning curves (train and validation; mean ± sd over repeats) and confusion "
+                                "matrices (test split, counts pooled over repeats) per setting.", "note")]
+        for label, keys in evidence:
+            ev_blocks.append(Details(label, [fig(k, c) for k, c in keys]))
+        out.append(Section("Learning curves and confusion matrices", ev_blocks, anchor="evidence"))
+
+    out.append(Section("All trials", [
+        Table(df.drop(columns=["node_id"]), row_style=[
+            "bad" if s == "failed" or c == CHECK_MISMATCH else "warn" if s != "completed" else None
+            for s, c in zip(df["status"], df["device_check"])], cell_style={"device_check": _flag_cell}),
+    ], anchor="trials"))
+    return out
+
+
+def group_settings(records: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Completed records grouped by setting (architecture, epochs, node type, augmentation, framework), in order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("status") != "completed":
+            continue
+        cfg = r.get("config") or {}
+        groups.setdefault(tuple(str(cfg.get(k)) for k in SETTING), []).append(r)
+    out = []
+    for key in sorted(groups):
+        row = dict(zip(SETTING, key))
+        out.append((setting_label(row), sorted(groups[key], key=lambda r: str(r.get("trial_id")))))
+    return out
+
+
+CHECKS = (CHECK_OK, CHECK_MISMATCH, CHECK_SIMULATED, CHECK_UNKNOWN)

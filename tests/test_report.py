@@ -1,0 +1,416 @@
+"""The comparison report: pure tables from hand-made records, rendering (escaping, self-contained HTML, files),
+rebuilding from stored records, the side-by-side comparison, a headless-browser render, and one tiny real study
+against the S3 endpoint."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestrator.records import RunPaths, write_trial_record
+from orchestrator.report import REPORT_FILES, SYNTHETIC_NOTE, build_report, write_report
+from orchestrator.report.compare import comparison_table, write_comparison
+from orchestrator.report.tables import (cpu_reference, format_scores, pareto_front, problem_trials,
+                                        table_accuracy_by_epochs, table_cost, table_devices, table_hardware,
+                                        table_scores, trial_table)
+from orchestrator.storage import LocalStore
+
+CLASSES = ["melanoma", "nevus", "basal cell carcinoma"]
+PRICES = {"cpu": 1.0, "gpu": 3.6, "a100": 7.2, "cpu-large": 2.0}
+RESOURCES = {"cpu": {"CPU": 1}, "gpu": {"CPU": 1, "GPU": 1}, "a100": {"CPU": 4, "GPU": 1}, "cpu-large": {"CPU": 8}}
+FIXED_TIME = "2026-01-02T03:04:05+00:00"
+
+
+def make_record(arch="cnn", epochs=2, node="cpu", repeat=0, acc=0.5, f1=None, prec=None, recall=None,
+                ips=100.0, epoch_s=1.0, total_s=36.0, status="completed", device_kind=None, device_name=None,
+                simulated=None, reason=None, error=None, retries=0, classes=CLASSES, price="default",
+                experiment="study", mismatch_flag=None) -> dict:
+    """A trial record shaped like the ones ``workers.train.run_trial`` writes (only what the report reads)."""
+    framework = "tensorflow" if node.startswith("cpu") else "jax"
+    digest = hashlib.sha1(f"{arch}/{epochs}/{node}/{repeat}".encode()).hexdigest()[:8]
+    tid = f"{arch}-e{epochs}-{node}-none-{framework}-r{repeat}-{digest}"
+    config = {"trial_id": tid, "experiment": experiment, "architecture": arch, "epochs": epochs, "node_type": node,
+              "augmentation": "none", "framework": framework, "repeat": repeat, "resources": RESOURCES[node],
+              "price_per_hour": PRICES[node] if price == "default" else price,
+              "dataset": {"source": "synthetic", "image_size": [16, 16]}}
+    record = {"trial_id": tid, "config": config, "status": status, "retries": retries}
+    if reason:
+        record["reason"] = reason
+    if error:
+        record["error"] = error
+    if status != "completed":
+        return record
+    f1 = acc - 0.1 if f1 is None else f1
+    n = len(classes)
+    cm = np.full((n, n), 1) + np.diag(np.full(n, int(acc * 20)))
+    kind = device_kind or ("gpu" if RESOURCES[node].get("GPU") else "cpu")
+    record.update({
+        "metrics": {"accuracy": acc, "balanced_accuracy": acc, "precision_macro": prec if prec is not None else acc,
+                    "recall_macro": recall if recall is not None else acc, "f1_macro": f1,
+                    "confusion_matrix": cm.tolist(),
+                    "per_class": {c: {"precision": acc, "recall": acc, "f1": f1, "support": 5} for c in classes}},
+        "history": [{"epoch": e + 1, "accuracy": 0.3 + 0.1 * e, "loss": 2.0 - 0.2 * e, "val_accuracy": 0.25 + 0.1 * e,
+                     "val_loss": 2.1 - 0.2 * e} for e in range(epochs)],
+        "timings": {"fit_s": epoch_s * epochs, "first_epoch_s": epoch_s * 2, "steady_epoch_s": epoch_s,
+                    "images_per_s": ips, "total_s": total_s},
+        "device": {"requested": node, "used": {"kind": kind, "name": device_name or f"Test {kind.upper()}", "count": 1},
+                   "backend": framework, "simulated": simulated,
+                   "mismatch": (kind != node) if mismatch_flag is None else mismatch_flag, "host": "h"},
+        "class_names": list(classes),
+        "data": {"synthetic": True, "n_train": 30, "n_val": 6, "n_test": 12},
+        "node_id": "abcdef0123456789",
+    })
+    return record
+
+
+RUN_INFO = {"experiment": "study", "run_id": "20260101-000000-abcd", "started": "2026-01-01T00:00:00+00:00",
+            "finished": "2026-01-01T00:10:00+00:00", "dataset_source": "synthetic", "address": "local",
+            "nodes": [{"name": "10.0.0.1:abcdef01", "resources": {"CPU": 2.0, "GPU": 1.0, "memory": 8 * 2**30,
+                                                                  "node:10.0.0.1": 1.0}}],
+            "environment": {"python": "3.11", "packages": {"ray": "2.60.0", "keras": "3.15.1"},
+                            "git_commit": "abc1234"}}
+
+
+def study_records() -> list[dict]:
+    """cnn and lstm, 2 and 4 epochs, cpu and gpu, two repeats of cnn/2/cpu, plus failed and infeasible trials."""
+    return [
+        make_record("cnn", 2, "cpu", 0, acc=0.5, ips=100, epoch_s=2.0, total_s=36),
+        make_record("cnn", 2, "cpu", 1, acc=0.7, ips=120, epoch_s=1.8, total_s=36),
+        make_record("cnn", 4, "cpu", 0, acc=0.8, ips=110, epoch_s=1.9, total_s=72),
+        make_record("cnn", 2, "gpu", 0, acc=0.6, ips=1000, epoch_s=0.2, total_s=10),
+        make_record("lstm", 2, "cpu", 0, acc=0.4, ips=50, epoch_s=4.0, total_s=72),
+        make_record("lstm", 4, "gpu", 0, acc=0.9, ips=400, epoch_s=0.5, total_s=20, retries=1),
+        make_record("lstm", 2, "gpu", 0, status="failed", error="RuntimeError: out of memory on device 0"),
+        make_record("cnn", 4, "a100", 0, status="infeasible",
+                    reason="node type 'a100' is not runnable on this cluster: no node offers CPU=4"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def report_files() -> dict[str, bytes]:
+    return build_report(study_records(), RUN_INFO, generated=FIXED_TIME)
+
+
+# ------------------------------------------------------------------------------------------------- tables
+def test_trial_table_one_typed_row_per_trial():
+    df = trial_table(study_records())
+    assert len(df) == 8
+    assert df["epochs"].dtype == "Int64" and df["accuracy"].dtype == "float64"
+    row = df[(df["architecture"] == "cnn") & (df["node_type"] == "gpu")].iloc[0]
+    assert row["cost_usd"] == pytest.approx(3.6 * 10 / 3600)
+    assert row["device_check"] == "ok" and not row["device_mismatch"]
+    no_price = trial_table([make_record(price=None)])
+    assert pd.isna(no_price["cost_usd"].iloc[0])
+
+
+def test_table_i_is_mean_accuracy_percent_by_architecture_and_epochs():
+    t1 = table_accuracy_by_epochs(trial_table(study_records()))
+    assert list(t1.columns) == ["2 epochs (%)", "4 epochs (%)"]
+    # cnn, 2 epochs: cpu repeats 0.5 and 0.7 and gpu 0.6 -> 60 %
+    assert t1.loc["cnn", "2 epochs (%)"] == pytest.approx(60.0)
+    assert t1.loc["cnn", "4 epochs (%)"] == pytest.approx(80.0)
+    assert t1.loc["lstm", "2 epochs (%)"] == pytest.approx(40.0)  # the failed gpu trial does not count
+    assert t1.loc["lstm", "4 epochs (%)"] == pytest.approx(90.0)
+
+
+def test_tables_ii_iii_show_mean_and_sd_over_repeats():
+    scores = table_scores(trial_table(study_records()))
+    row = scores[(scores["node_type"] == "cpu") & (scores["epochs"] == 2) & (scores["architecture"] == "cnn")].iloc[0]
+    assert row["repeats"] == 2
+    assert row["accuracy_mean"] == pytest.approx(0.6)
+    assert row["accuracy_sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert row["f1_mean"] == pytest.approx(0.5)
+    shown = format_scores(scores)
+    text = shown[(shown["node_type"] == "cpu") & (shown["epochs"] == 2) & (shown["architecture"] == "cnn")]
+    assert text["accuracy"].iloc[0] == "0.6000 ± 0.1414"
+    single = shown[(shown["node_type"] == "gpu") & (shown["architecture"] == "cnn")]
+    assert single["accuracy"].iloc[0] == "0.6000"  # one repeat: no spread to show
+    assert set(scores["node_type"]) == {"cpu", "gpu"}
+
+
+def test_hardware_table_speedup_against_cpu():
+    hw = table_hardware(trial_table(study_records()))
+    by = hw.set_index(["architecture", "node_type"])
+    assert by.loc[("cnn", "cpu"), "images_per_s"] == pytest.approx(110.0)  # mean of 100, 120, 110
+    assert by.loc[("cnn", "cpu"), "speedup_vs_cpu"] == pytest.approx(1.0)
+    assert by.loc[("cnn", "gpu"), "speedup_vs_cpu"] == pytest.approx(1000 / 110)
+    assert by.loc[("lstm", "gpu"), "speedup_vs_cpu"] == pytest.approx(400 / 50)
+    assert by.loc[("cnn", "cpu"), "steady_epoch_s_sd"] == pytest.approx(np.std([2.0, 1.8, 1.9], ddof=1))
+    assert set(hw["speedup_reference"]) == {"cpu"}
+
+
+def test_speedup_reference_is_a_cpu_only_node_type_when_cpu_is_absent():
+    df = trial_table([make_record("cnn", 2, "cpu-large", ips=200), make_record("cnn", 2, "a100", ips=2000)])
+    assert cpu_reference(df) == "cpu-large"
+    hw = table_hardware(df).set_index("node_type")
+    assert hw.loc["a100", "speedup_vs_cpu"] == pytest.approx(10.0)
+    no_cpu = table_hardware(trial_table([make_record("cnn", 2, "gpu")]))
+    assert no_cpu["speedup_vs_cpu"].isna().all()
+
+
+def test_cost_per_trial_per_accuracy_point_and_pareto_front():
+    records = [make_record("a", 2, "cpu", acc=0.6, f1=0.5, total_s=36),    # $0.01, F1 .5  -> front
+               make_record("b", 2, "cpu", acc=0.7, f1=0.6, total_s=72),    # $0.02, F1 .6  -> front
+               make_record("c", 2, "cpu", acc=0.7, f1=0.55, total_s=108),  # $0.03: dominated by b
+               make_record("d", 2, "cpu", acc=0.5, f1=0.4, total_s=36)]    # $0.01, worse than a
+    cost = table_cost(trial_table(records)).set_index("architecture")
+    assert cost.loc["a", "cost_per_trial_usd"] == pytest.approx(0.01)
+    assert cost.loc["b", "cost_per_trial_usd"] == pytest.approx(0.02)
+    assert cost.loc["a", "usd_per_accuracy_point"] == pytest.approx(0.01 / 60)
+    assert cost["pareto"].to_dict() == {"a": True, "b": True, "c": False, "d": False}
+
+
+def test_pareto_front_ignores_missing_values_and_keeps_ties():
+    pts = pd.DataFrame({"cost": [1.0, 1.0, 2.0, np.nan, 0.5], "f1": [0.5, 0.5, 0.7, 0.9, np.nan]})
+    assert pareto_front(pts, "cost", "f1").tolist() == [True, True, True, False, False]
+
+
+def test_problem_trials_list_failed_infeasible_and_retried_with_reasons():
+    problems = problem_trials(trial_table(study_records()))
+    by_status = problems.groupby("status")["reason"].apply(list).to_dict()
+    assert by_status["failed"] == ["RuntimeError: out of memory on device 0"]
+    assert "no node offers CPU=4" in by_status["infeasible"][0]
+    assert by_status["completed"] == ["completed after 1 retry"]
+    assert problems["status"].iloc[0] == "failed"
+
+
+def test_device_mismatch_uses_resources_not_node_type_names():
+    records = [make_record("cnn", 2, "gpu", device_kind="cpu", device_name="Xeon"),       # asked for a GPU, got CPU
+               make_record("cnn", 2, "a100", mismatch_flag=True),                          # GPU node type on a GPU
+               make_record("cnn", 4, "gpu", device_kind="cpu", simulated="gpu")]           # a simulated accelerator
+    df = trial_table(records)
+    assert df["device_check"].tolist() == ["ok", "MISMATCH", "simulated"]
+    devices = table_devices(df)
+    assert devices["check"].iloc[0] == "MISMATCH" and records[0]["trial_id"] in devices["trial_ids"].iloc[0]
+    # Timings of a trial that ran on other hardware say nothing about its node type: left out of hardware and cost.
+    hw = table_hardware(df)
+    assert hw["trials"].sum() == 2 and table_cost(df)["trials"].sum() == 2
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+def test_report_has_every_file_section_and_embedded_figure(report_files):
+    for name in REPORT_FILES:
+        assert report_files[name], name
+    page = report_files["index.html"].decode()
+    for text in ("Table I", "Tables II/III", "Hardware comparison", "Cost and Pareto front", "Devices",
+                 "Failed, infeasible and retried trials", "Learning curves and confusion matrices", "All trials",
+                 "SYNTHETIC", "20260101-000000-abcd", "2026-01-01 00:00:00 UTC", "abc1234", "ray 2.60.0",
+                 "10.0.0.1:abcdef01", "out of memory on device 0", "no node offers CPU=4", "speedup_vs_cpu",
+                 "usd_per_accuracy_point", "melanoma"):
+        assert text in page, text
+    assert SYNTHETIC_NOTE in page
+    pngs = {k: v for k, v in report_files.items() if k.startswith("plots/")}
+    assert {"plots/accuracy_vs_epochs.png", "plots/time_by_hardware.png", "plots/f1_vs_cost.png"} <= set(pngs)
+    assert any(k.startswith("plots/curves_") for k in pngs) and any(k.startswith("plots/confusion_") for k in pngs)
+    assert all(v.startswith(b"\x89PNG\r\n\x1a\n") for v in pngs.values())
+    assert page.count("src='data:image/png;base64,") == len(pngs)
+    md = report_files["report.md"].decode()
+    assert "SYNTHETIC" in md and "| cnn | 60.00 | 80.00 |" in md and "![" in md
+
+
+def test_html_is_self_contained():
+    page = build_report(study_records(), RUN_INFO)["index.html"].decode()
+    assert not re.search(r"<(script|link|iframe|object|embed)\b", page, re.I)
+    links = re.findall(r"""\b(?:src|href|action|srcset|poster)\s*=\s*['"]?([^'"\s>]*)""", page, re.I)
+    assert links and all(v.startswith(("data:image/png;base64,", "#")) for v in links)  # data: URIs and anchors
+    assert not re.search(r"url\(|@import", page, re.I)
+    assert "Content-Security-Policy" in page
+
+
+def test_user_strings_are_escaped_in_html_and_markdown():
+    evil = '<script>alert("x")</script>'
+    records = [make_record("cnn", 2, "cpu", experiment=evil, classes=["melanoma", f"nevus{evil}", "a$b$c"]),
+               make_record("cnn", 2, "gpu", status="failed", error=f"boom <img src=x onerror=alert(1)> & {evil}")]
+    run_info = {**RUN_INFO, "experiment": evil, "run_id": "r<b>1</b>"}
+    files = build_report(records, run_info, generated=FIXED_TIME)
+    page, md = files["index.html"].decode(), files["report.md"].decode()
+    for text in (page, md):
+        assert "<script" not in text.lower() and "<img src=x" not in text and "<b>1" not in text
+        assert "&lt;script&gt;alert(" in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "nevus&lt;script&gt;" in page  # the class name is shown, escaped
+    assert not re.search(r"<(script|img src=x)", page, re.I)
+
+
+def test_summary_json_names_the_best_trials(report_files):
+    summary = json.loads(report_files["summary.json"])
+    records = study_records()
+    best_f1 = max((r for r in records if r["status"] == "completed"), key=lambda r: r["metrics"]["f1_macro"])
+    assert summary["best_by_f1"]["trial_id"] == best_f1["trial_id"]
+    assert summary["best_by_f1"]["f1_macro"] == pytest.approx(0.8)
+    assert summary["best_by_accuracy"]["architecture"] == "lstm" and summary["best_by_accuracy"]["epochs"] == 4
+    assert summary["counts"] == {"completed": 6, "failed": 1, "infeasible": 1}
+    assert summary["synthetic_data"] is True
+    assert summary["table_i_accuracy_pct"]["cnn"]["2 epochs (%)"] == pytest.approx(60.0)
+    assert {p["status"] for p in summary["problems"]} == {"failed", "infeasible", "completed"}
+    assert summary["pareto_front"] and len(summary["trials"]) == 8
+
+
+def test_results_parquet_and_csv_are_readable_with_pandas(report_files):
+    pq = pd.read_parquet(io.BytesIO(report_files["results.parquet"]))
+    csv = pd.read_csv(io.BytesIO(report_files["results.csv"]))
+    assert len(pq) == len(csv) == 8
+    assert list(pq.columns) == list(csv.columns)
+    assert pq["accuracy"].tolist() == pytest.approx(csv["accuracy"].tolist(), nan_ok=True)
+    assert set(pq["status"]) == {"completed", "failed", "infeasible"}
+
+
+def test_minimal_records_still_give_a_report():
+    records = [{"trial_id": "sleep-1", "status": "completed"}, {"trial_id": "x", "status": "failed"},
+               make_record("cnn", 2, "cpu")]
+    files = build_report(records, {})
+    assert set(REPORT_FILES) <= set(files)
+    assert build_report([], {})["index.html"].startswith(b"<!doctype html>")
+
+
+def test_mismatch_is_flagged_visibly_in_the_page():
+    records = [make_record("cnn", 2, "gpu", device_kind="cpu", device_name="Xeon"), make_record("cnn", 2, "cpu")]
+    files = build_report(records, RUN_INFO)
+    page = files["index.html"].decode()
+    assert "DEVICE MISMATCH" in page
+    assert re.search(r"<tr class='bad'>(?:(?!</tr>).)*MISMATCH", page)
+    assert json.loads(files["summary.json"])["device_mismatches"] == [records[0]["trial_id"]]
+    assert "DEVICE MISMATCH" in files["report.md"].decode()
+
+
+# -------------------------------------------------------------------------------------- stored records, rebuild
+def _store_run(store, paths: RunPaths, records: list[dict], run_info: dict) -> None:
+    store.put_text(paths.run_info, json.dumps(run_info))
+    for record in records:
+        write_trial_record(store, paths, record)
+
+
+def _without_generated(page: bytes) -> str:
+    return re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "T", page.decode())
+
+
+def test_rebuild_from_stored_records_gives_identical_tables(tmp_path):
+    paths = RunPaths("study", RUN_INFO["run_id"])
+    first = LocalStore(tmp_path / "a")
+    records = study_records()
+    _store_run(first, paths, records[:2] + records[3:4] + records[-2:], RUN_INFO)
+    first.put_bytes(paths.report("plots/curves_stale.png"), b"old")
+    url = write_report(first, paths)
+    assert url.endswith("study/20260101-000000-abcd/report/index.html")
+    built = {k: first.get_bytes(k) for k in first.list(paths.report(""))}
+    assert paths.report("plots/curves_stale.png") not in built
+    assert {paths.report(n) for n in REPORT_FILES} <= set(built)
+
+    # A copy holding only the records (no report) rebuilds the same tables.
+    second = LocalStore(tmp_path / "b")
+    for key in first.list(paths.root):
+        if "/report/" not in key:
+            second.put_bytes(key, first.get_bytes(key))
+    write_report(second, paths)
+    write_report(first, paths)  # and a second build in place
+    for store in (first, second):
+        assert store.get_bytes(paths.report("results.csv")) == built[paths.report("results.csv")]
+        pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(store.get_bytes(paths.report("results.parquet")))),
+                                      pd.read_parquet(io.BytesIO(built[paths.report("results.parquet")])))
+        assert _without_generated(store.get_bytes(paths.report("index.html"))) == \
+            _without_generated(built[paths.report("index.html")])
+        summary = json.loads(store.get_bytes(paths.report("summary.json")))
+        old = json.loads(built[paths.report("summary.json")])
+        assert {k: v for k, v in summary.items() if k != "generated"} == \
+            {k: v for k, v in old.items() if k != "generated"}
+
+
+def test_comparison_page_side_by_side_with_differences(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    a, b = RunPaths("study", "run-a"), RunPaths("study", "run-b")
+    _store_run(store, a, [make_record("cnn", 2, "cpu", acc=0.5), make_record("lstm", 2, "cpu", acc=0.4)],
+               {**RUN_INFO, "run_id": "run-a"})
+    _store_run(store, b, [make_record("cnn", 2, "cpu", acc=0.75, ips=150), make_record("cnn", 4, "cpu", acc=0.8)],
+               {**RUN_INFO, "run_id": "run-b", "experiment": "<b>evil</b>"})
+    table = comparison_table([make_record("cnn", 2, "cpu", acc=0.5)], [make_record("cnn", 2, "cpu", acc=0.75)])
+    assert table["accuracy_diff"].iloc[0] == pytest.approx(0.25)
+    url = write_comparison(store, a, b)
+    page = store.get_text(url[len(store.uri) + 1:])
+    assert "run-a" in page and "run-b" in page and "+0.2500" in page
+    assert "accuracy Δ" in page and "<td class='num up'>+0.2500</td>" in page
+    assert "A only" in page and "B only" in page
+    assert "&lt;b&gt;evil&lt;/b&gt;" in page and "<b>evil" not in page
+    assert "SYNTHETIC" in page and "--bad-bg" in page  # same stylesheet as the report
+    assert "data:image/png;base64," in page
+    csv = pd.read_csv(io.BytesIO(store.get_bytes(a.report("compare-study-run-b.csv"))))
+    assert set(csv["present"]) == {"both", "A only", "B only"}
+
+
+# --------------------------------------------------------------------------------------------- headless browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _chromium(tmp_path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_headless_browser_renders_tables_and_figures(tmp_path, report_files):
+    folder = tmp_path / "report"
+    for name, data in report_files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    url = (folder / "index.html").as_uri()
+    dom = _chromium(tmp_path, "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    n_figures = sum(1 for k in report_files if k.startswith("plots/"))
+    assert html.count("<table") >= 10
+    assert len(re.findall(r"<img [^>]*src=\"data:image/png;base64,", html)) == n_figures
+    assert "Table I: accuracy by architecture and epochs" in html and "SYNTHETIC" in html
+
+    shot = tmp_path / "shot.png"
+    res = _chromium(tmp_path, "--hide-scrollbars", "--window-size=1280,2000", f"--screenshot={shot}", url)
+    assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
+    from PIL import Image
+
+    image = np.asarray(Image.open(shot).convert("RGB"), dtype=float)
+    assert image.shape[0] == 2000 and image.shape[1] == 1280
+    assert shot.stat().st_size > 50_000
+    assert image.std() > 20                                     # not a blank page
+    assert len(np.unique(image.reshape(-1, 3)[::50], axis=0)) > 100  # text, tables and plot colours
+
+
+# ------------------------------------------------------------------------------------------ tiny study on S3
+@pytest.mark.slow
+def test_tiny_study_on_s3_writes_every_report_file_under_the_run(ray_session, s3_endpoint, s3_bucket, tiny_spec,
+                                                                  tmp_path):
+    import boto3
+
+    from orchestrator.run import execute_study
+
+    spec = tiny_spec(storage={"uri": f"s3://{s3_bucket}/studies", "endpoint_url": s3_endpoint})
+    outcome = execute_study(spec, show_progress=False, notify=lambda m: None)
+    assert outcome.counts == {"completed": 1}
+    url = write_report(outcome.store, outcome.paths)
+    prefix = f"studies/tiny/{outcome.paths.run_id}/report/"
+    assert url == f"s3://{s3_bucket}/{prefix}index.html"
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    keys = {o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket, Prefix=prefix)
+            for o in page.get("Contents", [])}
+    assert {prefix + n for n in REPORT_FILES} <= keys
+    assert {prefix + "plots/accuracy_vs_epochs.png", prefix + "plots/f1_vs_cost.png"} <= keys
+    assert any(k.startswith(prefix + "plots/confusion_") for k in keys)
+    head = client.head_object(Bucket=s3_bucket, Key=prefix + "index.html")
+    assert head["ContentType"].startswith("text/html")
+    page = client.get_object(Bucket=s3_bucket, Key=prefix + "index.html")["Body"].read().decode()
+    assert "SYNTHETIC" in page and outcome.paths.run_id in page
+
+    # The records alone, copied out of S3, rebuild the same tables.
+    local = LocalStore(tmp_path / "copy")
+    for key in outcome.store.list(outcome.paths.root):
+        if "/report/" not in key and "/tune/" not in key:
+            local.put_bytes(key, outcome.store.get_bytes(key))
+    write_report(local, outcome.paths)
+    assert local.get_bytes(outcome.paths.report("results.csv")) == \
+        outcome.store.get_bytes(outcome.paths.report("results.csv"))
