@@ -61,10 +61,10 @@ def main(argv=None) -> int:
     from orchestrator.grid import expand_grid
     from orchestrator.spec import parse_spec
     from workers.data import prepare_data
-    from workers.device import activate_backend, restrict_to_node_type
+    from workers.device import activate_backend, restrict_devices
     from workers.train import run_trial
 
-    restrict_to_node_type(args.node_type)
+    restrict_devices({"GPU": 1} if args.node_type == "gpu" else {"TPU": 1} if args.node_type == "tpu" else {})
     keras = activate_backend(args.framework)
     spec = parse_spec({"name": "bench", "dataset": {"image_size": [args.size, args.size], "samples_per_class": args.samples},
                        "split": {"val_fraction": 0.05}, "training": {"batch_size": args.batch, "mixed_precision": "off"},

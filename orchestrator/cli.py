@@ -91,17 +91,13 @@ def cmd_submit(args) -> int:
 def _run_and_report(spec, *, run_id=None, address=None, strict=False) -> int:
     from orchestrator.report import write_report
     from orchestrator.run import StudyError, execute_study
-    from orchestrator.storage import StorageError
 
     try:
         outcome = execute_study(spec, run_id=run_id, address=address, strict=strict,
                                 notify=lambda m: console.print(m))
     except StudyError as err:
         return _fail(str(err))
-    try:
-        url = write_report(outcome.store, outcome.paths)
-    except StorageError as err:
-        return _fallback_local_report(outcome, err)
+    url = write_report(outcome.store, outcome.paths)  # a remote store that fails falls back to local disk
     if getattr(outcome.store, "degraded", False):
         local = outcome.store.fallback
         return _fail(f"the store {outcome.store.uri} became unreachable ({outcome.store.error}); results and report "
@@ -111,22 +107,6 @@ def _run_and_report(spec, *, run_id=None, address=None, strict=False) -> int:
     out.print(f"Run {outcome.paths.run_id} finished ({counts}).")
     out.print(f"Report: {url}")
     return 1 if outcome.counts.get("failed") else 0
-
-
-def _fallback_local_report(outcome, err) -> int:
-    """The store is down: keep records and report on local disk and say where."""
-    from orchestrator.records import write_trial_record
-    from orchestrator.report import write_report
-    from orchestrator.storage import LocalStore
-
-    from orchestrator.run import local_work_dir
-
-    local = LocalStore(local_work_dir())
-    for record in outcome.records:
-        write_trial_record(local, outcome.paths, record)
-    url = write_report(local, outcome.paths, {"experiment": outcome.paths.experiment, "run_id": outcome.paths.run_id})
-    return _fail(f"{err}; the report was written locally to {url}; publish it later with "
-                 f"'orchestrator report {outcome.paths.run_id} --store {local.uri} --upload <store uri>'", 1)
 
 
 def _find_run(store, run: str):

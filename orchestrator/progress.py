@@ -23,21 +23,43 @@ class TrialRecorder(Callback):
         self.store, self.paths, self.trials = store, paths, trials
         self.retries: dict[str, int] = {}
         self.written: set[str] = set()
+        self.running_on: dict[str, set[str]] = {}  # node ip -> trial ids running there
+        self.max_sharing: dict[str, int] = {}  # trial id -> most trials seen on its node at once (itself included)
+
+    def _note_node(self, tid: str, node_ip: str | None) -> None:
+        if not node_ip:
+            return
+        for others in self.running_on.values():
+            others.discard(tid)
+        here = self.running_on.setdefault(node_ip, set())
+        here.add(tid)
+        for other in here:
+            self.max_sharing[other] = max(self.max_sharing.get(other, 1), len(here))
+
+    def _forget(self, tid: str) -> None:
+        for others in self.running_on.values():
+            others.discard(tid)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         tid = _trial_id(trial)
         self.retries[tid] = self.retries.get(tid, 0) + 1
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        tid = _trial_id(trial)
+        self._note_node(tid, result.get("node_ip"))
         if "record" not in result:
             return
         record = json.loads(result["record"])
         record["retries"] = self.retries.get(record["trial_id"], 0)
+        record["trials_sharing_node"] = self.max_sharing.get(tid, 1)
+        record["node_ip"] = result.get("node_ip")
         write_trial_record(self.store, self.paths, record)
         self.written.add(record["trial_id"])
+        self._forget(tid)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tid = _trial_id(trial)
+        self._forget(tid)
         if tid in self.written:
             return
         error = _error_text(trial)

@@ -70,8 +70,6 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> str 
 
 def _dashboard_url() -> str | None:
     try:
-        import ray
-
         from ray._private.worker import get_dashboard_url
 
         return get_dashboard_url()
@@ -133,8 +131,9 @@ def _tune_storage(spec: ExperimentSpec, paths: RunPaths, address: str | None):
     if spec.storage.uri.startswith("s3://") and address:
         import pyarrow.fs
 
-        fs = pyarrow.fs.S3FileSystem(endpoint_override=spec.storage.endpoint_url, region=spec.storage.region or "us-east-1") \
-            if spec.storage.endpoint_url else None
+        # the same endpoint the records go to (spec setting or AWS_ENDPOINT_URL[_S3], resolved by S3Store)
+        fs = pyarrow.fs.S3FileSystem(endpoint_override=store.endpoint_url, region=spec.storage.region or "us-east-1") \
+            if store.endpoint_url else None
         base = f"{store.bucket}/{store.prefix}".strip("/") if fs else store.uri
         return f"{base}/{paths.root}", fs
     if spec.storage.uri.startswith("s3://"):
@@ -171,7 +170,6 @@ def execute_study(
     """Run every trial of ``spec`` (skipping ones already completed under ``run_id``) and store records.
 
     ``trials`` replaces the spec's grid (benchmarks and searches pass their own trial configs)."""
-    import ray
     from ray import tune
 
     from orchestrator.progress import StudyProgress, TrialRecorder
@@ -236,13 +234,17 @@ def execute_study(
         def trainable(config):
             trial_trainable({"trial": config["trial"], "store": config["store"], "cache_key": config["cache_keys"][config["trial"]["trial_id"]]})
 
-        def resources(config):
-            from ray.tune import PlacementGroupFactory
+        def bundle_of(resources_of_trial: dict) -> dict:
+            req = resource_request(resources_of_trial)
+            bundle = {"CPU": req.pop("cpu"), "GPU": req.pop("gpu"), **req}
+            return {k: v for k, v in bundle.items() if v}
 
-            req = resource_request(config["trial"]["resources"])
-            bundle = {"CPU": req.pop("cpu"), "GPU": req.pop("gpu")}
-            bundle.update(req)
-            return PlacementGroupFactory([{k: v for k, v in bundle.items() if v}])
+        def resources(config):
+            return tune.PlacementGroupFactory([bundle_of(config["trial"]["resources"])])
+
+        distinct = {json.dumps(bundle_of(t.resources), sort_keys=True) for t in pending}
+        if len(distinct) == 1:  # one shape for all trials: a static request lets Tune reuse actors cheaply
+            resources = tune.PlacementGroupFactory([json.loads(distinct.pop())])
 
         recorder = TrialRecorder(store, paths, {t.trial_id: t for t in pending})
         progress = StudyProgress(pending, enabled=show_progress)

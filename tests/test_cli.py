@@ -43,7 +43,8 @@ def test_huge_grid_needs_confirmation(tmp_path, capsys, monkeypatch):
 
 
 def test_dry_run_prints_trials_and_resources_without_running(tmp_path, capsys):
-    path = _spec_file(tmp_path, grid={"architectures": ["cnn", "resnet50"], "epochs": [1, 2], "node_types": ["cpu", "gpu"]})
+    path = _spec_file(tmp_path, dataset={"image_size": [32, 32]},
+                      grid={"architectures": ["cnn", "resnet50"], "epochs": [1, 2], "node_types": ["cpu", "gpu"]})
     assert main(["submit", str(path), "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "8 trials" in printed and "GPU=1" in printed.replace("gpu=1", "GPU=1")

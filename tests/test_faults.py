@@ -73,7 +73,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, ray_s
         proc.wait()
     before = {tid: r for tid, r in _records(store, "resumable").items() if r["status"] == "completed"}
     assert 1 <= len(before) < 4
-    mtimes = {tid: (p := next(store.glob(f"resumable/*/trials/{tid}/record.json"))).stat().st_mtime for tid in before}
+    mtimes = {tid: next(store.glob(f"resumable/*/trials/{tid}/record.json")).stat().st_mtime for tid in before}
     (run_dir,) = (store / "resumable").iterdir()
 
     assert main(["resume", run_dir.name, "--store", str(store)]) == 0

@@ -12,9 +12,18 @@ class BackendUnavailable(RuntimeError):
     """The Keras backend a trial asked for is not installed on this worker."""
 
 
-def restrict_to_node_type(node_type: str) -> None:
-    """Before any framework import: a ``cpu`` trial must not touch a GPU or TPU."""
-    if node_type == "cpu":
+def expected_kind(resources: dict) -> str:
+    """The device kind a resource request asks for: tpu if it asks for TPUs, gpu for GPUs, else cpu."""
+    if resources.get("TPU", 0):
+        return "tpu"
+    if resources.get("GPU", 0):
+        return "gpu"
+    return "cpu"
+
+
+def restrict_devices(resources: dict) -> None:
+    """Before any framework import: a trial that asked for no GPU or TPU must not touch one."""
+    if expected_kind(resources) == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
         os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -92,15 +101,20 @@ def detect_device(backend: str) -> dict:
     return {"kind": kind, "name": names[0] if names else kind, "count": len(names)}
 
 
-def device_record(node_type: str, backend: str) -> dict:
-    """Requested node type next to the device that really ran, with a loud mismatch flag."""
+def device_record(node_type: str, backend: str, resources: dict | None = None) -> dict:
+    """Requested node type next to the device that really ran, with a loud mismatch flag.
+
+    The expected device kind comes from the trial's resource request, so custom node type names
+    (``a100``, ``cpu-large``) are judged by what they ask for."""
     used = detect_device(backend)
+    want = expected_kind(resources) if resources is not None else node_type
     simulated = os.environ.get("SKINLESION_SIMULATED_DEVICE")
     return {
         "requested": node_type,
+        "expected_kind": want,
         "used": used,
         "backend": backend,
         "simulated": simulated or None,
-        "mismatch": used["kind"] != node_type,
+        "mismatch": used["kind"] != want,
         "host": platform.node(),
     }

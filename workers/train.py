@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from workers.config import TrialConfig
-from workers.device import activate_backend, device_record, restrict_to_node_type
+from workers.device import activate_backend, device_record, restrict_devices
 
 EpochCallback = Callable[[dict, Callable[[str], None]], None]
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def run_trial(
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = dict(data_timings or {})
-    restrict_to_node_type(config.node_type)
+    restrict_devices(config.resources)
     keras = activate_backend(config.framework)
     warnings.filterwarnings("ignore", module="keras")
     keras.utils.set_random_seed(config.seed)
@@ -156,7 +156,7 @@ def run_trial(
     timings.setdefault("data_load_s", float(data.meta.get("load_s", 0.0)))
     timings.setdefault("augment_s", float(data.meta.get("augment_s", 0.0)))
 
-    device = device_record(config.node_type, config.framework)
+    device = device_record(config.node_type, config.framework, config.resources)
     if device["mismatch"] and not device["simulated"]:
         log.warning("trial %s asked for a %s node but runs on %s (%s)", config.trial_id, config.node_type,
                     device["used"]["kind"], device["used"]["name"])
