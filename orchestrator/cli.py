@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
         jobs.add_commands(sub)
     except ImportError:
         pass
+    from orchestrator import ensemble
+
+    ensemble.add_commands(sub)
     try:
         from orchestrator import tune_search
 

@@ -1,0 +1,94 @@
+"""Ensembles of finished trials (seed 003): average their test-set probabilities and score the average.
+
+Trials qualify only if they predicted the same test images with the same classes; probabilities come from the
+``predictions.csv`` each trial stored, so ensembles need no retraining.
+"""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.records import RunPaths, read_trial_records
+from orchestrator.storage import Store
+from workers.metrics import compute_metrics
+
+
+class EnsembleError(ValueError):
+    """Trials that cannot be ensembled, phrased for the user in one line."""
+
+
+def average_probabilities(predictions: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
+    """Mean of per-class probabilities over trials; the frames must cover the same images and classes."""
+    if len(predictions) < 2:
+        raise EnsembleError("an ensemble needs at least two completed trials")
+    frames = {tid: df.set_index("image_id").sort_index() for tid, df in predictions.items()}
+    first_id, first = next(iter(frames.items()))
+    prob_cols = [c for c in first.columns if c.startswith("p_")]
+    for tid, df in frames.items():
+        if list(df.index) != list(first.index):
+            raise EnsembleError(f"trial {tid} predicted other test images than {first_id} (different split or data)")
+        if [c for c in df.columns if c.startswith("p_")] != prob_cols:
+            raise EnsembleError(f"trial {tid} has other classes than {first_id}")
+    mean = sum(df[prob_cols].to_numpy(dtype=float) for df in frames.values()) / len(frames)
+    out = pd.DataFrame(mean, index=first.index, columns=prob_cols)
+    out.insert(0, "true_class", first["true_class"])
+    return out.reset_index(), [c[2:] for c in prob_cols]
+
+
+def build_ensemble(store: Store, paths: RunPaths, trial_ids: list[str] | None = None, top: int | None = None,
+                   by: str = "f1_macro") -> dict:
+    """Ensemble the given trials (or the ``top`` completed ones by ``by``); store and return its record."""
+    completed = [r for r in read_trial_records(store, paths) if r.get("status") == "completed"]
+    if trial_ids:
+        known = {r["trial_id"] for r in completed}
+        missing = [t for t in trial_ids if t not in known]
+        if missing:
+            raise EnsembleError(f"trial '{missing[0]}' is not a completed trial of run {paths.run_id}")
+        chosen = [r for r in completed if r["trial_id"] in trial_ids]
+    else:
+        chosen = sorted(completed, key=lambda r: r["metrics"].get(by) or 0, reverse=True)[: top or len(completed)]
+    predictions = {r["trial_id"]: pd.read_csv(io.StringIO(store.get_text(paths.trial(r["trial_id"], "predictions.csv"))))
+                   for r in chosen}
+    averaged, classes = average_probabilities(predictions)
+    y_true = averaged["true_class"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    probs = averaged[[f"p_{c}" for c in classes]].to_numpy()
+    metrics = compute_metrics(y_true, probs, classes)
+    name = "ensemble-" + "-".join(sorted(r["config"]["architecture"] for r in chosen))
+    averaged.insert(2, "predicted_class", [classes[i] for i in np.argmax(probs, axis=1)])
+    record = {"name": name, "members": [r["trial_id"] for r in chosen], "metrics": metrics, "class_names": classes}
+    store.put_text(f"{paths.root}/ensembles/{name}/predictions.csv", averaged.to_csv(index=False), "text/csv")
+    store.put_text(f"{paths.root}/ensembles/{name}/record.json", json.dumps(record, indent=1), "application/json")
+    return record
+
+
+def add_commands(sub) -> None:
+    import os
+
+    e = sub.add_parser("ensemble", help="average the test probabilities of finished trials and score the ensemble")
+    e.add_argument("run", help="run id or experiment/run_id")
+    e.add_argument("--trials", nargs="+", help="trial ids to combine (default: all completed, or --top)")
+    e.add_argument("--top", type=int, help="combine the best K completed trials")
+    e.add_argument("--by", default="f1_macro", help="metric that ranks trials for --top (default f1_macro)")
+    e.add_argument("--store", default=os.environ.get("ORCHESTRATOR_STORE", "results"))
+    e.add_argument("--endpoint-url", default=None)
+    e.set_defaults(func=_cmd_ensemble)
+
+
+def _cmd_ensemble(args) -> int:
+    from orchestrator.cli import UserError, _find_run, _open_store, out
+
+    store = _open_store(args.store, args.endpoint_url)
+    paths = _find_run(store, args.run)
+    try:
+        record = build_ensemble(store, paths, args.trials, args.top, args.by)
+    except EnsembleError as err:
+        raise UserError(str(err)) from None
+    m = record["metrics"]
+    out.print(f"{record['name']} ({len(record['members'])} trials): accuracy {m['accuracy']:.4f}, "
+              f"macro F1 {m['f1_macro']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}")
+    key = f"{paths.root}/ensembles/{record['name']}/record.json"
+    out.print(f"Stored under {store.url(key)}")
+    return 0
