@@ -1,0 +1,480 @@
+"""Remote submission, listing, status, logs and cancel of studies through the Ray Jobs API.
+
+``orchestrator submit FILE --address http://HEAD:8265`` uploads the working directory (the repository checkout
+the command runs in, or the current directory) and the experiment file as the job's ``working_dir`` and starts
+``orchestrator submit FILE --local-driver --address auto`` on the head node: the study's driver runs on the
+cluster, so the laptop may disconnect. The command returns at once with the job id. Several submissions queue
+on the cluster's resources (each study driver waits for its trials' resources; Ray decides who runs next).
+
+Nothing secret travels with a job: no environment variable of the submitting machine is forwarded (object
+storage credentials come from the cluster's own environment or instance role), the upload leaves out
+``.env``/``.aws``/key files, and the entrypoint and metadata hold only the experiment name, the store URI and
+flags. A Ray authentication token, when one is needed, is sent as an HTTP header and never stored in the job.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import secrets
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+from urllib.parse import urlparse
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+PACKAGE_NAME = "skinlesion-orchestrator"
+STAGED_SPEC_DIR = "_submitted"
+
+# Left out of every upload (gitignore syntax, relative to the working directory). Ray also honours .gitignore
+# and .rayignore files in the uploaded directory.
+UPLOAD_EXCLUDES = [
+    ".git", ".hg", "results", "results-*", "__pycache__", "*.pyc", ".pytest_cache", ".cache", ".mypy_cache",
+    ".ruff_cache", ".ipynb_checkpoints", ".venv", "venv", "*.egg-info", "build", "dist", "benchmarks/_work",
+    ".whl", "node_modules",
+    # never ship credentials, whatever the .gitignore says
+    ".env", ".env.*", ".aws", ".netrc", "*.pem", "*.key", "id_rsa*", "id_ed25519*",
+]
+# Settings every study driver wants; none of them comes from the submitting machine's environment.
+JOB_ENV = {"PYTHONUNBUFFERED": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+
+
+def _user_error(message: str) -> Exception:
+    from orchestrator.cli import UserError  # lazily: cli imports this module
+
+    return UserError(message)
+
+
+def default_address() -> str:
+    """``RAY_ADDRESS`` when it names a dashboard (http...), else the local default ``http://127.0.0.1:8265``."""
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    return env if env.startswith(("http://", "https://")) else DEFAULT_ADDRESS
+
+
+def _is_loopback(address: str) -> bool:
+    host = urlparse(address if "://" in address else f"http://{address}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_token() -> str | None:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    try:
+        token = path.read_text().strip()
+    except OSError:
+        return None
+    return token or None
+
+
+def auth_headers(address: str) -> dict[str, str]:
+    """The Ray token header for a cluster that uses token authentication.
+
+    Sent when ``RAY_AUTH_MODE=token`` or when the address is on this machine (a local cluster, or an SSH tunnel
+    such as ``ray dashboard ray-cluster.yaml``); never to another host unless asked for with RAY_AUTH_MODE.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE", "").lower()
+    if mode == "disabled" or not (mode == "token" or _is_loopback(address)):
+        return {}
+    token = _read_token()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _check_address(address: str) -> str:
+    address = (address or "").strip().rstrip("/")
+    if not address:
+        raise _user_error("no cluster address: pass --address http://HEAD:8265 or set RAY_ADDRESS")
+    if address.startswith("ray://"):
+        raise _user_error(f"{address} is a Ray Client address; jobs are submitted to the dashboard "
+                          "(http://HEAD:8265), or add --local-driver to drive the study from this machine")
+    return address
+
+
+def connect(address: str):
+    """A ``JobSubmissionClient`` for ``address``, or one clear ``UserError`` line when it cannot be reached."""
+    address = _check_address(address)
+    try:
+        from ray.job_submission import JobSubmissionClient
+    except ImportError as err:  # pragma: no cover - ray[default] is a dependency
+        raise _user_error(f"the Ray Jobs client is not installed ({err}); pip install 'ray[default]'") from None
+    try:
+        return JobSubmissionClient(address, headers=auth_headers(address))
+    except Exception as err:  # connection refused, DNS, TLS, version mismatch, auth ...
+        if _is_auth_error(err):
+            raise _user_error(f"the Ray dashboard at {address} refused the request: {_one_line(err)}") from None
+        raise _user_error(f"cannot reach the Ray dashboard at {address} ({_one_line(err)}); is the cluster up? "
+                          "For a `ray up` cluster open the tunnel first: ray dashboard ray-cluster.yaml") from None
+
+
+def _is_auth_error(err: BaseException) -> bool:
+    text = str(err)
+    return type(err).__name__ == "AuthenticationError" or any(
+        w in text for w in ("Authentication", "Unauthorized", "Forbidden"))
+
+
+def _one_line(err: BaseException) -> str:
+    if _is_auth_error(err):
+        return ("the cluster uses token authentication and no valid token was sent (get the token on the head "
+                "node with 'ray get-auth-token', put it in a file and set RAY_AUTH_TOKEN_PATH to it; for a "
+                "non-local address also set RAY_AUTH_MODE=token)")
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text[:300]
+
+
+def _call(address: str, what: str, fn: Callable, *args):
+    try:
+        return fn(*args)
+    except Exception as err:
+        text = str(err)
+        if "does not exist" in text or "404" in text:
+            raise _user_error(f"job '{args[0] if args else '?'}' not found on {address} "
+                              f"(see: orchestrator list --address {address})") from None
+        raise _user_error(f"{what} failed on {address}: {_one_line(err)}") from None
+
+
+# ----------------------------------------------------------------------------------------------- submission
+def find_working_dir(start: Path | None = None) -> Path | None:
+    """The directory a submission uploads as the job's working directory.
+
+    The checkout of this project containing ``start`` (its pyproject.toml names the package), else ``start``
+    itself, except the home directory or ``/`` (never uploaded wholesale): None then, and only the experiment
+    file travels (the cluster's installed package runs it).
+    """
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        pyproject = folder / "pyproject.toml"
+        try:
+            if pyproject.is_file() and PACKAGE_NAME in pyproject.read_text():
+                return folder
+        except OSError:
+            continue
+    if start in (Path.home().resolve(), Path(start.anchor)):
+        return None
+    return start
+
+
+def _ignore_for_copy(root: Path):
+    import fnmatch
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        rel = Path(folder).resolve().relative_to(root)
+        out = set()
+        for name in names:
+            relname = (rel / name).as_posix()
+            if any(fnmatch.fnmatch(name, pat) or fnmatch.fnmatch(relname, pat) for pat in UPLOAD_EXCLUDES):
+                out.add(name)
+        return out
+
+    return ignore
+
+
+@contextmanager
+def staged_upload(working_dir: Path | None, spec_path: Path) -> Iterator[tuple[Path, str]]:
+    """(directory to upload, the spec's path relative to it).
+
+    A spec inside the working directory is referred to where it is. One outside it (a file in /tmp, another
+    checkout) is uploaded beside a temporary copy of the working directory, under ``_submitted/``; the user's
+    own folders are never written to. Without a working directory only the spec is uploaded.
+    """
+    spec_path = spec_path.resolve()
+    if working_dir is not None:
+        try:
+            rel = spec_path.relative_to(working_dir).as_posix()
+        except ValueError:
+            rel = None
+        if rel is not None:
+            yield working_dir, rel
+            return
+    with tempfile.TemporaryDirectory(prefix="orchestrator-job-") as tmp:
+        staged = Path(tmp) / "wd"
+        if working_dir is not None:
+            shutil.copytree(working_dir, staged, ignore=_ignore_for_copy(working_dir), symlinks=True)
+        staged.mkdir(exist_ok=True)
+        (staged / STAGED_SPEC_DIR).mkdir(exist_ok=True)
+        target = staged / STAGED_SPEC_DIR / spec_path.name
+        shutil.copy2(spec_path, target)
+        yield staged, f"{STAGED_SPEC_DIR}/{spec_path.name}"
+
+
+def remote_store(store: str | None, spec_uri: str, head_is_local: bool, notify: Callable[[str], None]) -> str | None:
+    """The ``--store`` the driver on the head node gets, or None to keep the spec's ``storage.uri``.
+
+    Object storage URIs pass through. A directory is a directory on the head node: when the head node is this
+    machine (a local cluster) a relative one is made absolute here, so the results land where the user looks;
+    for a remote head a relative one goes under the head node's home directory (the job's working directory
+    is temporary) and the user is told how to fetch it.
+    """
+    uri = store or spec_uri
+    if "://" in uri:
+        return store
+    if head_is_local:
+        return str(Path(uri).expanduser().resolve())
+    remote = uri if uri.startswith(("/", "~")) else f"~/{uri}"
+    notify(f"note: storage '{uri}' is a directory on the cluster's head node ({remote}); fetch results with "
+           f"'ray rsync-down ray-cluster.yaml {remote} .', or use an s3:// store")
+    return remote
+
+
+def head_is_this_machine(client, address: str) -> bool:
+    """Whether the cluster's head node runs on this machine (a local cluster rather than an SSH tunnel)."""
+    if not _is_loopback(address):
+        return False
+    import socket
+
+    try:
+        summary = client._do_request("GET", "/nodes?view=summary").json()["data"]["summary"]
+        for node in summary:
+            if "node:__internal_head__" in (node.get("raylet") or {}).get("resourcesTotal", {}) or \
+                    "node:InternalHead" in (node.get("raylet") or {}).get("resourcesTotal", {}):
+                return node.get("hostname") == socket.gethostname()
+    except Exception:
+        pass
+    return True
+
+
+def new_submission_id(experiment: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{experiment}-{stamp}-{secrets.token_hex(2)}"
+
+
+def build_entrypoint(spec_rel: str, store: str | None, strict: bool, run_id: str | None = None) -> str:
+    argv = ["orchestrator", "submit", spec_rel, "--local-driver", "--address", "auto", "--yes"]
+    if store:
+        argv += ["--store", store]
+    if run_id:
+        argv += ["--run-id", run_id]
+    if strict:
+        argv.append("--strict")
+    return shlex.join(argv)
+
+
+def submit_job(spec_file: str, address: str, store: str | None = None, strict: bool = False, *,
+               run_id: str | None = None, notify: Callable[[str], None] | None = None,
+               working_dir: str | Path | None = None) -> str:
+    """Submit a study to the cluster at ``address`` as a Ray Job; return its id at once (nothing waits).
+
+    ``run_id`` continues an earlier run of the same file in the same store (its finished trials are kept).
+    """
+    from orchestrator.spec import SpecError, load_spec
+
+    notify = notify or (lambda m: print(m, file=sys.stderr))
+    address = _check_address(address)
+    try:
+        spec = load_spec(spec_file)
+    except SpecError as err:
+        raise _user_error(str(err)) from None
+    root = Path(working_dir).resolve() if working_dir else find_working_dir()
+    if root is None:
+        notify("note: not inside a project checkout: only the experiment file is uploaded (the cluster's "
+               "installed package runs it)")
+    client = connect(address)
+    store_arg = remote_store(store, spec.storage.uri, head_is_this_machine(client, address), notify)
+    if any(k.startswith("AWS_") for k in os.environ) and (store_arg or spec.storage.uri).startswith("s3://"):
+        notify("note: AWS_* variables of this shell are not sent; the cluster reads the store with its own "
+               "credentials (instance role or its environment)")
+    submission_id = new_submission_id(spec.name)
+    metadata = {"experiment": spec.name, "spec_file": Path(spec_file).name, "submitted_by": "orchestrator",
+                "store": store_arg or spec.storage.uri}
+    with staged_upload(root, Path(spec_file)) as (upload_dir, spec_rel):
+        # Ray leaves .git out by itself (and warns when told to), the rest is ours.
+        runtime_env = {"working_dir": str(upload_dir), "excludes": [p for p in UPLOAD_EXCLUDES if p != ".git"],
+                       "env_vars": dict(JOB_ENV)}
+        entrypoint = build_entrypoint(spec_rel, store_arg, strict, run_id)
+        try:
+            with _quiet_ray_upload_logs():
+                return client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                                         runtime_env=runtime_env, metadata=metadata)
+        except Exception as err:
+            raise _user_error(f"job submission to {address} failed: {_one_line(err)}") from None
+
+
+@contextmanager
+def _quiet_ray_upload_logs():
+    """Ray logs every packaging step at INFO; one submission line is enough."""
+    import logging
+
+    names = ("ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_env.packaging",
+             "ray._private.runtime_env.working_dir")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+# --------------------------------------------------------------------------------------------- queue commands
+def _fmt_time(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(start_ms: int | None, end_ms: int | None) -> str:
+    if not start_ms:
+        return "-"
+    seconds = int(((end_ms or time.time() * 1000) - start_ms) / 1000)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _status_name(status) -> str:
+    return getattr(status, "value", str(status))
+
+
+def cmd_list(args) -> int:
+    from rich.table import Table
+
+    from orchestrator.cli import out
+
+    client = connect(args.address)
+    jobs = _call(args.address, "listing jobs", client.list_jobs)
+    jobs = sorted(jobs, key=lambda j: j.start_time or 0)
+    table = Table(title=f"Jobs on {args.address}")
+    for col in ("job id", "status", "experiment", "started", "duration", "entrypoint"):
+        table.add_column(col, overflow="fold")
+    for job in jobs:
+        jid = job.submission_id or job.job_id or "?"
+        table.add_row(jid, _status_name(job.status), (job.metadata or {}).get("experiment", "-"),
+                      _fmt_time(job.start_time), _duration(job.start_time, job.end_time), job.entrypoint)
+    out.print(table)
+    return 0
+
+
+def cmd_status(args) -> int:
+    from orchestrator.cli import out
+
+    client = connect(args.address)
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    while True:
+        info = _call(args.address, "reading the job", client.get_job_info, args.job_id)
+        status = _status_name(info.status)
+        if not args.wait or status in TERMINAL:
+            break
+        if deadline and time.monotonic() > deadline:
+            raise _user_error(f"job {args.job_id} is still {status} after {args.timeout:g}s")
+        time.sleep(2)
+    meta = info.metadata or {}
+    out.print(f"job:        {args.job_id}")
+    out.print(f"status:     {status}" + (f" ({' '.join(info.message.split())})" if info.message else ""))
+    out.print(f"experiment: {meta.get('experiment', '-')}")
+    out.print(f"store:      {meta.get('store', '-')}")
+    out.print(f"started:    {_fmt_time(info.start_time)}   ended: {_fmt_time(info.end_time)}   "
+              f"duration: {_duration(info.start_time, info.end_time)}")
+    out.print(f"entrypoint: {info.entrypoint}", soft_wrap=True)
+    if getattr(info, "driver_node_id", None):
+        out.print(f"driver on:  node {info.driver_node_id}")
+    if status == "FAILED" and getattr(info, "error_type", None):
+        out.print(f"error:      {info.error_type}")
+    out.print(f"logs:       orchestrator logs {args.job_id} --address {args.address}")
+    return 1 if status in ("FAILED", "STOPPED") else 0
+
+
+def cmd_logs(args) -> int:
+    client = connect(args.address)
+    if not args.follow:
+        text = _call(args.address, "reading the logs", client.get_job_logs, args.job_id)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    _call(args.address, "reading the job", client.get_job_status, args.job_id)  # a clear error for a bad id
+
+    async def follow() -> None:
+        async for chunk in client.tail_job_logs(args.job_id):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+    import logging
+
+    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
+    try:
+        asyncio.run(follow())
+    except Exception as err:
+        raise _user_error(f"following the logs of {args.job_id} failed: {_one_line(err)}") from None
+    status = _status_name(_call(args.address, "reading the job", client.get_job_status, args.job_id))
+    print(f"\n[job {args.job_id} {status}]", file=sys.stderr)
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def cmd_cancel(args) -> int:
+    from orchestrator.cli import out
+
+    client = connect(args.address)
+    status = _status_name(_call(args.address, "reading the job", client.get_job_status, args.job_id))
+    if status in TERMINAL:
+        out.print(f"Job {args.job_id} already ended ({status}); nothing to cancel.")
+        return 0
+    _call(args.address, "cancelling the job", client.stop_job, args.job_id)
+    out.print(f"Cancel requested for job {args.job_id} (was {status}). Finished trials stay in the store; to "
+              "continue, submit the same file again with --run-id RUN_ID (the run id is in 'orchestrator logs').")
+    return 0
+
+
+def dashboard_url(address: str) -> str:
+    """The dashboard URL for ``address`` (checked to answer)."""
+    client = connect(address)
+    return getattr(client, "_address", None) or address
+
+
+def cmd_dashboard(args) -> int:
+    from orchestrator.cli import out
+
+    url = dashboard_url(args.address)
+    out.print(url)
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(url):
+            print(f"could not open a browser; open {url} yourself", file=sys.stderr)
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Add list, status, logs, cancel and dashboard to the ``orchestrator`` command line."""
+
+    def address_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--address", default=default_address(),
+                       help="Ray dashboard / Jobs API (default: $RAY_ADDRESS or http://127.0.0.1:8265; for a "
+                            "`ray up` cluster run 'ray dashboard ray-cluster.yaml' first)")
+
+    ls = sub.add_parser("list", help="list the jobs (submitted studies) on a cluster, queued, running and ended")
+    address_arg(ls)
+    ls.set_defaults(func=cmd_list)
+
+    st = sub.add_parser("status", help="state of one submitted job")
+    st.add_argument("job_id")
+    st.add_argument("--wait", action="store_true", help="block until the job ends (exit 0 succeeded, 1 otherwise)")
+    st.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
+    address_arg(st)
+    st.set_defaults(func=cmd_status)
+
+    lg = sub.add_parser("logs", help="driver output of a submitted job")
+    lg.add_argument("job_id")
+    lg.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
+    address_arg(lg)
+    lg.set_defaults(func=cmd_logs)
+
+    cn = sub.add_parser("cancel", help="stop a queued or running job (finished trials are kept)")
+    cn.add_argument("job_id")
+    address_arg(cn)
+    cn.set_defaults(func=cmd_cancel)
+
+    db = sub.add_parser("dashboard", help="print the Ray dashboard URL of a cluster")
+    db.add_argument("--open", action="store_true", help="also open it in a browser")
+    address_arg(db)
+    db.set_defaults(func=cmd_dashboard)
