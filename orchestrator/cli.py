@@ -78,23 +78,40 @@ def cmd_submit(args) -> int:
         if input(f"The grid has {len(trials)} trials. Run them all? [y/N] ").strip().lower() not in ("y", "yes"):
             return _fail("cancelled", 1)
     _check_resources(spec)
-    if args.address and not args.local_driver:
+    if args.address and args.address.startswith(("http://", "https://")) and not args.local_driver:
         from orchestrator import jobs
 
-        job_id = jobs.submit_job(args.file, address=args.address, store=args.store, strict=args.strict)
+        job_id = jobs.submit_job(args.file, address=args.address, store=args.store, strict=args.strict,
+                                 run_id=args.run_id, notify=lambda m: console.print(m))
         out.print(f"Submitted job {job_id} to {args.address}. Follow it with: orchestrator logs {job_id} --follow "
                   f"--address {args.address}")
         return 0
-    return _run_and_report(spec, run_id=args.run_id, address=args.address, strict=args.strict)
+    if args.address and args.address.startswith("ray://"):
+        raise UserError("--address ray://... needs --local-driver (or give the dashboard address http://HEAD:8265 "
+                        "to submit a Ray Job)")
+    return _run_and_report(spec, run_id=args.run_id, address=args.address, strict=args.strict,
+                           cluster_config=_cluster_config(args))
 
 
-def _run_and_report(spec, *, run_id=None, address=None, strict=False) -> int:
+def _cluster_config(args):
+    from orchestrator.node_types import load_cluster_config
+
+    path = getattr(args, "cluster_config", None)
+    if not path:
+        return None
+    try:
+        return load_cluster_config(path)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def _run_and_report(spec, *, run_id=None, address=None, strict=False, cluster_config=None) -> int:
     from orchestrator.report import write_report
     from orchestrator.run import StudyError, execute_study
 
     try:
         outcome = execute_study(spec, run_id=run_id, address=address, strict=strict,
-                                notify=lambda m: console.print(m))
+                                notify=lambda m: console.print(m), cluster_config=cluster_config)
     except StudyError as err:
         return _fail(str(err))
     url = write_report(outcome.store, outcome.paths)  # a remote store that fails falls back to local disk
@@ -141,7 +158,7 @@ def cmd_resume(args) -> int:
         spec = parse_spec(yaml.safe_load(store.get_text(paths.spec)), store.url(paths.spec))
     except SpecError as err:
         raise UserError(str(err)) from None
-    return _run_and_report(spec, run_id=paths.run_id, address=args.address)
+    return _run_and_report(spec, run_id=paths.run_id, address=args.address, cluster_config=_cluster_config(args))
 
 
 def cmd_report(args) -> int:
@@ -199,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", help="override storage.uri (a directory or s3://bucket/prefix)")
     s.add_argument("--strict", action="store_true", help="fail if any trial cannot run on this cluster")
     s.add_argument("--yes", action="store_true", help=f"run grids of more than {HUGE_GRID} trials without asking")
+    s.add_argument("--cluster-config", help="a `ray up` config: its node types count as feasible (autoscaling clusters)")
     s.set_defaults(func=cmd_submit)
 
     def store_args(parser):
@@ -209,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("resume", help="continue an interrupted run; completed trials are kept")
     r.add_argument("run", help="run id or experiment/run_id")
     r.add_argument("--address")
+    r.add_argument("--cluster-config", help="a `ray up` config: its node types count as feasible")
     store_args(r)
     r.set_defaults(func=cmd_resume)
 

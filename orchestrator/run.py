@@ -6,13 +6,14 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from datetime import datetime, timezone
 from typing import Callable
 
 from orchestrator.grid import expand_grid
-from orchestrator.node_types import NodeCapacity, cluster_nodes, infeasibility_reason, resource_request
+from orchestrator.node_types import (NodeCapacity, cluster_nodes, exclusive_unenforceable, feasibility_nodes,
+                                     infeasibility_reason, placement_request, resource_request)
 from orchestrator.records import (RunPaths, cache_key_path, completed_trial_ids, read_trial_records,
                                   write_trial_record)
 from orchestrator.spec import ExperimentSpec, spec_to_yaml
@@ -166,12 +167,15 @@ def execute_study(
     notify: Callable[[str], None] = print,
     num_cpus: int | None = None,
     trials: list[TrialConfig] | None = None,
+    cluster_config: dict | None = None,
 ) -> RunOutcome:
     """Run every trial of ``spec`` (skipping ones already completed under ``run_id``) and store records.
 
-    ``trials`` replaces the spec's grid (benchmarks and searches pass their own trial configs)."""
+    ``trials`` replaces the spec's grid (benchmarks and searches pass their own trial configs);
+    ``cluster_config`` (a ``ray up`` config) adds the node types an autoscaler may still launch."""
     from ray import tune
 
+    from orchestrator.metrics_export import MetricsExportCallback
     from orchestrator.progress import StudyProgress, TrialRecorder
     from orchestrator.report import environment_info
     from workers.data import preparation_key
@@ -183,7 +187,13 @@ def execute_study(
     trials = expand_grid(spec) if trials is None else trials
 
     dashboard = connect_ray(address, num_cpus=num_cpus)
-    nodes = cluster_nodes()
+    nodes = feasibility_nodes(cluster_nodes(), cluster_config)
+    trials = [replace(t, resources=placement_request(t.resources, t.node_type, nodes,
+                                                     exclusive=spec.execution.exclusive_nodes)) for t in trials]
+    if spec.execution.exclusive_nodes:
+        for node_type in exclusive_unenforceable(sorted({t.node_type for t in trials}), nodes):
+            notify(f"exclusive_nodes: nodes of type '{node_type}' carry no node_kind_{node_type} resource here, "
+                   "so its trials may share a node (each record notes how many did)")
     infeasible = check_feasibility(trials, nodes)
     if infeasible and strict:
         first = next(iter(infeasible.values()))
@@ -263,7 +273,7 @@ def execute_study(
                 storage_filesystem=fs,
                 failure_config=tune.FailureConfig(max_failures=spec.execution.max_retries),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[recorder, progress],
+                callbacks=[recorder, progress, MetricsExportCallback(spec.name, paths.run_id, pending)],
                 verbose=0,
                 log_to_file=True,
             ),
