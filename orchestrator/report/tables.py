@@ -13,12 +13,12 @@ TRIAL_COLUMNS = [
     "accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr", "top2_accuracy",
     "train_s", "first_epoch_s", "steady_epoch_s", "images_per_s", "total_s",
     "requested_device", "device_kind", "device_used", "backend", "simulated", "device_mismatch", "device_check",
-    "node_id", "retries", "resumed", "price_per_hour", "cost_usd", "reason",
+    "node_id", "trials_sharing_node", "retries", "resumed", "price_per_hour", "cost_usd", "reason",
 ]
 FLOAT_COLUMNS = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr",
                  "top2_accuracy", "train_s", "first_epoch_s", "steady_epoch_s", "images_per_s", "total_s",
                  "price_per_hour", "cost_usd"]
-INT_COLUMNS = ["epochs", "repeat", "retries"]
+INT_COLUMNS = ["epochs", "repeat", "retries", "trials_sharing_node"]
 BOOL_COLUMNS = ["device_mismatch", "resumed"]
 SETTING = ["architecture", "epochs", "node_type", "augmentation", "framework"]
 DEVICE_KINDS = ("cpu", "gpu", "tpu")
@@ -91,6 +91,7 @@ def trial_table(records: list[dict]) -> pd.DataFrame:
             "device_mismatch": mismatch,
             "device_check": check,
             "node_id": r.get("node_id"),
+            "trials_sharing_node": r.get("trials_sharing_node"),
             "retries": r.get("retries") or 0,
             "resumed": r.get("resumed_from_checkpoint"),
             "price_per_hour": price,
@@ -207,6 +208,7 @@ def table_hardware(df: pd.DataFrame) -> pd.DataFrame:
             "first_epoch_s": g["first_epoch_s"].mean(),
             "steady_epoch_s": g["steady_epoch_s"].mean(), "steady_epoch_s_sd": _sd(g["steady_epoch_s"]),
             "images_per_s": g["images_per_s"].mean(), "images_per_s_sd": _sd(g["images_per_s"]),
+            "max_trials_sharing_node": g["trials_sharing_node"].max() if g["trials_sharing_node"].notna().any() else None,
         })
     out = pd.DataFrame(rows)
     ref = cpu_reference(df)
