@@ -39,6 +39,7 @@ class DatasetSpec(_Strict):
     samples_per_class: int = Field(default=40, ge=2, description="synthetic only: images of the largest class")
     synthetic_seed: int = 0
     metadata_csv: str | None = None
+    endpoint_url: str | None = None
 
     @field_validator("image_size")
     @classmethod

@@ -1,6 +1,7 @@
 """Dataset sources and preparation. Importing this package registers every source."""
 from workers.data.sources import DatasetError, LoadedDataset, list_sources, load_dataset, register_source
 from workers.data import synthetic  # noqa: F401  (registers "synthetic")
+from workers.data import dermamnist, ham10000, isic2019  # noqa: F401  (register "dermamnist", "ham10000", "isic2019")
 from workers.data.prepare import PreparedData, prepare_data, preparation_key
 
 __all__ = ["DatasetError", "LoadedDataset", "PreparedData", "list_sources", "load_dataset", "prepare_data",

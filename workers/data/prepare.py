@@ -67,24 +67,72 @@ def preparation_key(dataset: dict, split: dict, augmentation: str, augmentation_
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _split_indices(labels: np.ndarray, fraction: float, seed: int, idx: np.ndarray):
+def _split_indices(labels: np.ndarray, fraction: float, seed: int, idx: np.ndarray,
+                   groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held-out) positions of ``idx``: stratified when every class can be, grouped when ``groups`` is set."""
+    if groups is not None:
+        return _group_split(labels, fraction, seed, idx, groups)
     counts = np.bincount(labels[idx])
     stratify = labels[idx] if counts[counts > 0].min() >= 2 else None
-    return train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    try:
+        return train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    except ValueError:
+        pass  # e.g. fewer held-out images than classes: fall back to an unstratified split
+    try:
+        return train_test_split(idx, test_size=fraction, random_state=seed)
+    except ValueError as err:
+        raise DatasetError(f"split: cannot hold out {fraction:.0%} of {len(idx)} image(s) ({err}); "
+                           "use more images or change split fractions") from None
 
 
-def split_dataset(labels: np.ndarray, source_split: np.ndarray | None, split: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of train / validation / test: stratified with a fixed seed, or the source's own test split."""
+def _group_split(labels: np.ndarray, fraction: float, seed: int, idx: np.ndarray,
+                 groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split that keeps each group (lesion) on one side: one fold of ``StratifiedGroupKFold``.
+
+    The held-out share is 1/k for the k nearest to 1/fraction, so it approximates ``fraction``.
+    """
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    g = np.asarray(groups)[idx]
+    n_groups = len(np.unique(g))
+    if n_groups < 2:
+        raise DatasetError(f"split: the {len(idx)} image(s) to split belong to {n_groups} lesion group(s); "
+                           "a grouped split needs at least two")
+    held_out_small = fraction <= 0.5
+    k = max(2, min(n_groups, round(1 / (fraction if held_out_small else 1 - fraction))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
+        folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed % (2**32))
+        big, small = next(folds.split(np.zeros(len(idx)), labels[idx], g))
+    rest, held = (big, small) if held_out_small else (small, big)
+    return idx[rest], idx[held]
+
+
+def split_dataset(labels: np.ndarray, source_split: np.ndarray | None, split: dict,
+                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of train / validation / test: stratified with a fixed seed, or the source's own test split.
+
+    With ``groups`` (e.g. HAM10000 lesion ids) the random splits are grouped stratified splits: no group has
+    images on two sides.
+    """
     all_idx = np.arange(len(labels))
+    if len(all_idx) == 0:
+        raise DatasetError("split: the dataset holds no images")
     seed = int(split.get("seed", 0))
     if split.get("use_source_test") and source_split is not None and (source_split == "test").any():
         test = all_idx[source_split == "test"]
         rest = all_idx[source_split != "test"]
     else:
-        rest, test = _split_indices(labels, float(split.get("test_fraction", 0.2)), seed, all_idx)
+        rest, test = _split_indices(labels, float(split.get("test_fraction", 0.2)), seed, all_idx, groups)
     val_fraction = float(split.get("val_fraction", 0.1))
     if val_fraction > 0:
-        train, val = _split_indices(labels, val_fraction / (1 - float(split.get("test_fraction", 0.2))), seed + 1, rest)
+        if len(rest) < 2:
+            raise DatasetError(f"split: {len(rest)} image(s) left after the test split; cannot also hold out "
+                               "validation images (use more images or set split.val_fraction: 0)")
+        train, val = _split_indices(labels, val_fraction / (1 - float(split.get("test_fraction", 0.2))), seed + 1,
+                                    rest, groups)
     else:
         train, val = rest, np.array([], dtype=int)
     return np.sort(train), np.sort(val), np.sort(test)
@@ -95,8 +143,9 @@ def prepare_data(dataset: dict, split: dict, augmentation: str, augmentation_set
     t0 = time.perf_counter()
     data = load_dataset(dataset)
     t_load = time.perf_counter() - t0
-    train, val, test = split_dataset(data.labels, data.source_split, split)
-    for name, idx in (("train", train), ("test", test)):
+    train, val, test = split_dataset(data.labels, data.source_split, split, data.groups)
+    checks = [("train", train), ("test", test)] + ([("validation", val)] if float(split.get("val_fraction", 0.1)) > 0 else [])
+    for name, idx in checks:
         if len(idx) == 0:
             raise DatasetError(f"split: the {name} split is empty; use more images or change split fractions")
     empty = [data.class_names[c] for c in range(len(data.class_names)) if not (data.labels[train] == c).any()]
@@ -121,6 +170,7 @@ def prepare_data(dataset: dict, split: dict, augmentation: str, augmentation_set
         "train_counts": np.bincount(y_train, minlength=len(data.class_names)).tolist(),
         "n_val": int(len(val)),
         "n_test": int(len(test)),
+        "grouped_split": data.groups is not None,
         "load_s": t_load,
         "augment_s": t_aug,
         "augmented_images": int(len(y_train) - len(train)),

@@ -1,0 +1,101 @@
+"""HAM10000: ``HAM10000_metadata.csv`` (lesion_id, image_id, dx, ...) plus one or more image folders.
+
+The images may sit in ``HAM10000_images_part_1/`` and ``HAM10000_images_part_2/`` (the ISIC / Harvard
+Dataverse layout) or in any folder under ``dataset.path``: every ``<image_id>.jpg`` below it is found.
+``dataset.metadata_csv`` overrides where the CSV is (absolute, or relative to ``dataset.path``).
+
+Several images of HAM10000 show the same lesion; ``groups`` carries each image's ``lesion_id`` so the split
+keeps every lesion on one side (a lesion in both train and test would inflate test scores).
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.data.sources import (DatasetError, LoadedDataset, decode_many, find_file, index_images, register_source,
+                                  stack)
+
+HAM10000_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+HAM10000_CLASS_DESCRIPTIONS = {
+    "akiec": "actinic keratoses and intraepithelial carcinoma",
+    "bcc": "basal cell carcinoma",
+    "bkl": "benign keratosis-like lesions",
+    "df": "dermatofibroma",
+    "mel": "melanoma",
+    "nv": "melanocytic nevi",
+    "vasc": "vascular lesions",
+}
+METADATA_NAMES = ("HAM10000_metadata.csv", "HAM10000_metadata")
+
+
+def read_metadata(path: Path) -> list[dict[str, str]]:
+    """Rows of the metadata CSV with lower-cased column names; needs image_id and dx."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip().lower() for c in reader.fieldnames or []]
+            rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DatasetError(f"dataset.metadata_csv: cannot read '{path}': {err}") from None
+    missing = [c for c in ("image_id", "dx") if c not in columns]
+    if missing:
+        raise DatasetError(f"dataset.metadata_csv: '{path}' has no column '{missing[0]}' "
+                           f"(expected lesion_id, image_id, dx, ...; found {', '.join(columns) or 'nothing'})")
+    if not rows:
+        raise DatasetError(f"dataset.metadata_csv: '{path}' lists no images")
+    return rows
+
+
+@register_source("ham10000")
+def load_ham10000(settings: dict[str, Any]) -> LoadedDataset:
+    """Decode every image the metadata lists (missing or unreadable ones are skipped and counted)."""
+    root = Path(settings["path"])
+    if not root.is_dir():
+        raise DatasetError(f"dataset.path: folder '{root}' does not exist (expected HAM10000_metadata.csv and "
+                           "HAM10000_images_part_1/, HAM10000_images_part_2/)")
+    size = tuple(settings.get("image_size", (32, 32)))
+    rows = read_metadata(find_file(root, settings.get("metadata_csv"), METADATA_NAMES, "*metadata*.csv",
+                                   "HAM10000 metadata CSV"))
+    unknown = sorted({r["dx"] for r in rows} - set(HAM10000_CLASSES))
+    if unknown:
+        raise DatasetError(f"dataset.metadata_csv: unknown dx '{unknown[0]}' (valid: {', '.join(HAM10000_CLASSES)})")
+    files = index_images(root)
+    if not files:
+        raise DatasetError(f"dataset.path: no images under '{root}' (expected <image_id>.jpg files)")
+
+    seen: set[str] = set()
+    wanted, skipped = [], []
+    for row in rows:
+        image_id = row["image_id"]
+        if not image_id or image_id in seen:
+            continue
+        seen.add(image_id)
+        if image_id not in files:
+            skipped.append(f"{image_id} (missing)")
+            continue
+        wanted.append((row, files[image_id]))
+
+    images, labels, ids, groups = [], [], [], []
+    for (row, path), img in zip(wanted, decode_many([p for _, p in wanted], size)):
+        if img is None:
+            skipped.append(f"{path.relative_to(root)} (unreadable)")
+            continue
+        images.append(img)
+        labels.append(HAM10000_CLASSES.index(row["dx"]))
+        ids.append(row["image_id"])
+        groups.append(row.get("lesion_id") or row["image_id"])
+    if not images:
+        raise DatasetError(f"dataset.path: none of the {len(seen)} images listed in the metadata could be read "
+                           f"under '{root}' ({len(skipped)} missing or unreadable)")
+    return LoadedDataset(
+        images=stack(images, size),
+        labels=np.asarray(labels, dtype=np.int64),
+        class_names=list(HAM10000_CLASSES),
+        ids=ids,
+        source_split=None,
+        skipped=skipped,
+        groups=np.asarray(groups, dtype=str),
+    )
