@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 NODE_TYPES = ("cpu", "gpu", "tpu")
@@ -160,6 +161,160 @@ class StorageSpec(_Strict):
     region: str | None = None
 
 
+SEARCH_TRAINING_SETTINGS = ("learning_rate", "batch_size", "dropout", "optimizer", "augmentation", "class_weights")
+SEARCH_DISTRIBUTIONS = ("choice", "uniform", "loguniform", "grid")
+_NOT_MODEL_PARAMS = ("input_shape", "num_classes", "weights_path", "dropout")
+
+
+class SearchSpec(_Strict):
+    """``search:`` block: a Ray Tune hyperparameter search over one architecture (``orchestrator tune FILE``).
+
+    ``space`` maps a trial setting (a training hyperparameter, ``augmentation`` or a keyword argument of the
+    architecture's builder such as ``lstm_units``) to one distribution: ``{choice: [...]}``,
+    ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}`` or ``{grid: [...]}``. Whole-number settings sample
+    whole numbers. ``architecture`` and ``epochs`` default to the first grid architecture and the largest
+    grid epoch count (filled in when the file is loaded).
+    """
+
+    space: dict[str, Any]
+    algorithm: Literal["random", "optuna"] = "random"
+    scheduler: Literal["fifo", "asha"] = "asha"
+    metric: Literal["val_f1_macro", "val_accuracy", "val_loss", "accuracy", "loss"] = "val_f1_macro"
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = Field(default=10, ge=1, le=10000)
+    max_concurrent_trials: int | None = Field(default=None, ge=1)
+    time_budget_s: float | None = Field(default=None, gt=0)
+    node_type: str = "cpu"
+    architecture: str | None = None
+    epochs: int | None = Field(default=None, ge=1, le=100000)
+    grace_period: int = Field(default=1, ge=1)
+    reduction_factor: float = Field(default=2, gt=1)
+    then_study_repeats: int = Field(default=1, ge=1, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_follows_loss(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "mode" not in data and str(data.get("metric", "")).endswith("loss"):
+            data = {**data, "mode": "min"}
+        return data
+
+    @model_validator(mode="after")
+    def _check_space(self) -> "SearchSpec":
+        if not self.space:
+            raise _FieldError("search.space",
+                              "needs at least one setting, e.g. learning_rate: {loguniform: [0.0001, 0.01]}")
+        for name, dist in self.space.items():
+            field = f"search.space.{name}"
+            kind, values = _distribution(field, dist)
+            if self.algorithm == "optuna" and kind == "grid":
+                raise _FieldError(field, "grid is not supported with algorithm: optuna (use choice)")
+            if name in SEARCH_TRAINING_SETTINGS:
+                _check_training_values(field, name, kind, values)
+        return self
+
+    def resolved(self, name: str) -> tuple[str, list]:
+        """(distribution kind, values) of one setting of the space."""
+        return _distribution(f"search.space.{name}", self.space[name])
+
+
+def _distribution(field: str, dist: Any) -> tuple[str, list]:
+    """``{kind: values}`` -> (kind, values), with the bounds of ranges checked."""
+    shapes = "{choice: [...]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]} or {grid: [...]}"
+    if not isinstance(dist, dict) or len(dist) != 1:
+        raise _FieldError(field, f"expected one of {shapes}, got {dist!r}")
+    kind, values = next(iter(dist.items()))
+    if kind not in SEARCH_DISTRIBUTIONS:
+        raise _FieldError(field, f"unknown distribution '{kind}' (valid: {', '.join(SEARCH_DISTRIBUTIONS)})")
+    if kind in ("choice", "grid"):
+        if not isinstance(values, list) or not values:
+            raise _FieldError(field, f"{kind} needs a non-empty list of values, got {values!r}")
+        return kind, values
+    if (not isinstance(values, list) or len(values) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        raise _FieldError(field, f"{kind} needs [lo, hi] (two numbers), got {values!r}")
+    lo, hi = values
+    if not lo < hi:
+        raise _FieldError(field, f"{kind} needs lo < hi, got [{lo}, {hi}]")
+    if kind == "loguniform" and lo <= 0:
+        raise _FieldError(field, f"loguniform needs lo > 0, got [{lo}, {hi}]")
+    return kind, values
+
+
+def _check_training_values(field: str, name: str, kind: str, values: list) -> None:
+    ranged = kind in ("uniform", "loguniform")
+    named = {"optimizer": OPTIMIZERS, "augmentation": AUGMENTATIONS, "class_weights": (True, False)}
+    if name in named:
+        if ranged:
+            raise _FieldError(field, f"takes choice or grid of values, not {kind}")
+        bad = [v for v in values if v not in named[name] or (name == "class_weights") != isinstance(v, bool)]
+        if bad:
+            raise _FieldError(field, f"invalid value {bad[0]!r} (valid: {', '.join(map(str, named[name]))})")
+        return
+    if name == "batch_size" and not ranged and any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise _FieldError(field, f"batch sizes must be whole numbers, got {values!r}")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise _FieldError(field, f"values must be numbers, got {values!r}")
+    lo, hi = min(values), max(values)
+    if name == "learning_rate" and not (lo > 0 and hi <= 10):
+        raise _FieldError(field, f"learning rates must be in (0, 10], got {values!r}")
+    if name == "batch_size" and not (lo >= 1 and hi <= 65536):
+        raise _FieldError(field, f"batch sizes must be between 1 and 65536, got {values!r}")
+    if name == "dropout" and not (lo >= 0 and hi < 1):
+        raise _FieldError(field, f"dropout must be in [0, 1), got {values!r}")
+
+
+def model_search_params(architecture: str) -> dict[str, Any]:
+    """Builder keyword arguments of an architecture that a search may set, with their defaults."""
+    import inspect
+
+    from workers.models import model_entry
+
+    signature = inspect.signature(model_entry(architecture).builder)
+    return {n: p.default for n, p in signature.parameters.items()
+            if n not in _NOT_MODEL_PARAMS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _resolve_search(search: SearchSpec | None, info: ValidationInfo) -> SearchSpec | None:
+    """Check a search block against the rest of the file and fill in its architecture and epochs."""
+    if search is None:
+        return None
+    grid = info.data.get("grid")
+    if grid is None:
+        return search
+    arch = search.architecture or grid.architectures[0]
+    known = _known_architectures()
+    if arch not in known:
+        raise _FieldError("search.architecture", f"unknown architecture '{arch}' (valid: {', '.join(known)})")
+    node_types = {**DEFAULT_NODE_TYPES, **(info.data.get("node_types") or {})}
+    if search.node_type not in node_types:
+        raise _FieldError("search.node_type",
+                          f"unknown node type '{search.node_type}' (valid: {', '.join(node_types)})")
+    epochs = search.epochs or max(grid.epochs)
+    if search.grace_period > epochs:
+        raise _FieldError("search.grace_period",
+                          f"must not exceed the epochs per trial ({epochs}), got {search.grace_period}")
+    split = info.data.get("split")
+    if search.metric.startswith("val_") and split is not None and split.val_fraction <= 0:
+        raise _FieldError("search.metric", f"{search.metric} needs a validation split (split.val_fraction > 0)")
+    model_params = model_search_params(arch)
+    unknown = [n for n in search.space if n not in SEARCH_TRAINING_SETTINGS and n not in model_params]
+    if unknown:
+        raise _FieldError("search.space", f"unknown setting(s) {', '.join(unknown)} for architecture '{arch}' "
+                                          f"(valid: {', '.join(SEARCH_TRAINING_SETTINGS + tuple(model_params))})")
+    for name in search.space:
+        if name in model_params:
+            default = model_params[name]
+            kind, values = search.resolved(name)
+            numeric = default is None or (isinstance(default, (int, float)) and not isinstance(default, bool))
+            if kind in ("uniform", "loguniform") and not numeric:
+                raise _FieldError(f"search.space.{name}", f"takes choice or grid of values, not {kind}")
+            whole = isinstance(default, int) and not isinstance(default, bool)
+            fractional = any(isinstance(v, bool) or not isinstance(v, int) for v in values)
+            if whole and kind in ("choice", "grid") and fractional:
+                raise _FieldError(f"search.space.{name}", f"values must be whole numbers, got {values!r}")
+    return search.model_copy(update={"architecture": arch, "epochs": epochs})
+
+
 class ExperimentSpec(_Strict):
     """A whole experiment file."""
 
@@ -175,7 +330,7 @@ class ExperimentSpec(_Strict):
     node_types: dict[str, NodeTypeSpec] = Field(default_factory=dict)
     execution: ExecutionSpec = ExecutionSpec()
     storage: StorageSpec = StorageSpec()
-    search: dict[str, Any] | None = None
+    search: Annotated[SearchSpec | None, AfterValidator(_resolve_search)] = None
 
     @field_validator("name")
     @classmethod
