@@ -422,6 +422,8 @@ def cmd_tune(args) -> int:
         outcome = run_search(spec, run_id=args.resume, address=args.address, resume=bool(args.resume), notify=say)
     except SearchError as err:
         raise UserError(str(err)) from None
+    except StudyError as err:  # e.g. data preparation failed (shared helpers of orchestrator.run)
+        return _fail(str(err))
     except StorageError as err:
         return _fail(str(err), 1)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(outcome.counts.items()))
