@@ -99,21 +99,35 @@ def _prepare_shared_data(trials: list[TrialConfig], settings: dict, notify: Call
         from orchestrator.storage import open_store as _open
         from workers.data import prepare_data
 
+        def summary(meta: dict) -> dict:
+            return {k: v for k, v in meta.items() if k != "skipped_images"} | {"skipped": len(meta.get("skipped_images") or [])}
+
         store = _open(**store_cfg)
         if store.exists(cache_key_path(key)):
-            return {"key": key, "hit": True, "seconds": 0.0}
+            meta = {}
+            local_path = getattr(store, "local_path", None)
+            if local_path is not None:  # the header is read alone; the arrays stay on disk
+                import numpy as np
+
+                with np.load(local_path(cache_key_path(key))) as z:
+                    meta = json.loads(z["header"].tobytes().decode())["meta"]
+            return {"key": key, "hit": True, "seconds": 0.0, "saved_s": meta.get("prepare_s"), "meta": summary(meta)}
         t = time.perf_counter()
         data = prepare_data(dataset, split, augmentation, aug_settings)
+        data.meta["prepare_s"] = time.perf_counter() - t
         store.put_bytes(cache_key_path(key), data.to_bytes(), "application/octet-stream")
-        return {"key": key, "hit": False, "seconds": time.perf_counter() - t, "meta": {
-            k: v for k, v in data.meta.items() if k != "skipped_images"} | {"skipped": len(data.meta["skipped_images"])}}
+        return {"key": key, "hit": False, "seconds": data.meta["prepare_s"], "meta": summary(data.meta)}
 
     keys: dict[str, TrialConfig] = {}
     for trial in trials:
         keys.setdefault(preparation_key(trial.dataset, trial.split, trial.augmentation, trial.augmentation_settings), trial)
     notify(f"Preparing data: {len(keys)} distinct setting(s)")
     refs = [prepare_task.remote(settings, k, t.dataset, t.split, t.augmentation, t.augmentation_settings) for k, t in keys.items()]
-    results = ray.get(refs)
+    try:
+        results = ray.get(refs)
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None) or err
+        raise StudyError(f"data preparation failed: {str(cause).strip().splitlines()[-1]}") from None
     return {r["key"]: r for r in results}
 
 
@@ -227,7 +241,8 @@ def execute_study(
     cache = _prepare_shared_data(needs_data, settings, notify) if needs_data else {}
     if cache:
         hits = sum(1 for c in cache.values() if c["hit"])
-        notify(f"Data cache: {hits} hit(s), {len(cache) - hits} prepared")
+        saved = sum(c.get("saved_s") or 0 for c in cache.values())
+        notify(f"Data cache: {hits} hit(s), {len(cache) - hits} prepared" + (f", {saved:.1f} s saved" if saved else ""))
 
     if pending:
         storage_path, fs = _tune_storage(spec, paths, address)
@@ -287,6 +302,6 @@ def execute_study(
     for r in records:
         counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
     info.update({"finished": datetime.now(timezone.utc).isoformat(), "counts": counts,
-                 "data_cache": {k: {kk: vv for kk, vv in v.items() if kk != "meta"} for k, v in cache.items()}})
+                 "data_cache": cache})
     store.put_text(paths.run_info, json.dumps(info, indent=1))
     return RunOutcome(paths=paths, store=store, records=records, counts=counts)

@@ -25,14 +25,14 @@ def load_prepared(store_settings: dict, key: str):
     store = open_store(**store_settings)
     local_path = getattr(store, "local_path", None)
     if local_path is not None:
-        return PreparedData.from_bytes(local_path(cache_key_path(key)).read_bytes())
+        return PreparedData.from_file(local_path(cache_key_path(key)))
     cached = default_cache_root() / "prepared" / f"{key}.npz"
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f"{cached.name}.{os.getpid()}.part")
         tmp.write_bytes(store.get_bytes(cache_key_path(key)))
         os.replace(tmp, cached)
-    return PreparedData.from_bytes(cached.read_bytes())
+    return PreparedData.from_file(cached)
 
 
 def _limit_threads(cpus: float) -> None:

@@ -352,6 +352,10 @@ def test_split_then_augment_never_leaks(tmp_path):
 
     generated = aug.x_train[n_orig:]
     assert len(generated) > 0 and all(i.startswith("aug:") for i in aug.ids_train[n_orig:])
+    by_id = dict(zip(plain.ids_train, plain.x_train))
+    for aug_id, img in zip(aug.ids_train[n_orig:], generated):  # each augmented image names its training source
+        source_id = aug_id.split(":", 1)[1].rsplit(":", 1)[0]
+        assert source_id in by_id and _colour(by_id[source_id]) == _colour(img)
     for img, label in zip(generated, aug.y_train[n_orig:]):
         colour = _colour(img)
         assert colour in train_sources, f"augmented image of colour {colour} does not come from a training image"
@@ -458,4 +462,5 @@ def test_prepared_data_cache_is_reused_across_runs(ray_session, tiny_spec, tmp_p
     assert all(c["hit"] for c in info2["data_cache"].values()), info2["data_cache"]
     cached = [k for k in store.list("cache/prepared/") if k.endswith(".npz")]
     assert sorted(cached) == sorted(f"cache/prepared/{k}.npz" for k in info1["data_cache"])
-    assert "Data cache: 2 hit(s), 0 prepared" in messages
+    assert any(m.startswith("Data cache: 2 hit(s), 0 prepared") and "s saved" in m for m in messages), messages
+    assert all(c["saved_s"] > 0 and c["meta"]["n_loaded"] > 0 for c in info2["data_cache"].values())

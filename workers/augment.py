@@ -15,7 +15,8 @@ def augmentor_rebalance(
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Top every class up to ``samples_per_class`` images with an Augmentor pipeline (rotate, flip, zoom).
 
-    Returns the original images followed by the generated ones; generated ids are ``aug:<class>:<k>``.
+    Returns the original images followed by the generated ones; a generated id is ``aug:<source id>:<k>``,
+    so every augmented image names the training image it came from.
     Classes that already hold enough images are left as they are.
     """
     import Augmentor
@@ -28,16 +29,17 @@ def augmentor_rebalance(
         missing = samples_per_class - len(members)
         if missing <= 0:
             continue
-        pipeline = Augmentor.DataPipeline([[images[i]] for i in members], labels=[int(cls)] * len(members))
+        # Labels are positions in ``members``: Augmentor returns each sample's source, kept in its id.
+        pipeline = Augmentor.DataPipeline([[images[i]] for i in members], labels=list(range(len(members))))
         pipeline.rotate(probability=0.7, max_left_rotation=10, max_right_rotation=10)
         pipeline.flip_left_right(probability=0.5)
         pipeline.flip_top_bottom(probability=0.5)
         pipeline.zoom_random(probability=0.5, percentage_area=0.8)
-        generated, _ = pipeline.sample(missing)
-        for k, group in enumerate(generated):
+        generated, sources = pipeline.sample(missing)
+        for k, (group, source) in enumerate(zip(generated, sources)):
             new_images.append(np.asarray(group[0], dtype=np.uint8).reshape(images.shape[1:]))
             new_labels.append(int(cls))
-            new_ids.append(f"aug:{int(cls)}:{k}")
+            new_ids.append(f"aug:{ids[members[source]]}:{k}")
     if not new_images:
         return images, labels, list(ids)
     return (

@@ -5,9 +5,11 @@ hashes exactly those, so prepared arrays can be cached and shared by every trial
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,17 +51,45 @@ class PreparedData:
         return buf.getvalue()
 
     @classmethod
+    def from_file(cls, path) -> "PreparedData":
+        """Load from an ``.npz`` on disk without holding the file's bytes beside the arrays."""
+        with np.load(path) as z:
+            header = json.loads(z["header"].tobytes().decode())
+            return cls(**{k: z[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}, **header)
+
+    @classmethod
     def from_bytes(cls, data: bytes) -> "PreparedData":
         with np.load(io.BytesIO(data)) as z:
             header = json.loads(z["header"].tobytes().decode())
             return cls(**{k: z[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}, **header)
 
 
+_SYNTHETIC_ONLY = ("samples_per_class", "synthetic_seed")
+
+
+@functools.lru_cache(maxsize=64)
+def dataset_fingerprint(path: str | None) -> str | None:
+    """Names, sizes and modification times of the files under a local dataset path (stat only, no reads), so
+    prepared data is recomputed when the files change. None for s3:// or paths this process cannot see."""
+    if not path or "://" in path or not os.path.exists(path):
+        return None
+    digest = hashlib.sha256()
+    entries = [path] if os.path.isfile(path) else sorted(
+        os.path.join(root, name) for root, _, files in os.walk(path) for name in files)
+    for entry in entries:
+        st = os.stat(entry)
+        digest.update(f"{os.path.relpath(entry, path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def preparation_key(dataset: dict, split: dict, augmentation: str, augmentation_settings: dict) -> str:
-    """Content address of prepared data: a hash of every setting that changes it."""
+    """Content address of prepared data: a hash of every setting that changes it, and of the local data files."""
+    if dataset.get("source") != "synthetic":
+        dataset = {k: v for k, v in dataset.items() if k not in _SYNTHETIC_ONLY}
     relevant = {
         "v": PREPARATION_VERSION,
         "dataset": dataset,
+        "files": dataset_fingerprint(dataset.get("path")),
         "split": split,
         # random augmentation happens on the device, so it prepares the same arrays as "none"
         "augmentor": augmentation_settings.get("augmentor_samples_per_class") if augmentation == "augmentor" else None,
@@ -131,8 +161,10 @@ def split_dataset(labels: np.ndarray, source_split: np.ndarray | None, split: di
         if len(rest) < 2:
             raise DatasetError(f"split: {len(rest)} image(s) left after the test split; cannot also hold out "
                                "validation images (use more images or set split.val_fraction: 0)")
-        train, val = _split_indices(labels, val_fraction / (1 - float(split.get("test_fraction", 0.2))), seed + 1,
-                                    rest, groups)
+        # val_fraction is a share of the whole data set; with the source's own test split it is a share of the rest
+        of_rest = val_fraction if split.get("use_source_test") and len(rest) < len(all_idx) else \
+            val_fraction / (1 - float(split.get("test_fraction", 0.2)))
+        train, val = _split_indices(labels, of_rest, seed + 1, rest, groups)
     else:
         train, val = rest, np.array([], dtype=int)
     return np.sort(train), np.sort(val), np.sort(test)
