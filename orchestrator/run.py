@@ -88,7 +88,39 @@ def check_feasibility(trials: list[TrialConfig], nodes: list[NodeCapacity]) -> d
     return out
 
 
-def _prepare_shared_data(trials: list[TrialConfig], settings: dict, notify: Callable[[str], None]) -> dict[str, dict]:
+def place_trials(spec: ExperimentSpec, trials: list[TrialConfig], cluster_config: dict | None = None,
+                 notify: Callable[[str], None] = print):
+    """Nodes a trial may run on (live + autoscaler types), trials with their placement requests (node-kind
+    pinning, exclusive nodes), and trial_id -> reason for trials no node can ever run. Needs ``connect_ray``."""
+    nodes = feasibility_nodes(cluster_nodes(), cluster_config)
+    placed = [replace(t, resources=placement_request(t.resources, t.node_type, nodes,
+                                                     exclusive=spec.execution.exclusive_nodes)) for t in trials]
+    if spec.execution.exclusive_nodes:
+        for node_type in exclusive_unenforceable(sorted({t.node_type for t in placed}), nodes):
+            notify(f"exclusive_nodes: nodes of type '{node_type}' carry no node_kind_{node_type} resource here, "
+                   "so its trials may share a node (each record notes how many did)")
+    return nodes, placed, check_feasibility(placed, nodes)
+
+
+def trial_bundle(resources: dict) -> dict:
+    """One trial's placement-group bundle ({"CPU": .., "GPU": .., custom: ..}, zero entries dropped)."""
+    req = resource_request(resources)
+    bundle = {"CPU": req.pop("cpu"), "GPU": req.pop("gpu"), **req}
+    return {k: v for k, v in bundle.items() if v}
+
+
+def trial_resources(trials: list[TrialConfig]):
+    """What ``tune.with_resources`` gets: one static request when every trial asks for the same (which lets Tune
+    reuse actors cheaply), else a function of the trial's config."""
+    from ray import tune
+
+    distinct = {json.dumps(trial_bundle(t.resources), sort_keys=True) for t in trials}
+    if len(distinct) == 1:
+        return tune.PlacementGroupFactory([json.loads(distinct.pop())])
+    return lambda config: tune.PlacementGroupFactory([trial_bundle(config["trial"]["resources"])])
+
+
+def prepare_shared_data(trials: list[TrialConfig], settings: dict, notify: Callable[[str], None]) -> dict[str, dict]:
     """Prepare each distinct data setting once, as Ray tasks, cached content-addressed in the store."""
     import ray
 
@@ -136,7 +168,7 @@ def local_work_dir() -> Path:
     return Path(os.environ.get("ORCHESTRATOR_LOCAL_DIR", "results-local")).expanduser().resolve()
 
 
-def _tune_storage(spec: ExperimentSpec, paths: RunPaths, address: str | None):
+def tune_storage(spec: ExperimentSpec, paths: RunPaths, address: str | None):
     """Tune's storage path and, for S3 endpoints, a pyarrow filesystem.
 
     Beside the run's records in the store; except for an embedded (single-machine) run with a remote store,
@@ -201,14 +233,7 @@ def execute_study(
     trials = expand_grid(spec) if trials is None else trials
 
     dashboard = connect_ray(address, num_cpus=num_cpus)
-    nodes = feasibility_nodes(cluster_nodes(), cluster_config)
-    trials = [replace(t, resources=placement_request(t.resources, t.node_type, nodes,
-                                                     exclusive=spec.execution.exclusive_nodes)) for t in trials]
-    if spec.execution.exclusive_nodes:
-        for node_type in exclusive_unenforceable(sorted({t.node_type for t in trials}), nodes):
-            notify(f"exclusive_nodes: nodes of type '{node_type}' carry no node_kind_{node_type} resource here, "
-                   "so its trials may share a node (each record notes how many did)")
-    infeasible = check_feasibility(trials, nodes)
+    nodes, trials, infeasible = place_trials(spec, trials, cluster_config, notify)
     if infeasible and strict:
         first = next(iter(infeasible.values()))
         raise StudyError(f"{len(infeasible)} trial(s) cannot run on this cluster (--strict): {first}")
@@ -238,14 +263,14 @@ def execute_study(
     from orchestrator.trainable import SLEEP_ARCHITECTURE
 
     needs_data = [t for t in pending if t.architecture != SLEEP_ARCHITECTURE]
-    cache = _prepare_shared_data(needs_data, settings, notify) if needs_data else {}
+    cache = prepare_shared_data(needs_data, settings, notify) if needs_data else {}
     if cache:
         hits = sum(1 for c in cache.values() if c["hit"])
         saved = sum(c.get("saved_s") or 0 for c in cache.values())
         notify(f"Data cache: {hits} hit(s), {len(cache) - hits} prepared" + (f", {saved:.1f} s saved" if saved else ""))
 
     if pending:
-        storage_path, fs = _tune_storage(spec, paths, address)
+        storage_path, fs = tune_storage(spec, paths, address)
         backends = {t.framework for t in pending}
         param_space = {
             "trial": tune.grid_search([t.to_dict() for t in pending]),
@@ -259,17 +284,7 @@ def execute_study(
         def trainable(config):
             trial_trainable({"trial": config["trial"], "store": config["store"], "cache_key": config["cache_keys"][config["trial"]["trial_id"]]})
 
-        def bundle_of(resources_of_trial: dict) -> dict:
-            req = resource_request(resources_of_trial)
-            bundle = {"CPU": req.pop("cpu"), "GPU": req.pop("gpu"), **req}
-            return {k: v for k, v in bundle.items() if v}
-
-        def resources(config):
-            return tune.PlacementGroupFactory([bundle_of(config["trial"]["resources"])])
-
-        distinct = {json.dumps(bundle_of(t.resources), sort_keys=True) for t in pending}
-        if len(distinct) == 1:  # one shape for all trials: a static request lets Tune reuse actors cheaply
-            resources = tune.PlacementGroupFactory([json.loads(distinct.pop())])
+        resources = trial_resources(pending)
 
         recorder = TrialRecorder(store, paths, {t.trial_id: t for t in pending})
         progress = StudyProgress(pending, enabled=show_progress)

@@ -201,15 +201,13 @@ def run_search(
 
     Returns the stored trial records, the best configuration and the report's URL."""
     from ray import tune
-    from ray.tune import PlacementGroupFactory
     from ray.tune.search import BasicVariantGenerator
 
-    from orchestrator.node_types import cluster_nodes, feasibility_nodes, placement_request, resource_request
     from orchestrator.records import RunPaths, read_trial_records
     from orchestrator.report import environment_info
     from orchestrator.report.search import write_search_report
-    from orchestrator.run import (StudyError, _prepare_shared_data, _tune_storage, check_feasibility, connect_ray,
-                                  new_run_id, open_run_store, store_settings)
+    from orchestrator.run import (StudyError, connect_ray, new_run_id, open_run_store, place_trials,
+                                  prepare_shared_data, store_settings, trial_bundle, trial_resources, tune_storage)
     from orchestrator.search_callbacks import (FINAL_STATUSES, FinishingASHAScheduler, MetricOnlyOptunaSearch,
                                                SearchRecorder)
     from orchestrator.spec import spec_to_yaml
@@ -241,13 +239,10 @@ def run_search(
     dashboard = connect_ray(address, num_cpus=num_cpus)
     # Placement as execute_study does it: node-kind pinning where the cluster labels its nodes, and node types
     # the autoscaler can still launch count as runnable.
-    nodes = feasibility_nodes(cluster_nodes())
-    base = replace(base, resources=placement_request(base.resources, base.node_type, nodes,
-                                                     exclusive=spec.execution.exclusive_nodes))
-    infeasible = check_feasibility([base], nodes)
+    nodes, (base,), infeasible = place_trials(spec, [base], notify=notify)
     if infeasible:
         raise SearchError(f"search.node_type: {next(iter(infeasible.values()))}")
-    storage_path, fs = _tune_storage(spec, paths, address)
+    storage_path, fs = tune_storage(spec, paths, address)
     experiment_path = f"{storage_path}/tune"
     if resume and not tune.Tuner.can_restore(experiment_path, storage_filesystem=fs):
         raise SearchError(f"run '{paths.run_id}' has no Tune state to resume at {experiment_path}")
@@ -271,15 +266,13 @@ def run_search(
            f"{search.metric} ({search.mode}); store {store.uri}")
 
     prep = [replace(base, augmentation=a) for a in _augmentations(spec, base)]
-    cache = _prepare_shared_data(prep, settings, notify)
+    cache = prepare_shared_data(prep, settings, notify)
     cache_keys = {t.augmentation: preparation_key(t.dataset, t.split, t.augmentation, t.augmentation_settings)
                   for t in prep}
     hits = sum(1 for c in cache.values() if c["hit"])
     notify(f"Data cache: {hits} hit(s), {len(cache) - hits} prepared")
 
-    req = resource_request(base.resources)
-    bundle = {"CPU": req.pop("cpu"), "GPU": req.pop("gpu"), **req}
-    trainable = tune.with_resources(search_trainable, PlacementGroupFactory([{k: v for k, v in bundle.items() if v}]))
+    trainable = tune.with_resources(search_trainable, trial_resources([base]))
     recorder = SearchRecorder(store, settings, paths, search, _n_trials(search), notify)
     if resume:
         tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True,
@@ -301,7 +294,7 @@ def run_search(
         if search.algorithm == "optuna":
             algorithm = MetricOnlyOptunaSearch(metric=search.metric, mode=search.mode, seed=spec.seed)
             if concurrency is None:  # a model-based searcher needs results before it suggests more
-                wanted = {k: v for k, v in bundle.items() if v}
+                wanted = trial_bundle(base.resources)
                 slots = sum(int(min(n.resources.get(k, 0) // v for k, v in wanted.items())) for n in nodes)
                 concurrency = max(1, min(slots, search.num_samples))
         else:
