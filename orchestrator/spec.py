@@ -117,7 +117,7 @@ class NodeTypeSpec(_Strict):
 
     resources: dict[str, float]
     framework: Literal["tensorflow", "jax", "torch"] = "tensorflow"
-    price_per_hour: float = Field(default=0.0, ge=0)
+    price_per_hour: float | None = Field(default=None, ge=0, description="USD per hour; unknown when unset")
     accelerator: str | None = None
 
 

@@ -117,6 +117,9 @@ def test_custom_node_type_and_explicit_framework():
         execution={"cpus_per_trial": None}))
     (trial,) = expand_grid(spec)
     assert trial.resources == {"CPU": 2, "FPGA": 1} and trial.framework == "torch" and trial.price_per_hour == 1.5
+    spec = parse_spec(tiny_spec_dict(node_types={"fpga": {"resources": {"CPU": 1, "FPGA": 1}}},
+                                     grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["fpga"]}))
+    assert expand_grid(spec)[0].price_per_hour is None  # unknown, not free
 
 
 def test_repeats_get_distinct_seeds():

@@ -95,3 +95,10 @@ def test_unavailable_framework_is_a_clear_error(monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None if name == "jax" else object())
     with pytest.raises(device.BackendUnavailable, match="framework 'jax' is not installed"):
         device.activate_backend("jax")
+
+
+def test_a_tpu_trial_refuses_a_backend_that_cannot_drive_a_tpu(monkeypatch):
+    monkeypatch.delenv("SKINLESION_SIMULATED_DEVICE", raising=False)
+    trial = _trial(grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["tpu"], "frameworks": ["tensorflow"]})
+    with pytest.raises(RuntimeError, match="TPU trials run on the jax backend"):
+        run_trial(trial)

@@ -25,7 +25,7 @@ class TrialConfig:
     model: dict[str, Any]
     resources: dict[str, float] = field(default_factory=dict)
     accelerator: str | None = None
-    price_per_hour: float = 0.0
+    price_per_hour: float | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

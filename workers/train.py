@@ -157,6 +157,9 @@ def run_trial(
     timings.setdefault("augment_s", float(data.meta.get("augment_s", 0.0)))
 
     device = device_record(config.node_type, config.framework, config.resources)
+    if device["expected_kind"] == "tpu" and config.framework != "jax" and not device["simulated"]:
+        raise RuntimeError(f"TPU trials run on the jax backend; framework '{config.framework}' cannot drive a TPU "
+                           "here (use frameworks: [auto] or [jax])")
     if device["mismatch"] and not device["simulated"]:
         log.warning("trial %s asked for a %s node but runs on %s (%s)", config.trial_id, config.node_type,
                     device["used"]["kind"], device["used"]["name"])
