@@ -10,6 +10,7 @@ import pytest
 @pytest.mark.parametrize("script, extra", [
     ("benchmarks/bench_trial.py", ["--smoke"]),
     ("benchmarks/bench_overhead.py", ["--smoke"]),
+    ("benchmarks/bench_cache_study.py", ["--smoke"]),
     ("benchmarks/estimate_scale.py", ["--cpu-nodes", "2", "--gpu-nodes", "1"]),
 ])
 def test_benchmark_smoke(tmp_path, script, extra):
