@@ -22,7 +22,8 @@ from benchmarks.common import append_result, md_table  # noqa: E402
 SEED_000 = ["cnn", "cnn_lstm", "lstm_cnn", "resnet50"]
 
 
-def plain_fit_images_per_s(keras, arch: str, data, batch: int, epochs: int, lr: float) -> float:
+def plain_fit_epoch_times(keras, arch: str, data, batch: int, epochs: int, lr: float) -> list[float]:
+    """Steady-state epoch times (first epoch dropped) of a plain ``model.fit`` on the same model and data."""
     from workers.models import create_model
 
     keras.utils.set_random_seed(0)
@@ -39,7 +40,7 @@ def plain_fit_images_per_s(keras, arch: str, data, batch: int, epochs: int, lr: 
             times.append(time.perf_counter() - self.t)
 
     model.fit(data.x_train, data.y_train, batch_size=batch, epochs=epochs, shuffle=True, verbose=0, callbacks=[Timer()])
-    return len(data.y_train) / statistics.median(times[1:])
+    return times[1:]
 
 
 def main(argv=None) -> int:
@@ -49,13 +50,14 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--epochs", type=int, default=4, help="epochs per measurement (the first is warm-up)")
     p.add_argument("--samples", type=int, default=120, help="synthetic images of the largest class")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds of plain fit and worker path")
     p.add_argument("--framework", default="tensorflow")
     p.add_argument("--node-type", default="cpu")
     p.add_argument("--out", default="benchmarks/results/trial_throughput.md")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     if args.smoke:
-        args.architectures, args.size, args.epochs, args.samples = ["cnn"], 16, 3, 10
+        args.architectures, args.size, args.epochs, args.samples, args.rounds = ["cnn"], 16, 3, 10, 1
 
     os.environ.setdefault("KERAS_BACKEND", args.framework)
     from orchestrator.grid import expand_grid
@@ -74,16 +76,27 @@ def main(argv=None) -> int:
     data = prepare_data(trials[0].dataset, trials[0].split, "none", trials[0].augmentation_settings)
     rows, device = [], None
     for trial in trials:
-        record = run_trial(trial, data=data)
-        device = record["device"]["used"]["name"]
-        worker = record["timings"]["images_per_s"]
-        plain = plain_fit_images_per_s(keras, trial.architecture, data, args.batch, args.epochs, 1e-3)
-        rows.append([trial.architecture, args.framework, device, args.size, args.batch, len(data.y_train),
-                     round(worker, 1), round(plain, 1), round(worker / plain, 3)])
+        # Alternate the two paths over several rounds and take the median steady epoch of each, so that order
+        # effects and the occasional slow epoch on a shared CPU do not decide the ratio.
+        worker_times, plain_times = [], []
+        for _ in range(args.rounds):
+            plain_times += plain_fit_epoch_times(keras, trial.architecture, data, args.batch, args.epochs, 1e-3)
+            record = run_trial(trial, data=data)
+            device = record["device"]["used"]["name"]
+            worker_times += [row["epoch_train_s"] for row in record["history"][1:]]
+        n = len(data.y_train)
+        worker, plain = n / min(worker_times), n / min(plain_times)
+        worker_med, plain_med = n / statistics.median(worker_times), n / statistics.median(plain_times)
+        rows.append([trial.architecture, args.framework, device, args.size, args.batch, n, len(worker_times),
+                     round(worker, 1), round(plain, 1), round(worker / plain, 3),
+                     f"{worker_med:.0f} / {plain_med:.0f} = {worker_med / plain_med:.2f}"])
         print(rows[-1], flush=True)
-    body = md_table(["architecture", "backend", "device", "size", "batch", "train images", "worker img/s",
-                     "plain fit img/s", "ratio"], rows)
-    body += "\nGoal: ratio >= 0.95. The worker path adds per-epoch validation (outside the timed training pass) and checkpoints only when asked.\n"
+    body = md_table(["architecture", "backend", "device", "size", "batch", "train images", "steady epochs each",
+                     "worker img/s (best epoch)", "plain fit img/s (best epoch)", "ratio", "medians: worker / plain"], rows)
+    body += ("\nGoal: ratio >= 0.95. Steady-state epochs only (the first epoch of each run is dropped), over alternating "
+             "rounds of both paths. On this shared 2-vCPU VM single epochs are bimodal (about 1x or 2x the fastest, "
+             "in plain fit as well), so the ratio uses each path's best epoch and the medians are shown beside it. "
+             "The worker path validates after each epoch, outside the timed training pass.\n")
     print(body)
     append_result(args.out, f"Trial throughput vs plain Keras fit{' (smoke)' if args.smoke else ''}", body)
     return 0
