@@ -8,6 +8,8 @@ import argparse
 import os
 import sys
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter out of the terminal
+
 from rich.console import Console
 from rich.table import Table
 
@@ -111,7 +113,7 @@ def _run_and_report(spec, *, run_id=None, address=None, strict=False, cluster_co
 
     try:
         outcome = execute_study(spec, run_id=run_id, address=address, strict=strict,
-                                notify=lambda m: console.print(m), cluster_config=cluster_config)
+                                notify=lambda m: console.print(m, soft_wrap=True), cluster_config=cluster_config)
     except StudyError as err:
         return _fail(str(err))
     url = write_report(outcome.store, outcome.paths)  # a remote store that fails falls back to local disk

@@ -55,7 +55,7 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> str 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
-        kwargs: dict = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
+        kwargs: dict = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
         if address:
             kwargs["address"] = address
         else:
