@@ -62,7 +62,7 @@ class TrialRecorder(Callback):
         self._forget(tid)
         if tid in self.written:
             return
-        error = _error_text(trial)
+        error = error_text(trial)
         write_trial_record(self.store, self.paths, {
             "trial_id": tid, "config": self.trials[tid].to_dict(), "status": "failed",
             "error": error, "retries": self.retries.get(tid, 0),
@@ -77,7 +77,8 @@ class TrialRecorder(Callback):
                     "error": "the trial ended without reporting a result", "retries": self.retries.get(tid, 0)})
 
 
-def _error_text(trial) -> str:
+def error_text(trial) -> str:
+    """The last line of a failed trial's error, for its record."""
     try:
         err = trial.get_error()
         if err is not None:

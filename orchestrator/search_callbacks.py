@@ -13,6 +13,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from orchestrator.progress import error_text as _error_text
 from orchestrator.records import RunPaths, write_trial_record
 from orchestrator.spec import SearchSpec
 from orchestrator.tune_search import _plain, _short, trial_for_sample
@@ -195,14 +196,3 @@ class SearchRecorder(Callback):
         self._say(f"[{self.finished}/{self.total}] {record['trial_id']}: {record['status']} after "
                   f"{s['epochs_completed']}/{self.max_epochs} epochs, {self.metric} "
                   f"{'-' if value is None else f'{value:.4f}'} ({hp})")
-
-
-def _error_text(trial) -> str:
-    try:
-        err = trial.get_error()
-        if err is not None:
-            lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
-            return lines[-1][:500] if lines else type(err).__name__
-    except Exception:
-        pass
-    return "trial failed (see the Tune logs)"
