@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-STANDARD_RESOURCES = ("CPU", "GPU", "TPU", "memory")
-
 
 @dataclass(frozen=True)
 class NodeCapacity:

@@ -14,10 +14,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       field_validator, model_validator)
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-NODE_TYPES = ("cpu", "gpu", "tpu")
-FRAMEWORKS = ("auto", "tensorflow", "jax", "torch")
 AUGMENTATIONS = ("none", "random", "augmentor")
-DATASET_SOURCES = ("synthetic", "isic_folder", "ham10000", "isic2019", "dermamnist")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 
 

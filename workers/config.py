@@ -40,7 +40,3 @@ class TrialConfig:
         if name in self.overrides:
             return self.overrides[name]
         return self.training.get(name, default)
-
-    @property
-    def display_name(self) -> str:
-        return f"{self.architecture}-e{self.epochs}-{self.node_type}-s{self.seed}"
