@@ -43,15 +43,14 @@ def _override_storage(spec, store: str | None):
 
 
 def _print_trials(trials, title: str) -> None:
-    from orchestrator.node_types import resource_request
+    from orchestrator.run import trial_bundle
 
     table = Table(title=title)
     for col in ("#", "trial id", "arch", "epochs", "node", "aug", "framework", "repeat", "resources"):
         table.add_column(col)
     for i, t in enumerate(trials, 1):
-        req = resource_request(t.resources)
         table.add_row(str(i), t.trial_id, t.architecture, str(t.epochs), t.node_type, t.augmentation, t.framework,
-                      str(t.repeat), ", ".join(f"{k}={v:g}" for k, v in req.items() if v))
+                      str(t.repeat), ", ".join(f"{k}={v:g}" for k, v in trial_bundle(t.resources).items()))
     out.print(table)
 
 
@@ -169,18 +168,12 @@ def cmd_report(args) -> int:
 
     store = _open_store(args.store, args.endpoint_url)
     paths = _find_run(store, args.run)
-    if args.upload:
-        from orchestrator.records import read_trial_records, write_trial_record
-
+    if args.upload:  # copy the run's files as they are; the report is rebuilt there, Tune state stays local
         target = _open_store(args.upload, args.endpoint_url)
-        for key in (paths.spec, paths.run_info):
-            if store.exists(key):
+        skip = (f"{paths.root}/report/", f"{paths.root}/tune/")
+        for key in store.list(f"{paths.root}/"):
+            if not key.startswith(skip):
                 target.put_bytes(key, store.get_bytes(key))
-        for record in read_trial_records(store, paths):
-            write_trial_record(target, paths, record)
-            if store.exists(paths.trial(record["trial_id"], "predictions.csv")):
-                target.put_bytes(paths.trial(record["trial_id"], "predictions.csv"),
-                                 store.get_bytes(paths.trial(record["trial_id"], "predictions.csv")))
         store = target
     if args.compare:
         other = _find_run(store, args.compare)

@@ -29,8 +29,7 @@ class TrialRecorder(Callback):
     def _note_node(self, tid: str, node_ip: str | None) -> None:
         if not node_ip:
             return
-        for others in self.running_on.values():
-            others.discard(tid)
+        self._forget(tid)
         here = self.running_on.setdefault(node_ip, set())
         here.add(tid)
         for other in here:
@@ -60,21 +59,19 @@ class TrialRecorder(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         tid = _trial_id(trial)
         self._forget(tid)
-        if tid in self.written:
-            return
-        error = error_text(trial)
-        write_trial_record(self.store, self.paths, {
-            "trial_id": tid, "config": self.trials[tid].to_dict(), "status": "failed",
-            "error": error, "retries": self.retries.get(tid, 0),
-        })
-        self.written.add(tid)
+        if tid not in self.written:
+            self._write_failed(tid, error_text(trial))
 
     def write_missing(self) -> None:
-        for tid, cfg in self.trials.items():
+        for tid in self.trials:
             if tid not in self.written and not self.store.exists(self.paths.trial(tid, "record.json")):
-                write_trial_record(self.store, self.paths, {
-                    "trial_id": tid, "config": cfg.to_dict(), "status": "failed",
-                    "error": "the trial ended without reporting a result", "retries": self.retries.get(tid, 0)})
+                self._write_failed(tid, "the trial ended without reporting a result")
+
+    def _write_failed(self, tid: str, error: str) -> None:
+        write_trial_record(self.store, self.paths, {
+            "trial_id": tid, "config": self.trials[tid].to_dict(), "status": "failed",
+            "error": error, "retries": self.retries.get(tid, 0)})
+        self.written.add(tid)
 
 
 def error_text(trial) -> str:

@@ -20,9 +20,6 @@ from orchestrator.spec import ExperimentSpec, spec_to_yaml
 from orchestrator.storage import Store, open_store
 from workers.config import TrialConfig
 
-log = logging.getLogger(__name__)
-
-
 class StudyError(RuntimeError):
     """A study that cannot start, phrased for the user in one line."""
 
@@ -32,7 +29,6 @@ class RunOutcome:
     paths: RunPaths
     store: Store
     records: list[dict]
-    report_uri: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
 

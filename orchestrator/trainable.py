@@ -26,13 +26,17 @@ def load_prepared(store_settings: dict, key: str):
     local_path = getattr(store, "local_path", None)
     if local_path is not None:
         return PreparedData.from_file(local_path(cache_key_path(key)))
-    cached = default_cache_root() / "prepared" / f"{key}.npz"
-    if not cached.exists():
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.part")
-        tmp.write_bytes(store.get_bytes(cache_key_path(key)))
-        os.replace(tmp, cached)
-    return PreparedData.from_file(cached)
+    return PreparedData.from_file(_fetch_once(store, cache_key_path(key), default_cache_root() / "prepared" / f"{key}.npz"))
+
+
+def _fetch_once(store, key: str, target):
+    """``target`` on this node's disk, downloaded from ``store`` the first time (atomically: temp file, rename)."""
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
+        tmp.write_bytes(store.get_bytes(key))
+        os.replace(tmp, target)
+    return target
 
 
 def _limit_threads(cpus: float) -> None:
@@ -111,16 +115,8 @@ def _resolve_weights(tc, store_settings: dict) -> str | None:
         return None
     if not path.startswith("s3://"):
         return path
-    from pathlib import Path
-
     from workers.data.synthetic import default_cache_root
 
     bucket_uri, _, name = path.rpartition("/")
-    target = default_cache_root() / "weights" / name
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        store = open_store(bucket_uri, endpoint_url=store_settings.get("endpoint_url"))
-        tmp = Path(f"{target}.part{os.getpid()}")
-        tmp.write_bytes(store.get_bytes(name))
-        tmp.rename(target)
-    return str(target)
+    store = open_store(bucket_uri, endpoint_url=store_settings.get("endpoint_url"))
+    return str(_fetch_once(store, name, default_cache_root() / "weights" / name))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import time
@@ -77,14 +78,13 @@ def build_model(keras, config: TrialConfig, input_shape, num_classes: int, weigh
 class _EpochMonitor:
     """Times each epoch's training pass, then validates and hands the epoch's metrics to ``on_epoch``."""
 
-    def __init__(self, keras, data, batch_size: int, on_epoch: EpochCallback | None, save_checkpoint, start_epoch: int,
+    def __init__(self, keras, data, batch_size: int, on_epoch: EpochCallback | None, save_checkpoint,
                  history: list[dict]):
         from workers.metrics import compute_metrics
 
         self.compute_metrics = compute_metrics
         self.data, self.batch_size, self.on_epoch = data, batch_size, on_epoch
         self.save_checkpoint, self.history = save_checkpoint, history
-        self.start_epoch = start_epoch
         monitor = self
 
         class _Callback(keras.callbacks.Callback):
@@ -177,21 +177,17 @@ def run_trial(
     history: list[dict] = []
     start_epoch = 0
     if resume_dir and (Path(resume_dir) / "state.json").exists():
-        import json
-
         state = json.loads((Path(resume_dir) / "state.json").read_text())
         model.load_weights(str(Path(resume_dir) / "model.weights.h5"))
         history, start_epoch = state["history"], int(state["epoch"])
     timings["build_s"] = time.perf_counter() - t
 
     def save_checkpoint(directory: str) -> None:
-        import json
-
         Path(directory).mkdir(parents=True, exist_ok=True)
         model.save_weights(str(Path(directory) / "model.weights.h5"))
         (Path(directory) / "state.json").write_text(json.dumps({"epoch": len(history), "history": history}))
 
-    monitor = _EpochMonitor(keras, data, batch_size, on_epoch, save_checkpoint, start_epoch, history)
+    monitor = _EpochMonitor(keras, data, batch_size, on_epoch, save_checkpoint, history)
     class_weight = class_weight_map(data.y_train, data.num_classes) if config.hparam("class_weights") else None
     t = time.perf_counter()
     if start_epoch < config.epochs:
