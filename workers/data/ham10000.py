@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.data.sources import (DatasetError, LoadedDataset, decode_many, find_file, index_images, register_source,
-                                  stack)
+from workers.data.sources import DatasetError, ImageListing, find_file, index_images, register_source
 
 HAM10000_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 HAM10000_CLASS_DESCRIPTIONS = {
@@ -50,8 +49,8 @@ def read_metadata(path: Path) -> list[dict[str, str]]:
 
 
 @register_source("ham10000")
-def load_ham10000(settings: dict[str, Any]) -> LoadedDataset:
-    """Decode every image the metadata lists (missing or unreadable ones are skipped and counted)."""
+def load_ham10000(settings: dict[str, Any]) -> ImageListing:
+    """Every image the metadata lists (missing ones are skipped and counted; unreadable ones when decoded)."""
     root = Path(settings["path"])
     if not root.is_dir():
         raise DatasetError(f"dataset.path: folder '{root}' does not exist (expected HAM10000_metadata.csv and "
@@ -78,24 +77,11 @@ def load_ham10000(settings: dict[str, Any]) -> LoadedDataset:
             continue
         wanted.append((row, files[image_id]))
 
-    images, labels, ids, groups = [], [], [], []
-    for (row, path), img in zip(wanted, decode_many([p for _, p in wanted], size)):
-        if img is None:
-            skipped.append(f"{path.relative_to(root)} (unreadable)")
-            continue
-        images.append(img)
-        labels.append(HAM10000_CLASSES.index(row["dx"]))
-        ids.append(row["image_id"])
-        groups.append(row.get("lesion_id") or row["image_id"])
-    if not images:
-        raise DatasetError(f"dataset.path: none of the {len(seen)} images listed in the metadata could be read "
-                           f"under '{root}' ({len(skipped)} missing or unreadable)")
-    return LoadedDataset(
-        images=stack(images, size),
-        labels=np.asarray(labels, dtype=np.int64),
-        class_names=list(HAM10000_CLASSES),
-        ids=ids,
-        source_split=None,
-        skipped=skipped,
-        groups=np.asarray(groups, dtype=str),
+    return ImageListing(
+        paths=[p for _, p in wanted], labels=np.asarray([HAM10000_CLASSES.index(r["dx"]) for r, _ in wanted], dtype=np.int64),
+        class_names=list(HAM10000_CLASSES), ids=[r["image_id"] for r, _ in wanted], size=size,
+        skip_names=[f"{p.relative_to(root)} (unreadable)" for _, p in wanted],
+        none_readable=f"dataset.path: none of the {len(seen)} images listed in the metadata could be read "
+                      f"under '{root}' ({len(skipped) + len(wanted)} missing or unreadable)",
+        skipped=skipped, groups=np.asarray([r.get("lesion_id") or r["image_id"] for r, _ in wanted], dtype=str),
     )

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.data.sources import (DatasetError, LoadedDataset, decode_many, find_file, index_images, register_source,
-                                  stack)
+from workers.data.sources import DatasetError, ImageListing, find_file, index_images, register_source
 
 ISIC2019_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
 GROUND_TRUTH_NAMES = ("ISIC_2019_Training_GroundTruth.csv",)
@@ -69,8 +68,8 @@ def read_lesion_ids(path: Path) -> dict[str, str]:
 
 
 @register_source("isic2019")
-def load_isic2019(settings: dict[str, Any]) -> LoadedDataset:
-    """Decode every labelled image of the ground-truth CSV (missing or unreadable ones are skipped and counted)."""
+def load_isic2019(settings: dict[str, Any]) -> ImageListing:
+    """Every labelled image of the ground-truth CSV (missing ones are skipped and counted; unreadable ones when decoded)."""
     root = Path(settings["path"])
     if not root.is_dir():
         raise DatasetError(f"dataset.path: folder '{root}' does not exist (expected "
@@ -105,24 +104,12 @@ def load_isic2019(settings: dict[str, Any]) -> LoadedDataset:
             continue
         wanted.append((name, int(hits[0]), files[name]))
 
-    images, labels, ids, groups = [], [], [], []
-    for (name, label, path), img in zip(wanted, decode_many([w[2] for w in wanted], size)):
-        if img is None:
-            skipped.append(f"{path.relative_to(root)} (unreadable)")
-            continue
-        images.append(img)
-        labels.append(label)
-        ids.append(name)
-        groups.append(lesions.get(name) or name)
-    if not images:
-        raise DatasetError(f"dataset.path: none of the {len(seen)} images in the ground-truth CSV could be read "
-                           f"under '{root}' ({len(skipped)} missing, unlabelled or unreadable)")
-    return LoadedDataset(
-        images=stack(images, size),
-        labels=np.asarray(labels, dtype=np.int64),
-        class_names=class_names,
-        ids=ids,
-        source_split=None,
+    return ImageListing(
+        paths=[w[2] for w in wanted], labels=np.asarray([w[1] for w in wanted], dtype=np.int64),
+        class_names=class_names, ids=[w[0] for w in wanted], size=size,
+        skip_names=[f"{w[2].relative_to(root)} (unreadable)" for w in wanted],
+        none_readable=f"dataset.path: none of the {len(seen)} images in the ground-truth CSV could be read "
+                      f"under '{root}' ({len(skipped) + len(wanted)} missing, unlabelled or unreadable)",
         skipped=skipped,
-        groups=np.asarray(groups, dtype=str) if lesions else None,
+        groups=np.asarray([lesions.get(w[0]) or w[0] for w in wanted], dtype=str) if lesions else None,
     )

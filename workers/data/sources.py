@@ -47,6 +47,44 @@ class LoadedDataset:
     groups: np.ndarray | None = None
 
 
+
+@dataclass
+class ImageListing:
+    """What a file-based source found, before decoding: one path per image plus the same labels and ids as
+    ``LoadedDataset``. ``skip_names[i]`` is how ``paths[i]`` is named in ``skipped`` when it cannot be decoded;
+    ``none_readable`` is the error when no image decodes. ``size`` is the (H, W) to decode to."""
+
+    paths: list[Path]
+    labels: np.ndarray
+    class_names: list[str]
+    ids: list[str]
+    size: tuple[int, int]
+    skip_names: list[str]
+    none_readable: str
+    source_split: np.ndarray | None = None
+    skipped: list[str] = field(default_factory=list)
+    synthetic: bool = False
+    groups: np.ndarray | None = None
+
+
+# Per-image fields of each kind of dataset, masked together by ``select``.
+_ITEM_FIELDS = {LoadedDataset: ("images",), ImageListing: ("paths", "skip_names")}
+
+
+def select(data, mask: np.ndarray):
+    """The images of ``data`` (a ``LoadedDataset`` or ``ImageListing``) where ``mask`` is true."""
+    from dataclasses import replace
+
+    mask = np.asarray(mask, dtype=bool)
+    items = {}
+    for name in _ITEM_FIELDS[type(data)]:
+        value = getattr(data, name)
+        items[name] = value[mask] if isinstance(value, np.ndarray) else [v for v, m in zip(value, mask) if m]
+    return replace(
+        data, labels=data.labels[mask], ids=[i for i, m in zip(data.ids, mask) if m],
+        source_split=None if data.source_split is None else data.source_split[mask],
+        groups=None if data.groups is None else data.groups[mask], **items)
+
 _SOURCES: dict[str, Callable[[dict[str, Any]], LoadedDataset]] = {}
 
 
@@ -62,31 +100,61 @@ def list_sources() -> list[str]:
     return sorted(_SOURCES)
 
 
-def load_dataset(settings: dict[str, Any]) -> LoadedDataset:
-    """Load the dataset a spec's ``dataset`` block describes, then apply its class mapping.
+def list_dataset(settings: dict[str, Any]):
+    """What a spec's ``dataset`` block names, with its class mapping applied: an ``ImageListing`` (paths, for
+    file-based sources, decoded later and in parallel by the preparation) or a decoded ``LoadedDataset``.
 
     A ``path`` (or ``metadata_csv``) starting with ``s3://`` is first mirrored to the local cache
     (``mirror_s3``) through the object store, using ``endpoint_url`` when given; the source then reads the
-    local copy. Every class left after the mapping must hold at least one image.
-    """
+    local copy."""
     source = settings.get("source", "synthetic")
     if source not in _SOURCES:
         raise DatasetError(f"dataset.source: unknown source '{source}' (valid: {', '.join(list_sources())})")
     settings, s3_skipped = _localise_s3_paths(settings)
     data = _SOURCES[source](settings)
     data.skipped = list(data.skipped) + s3_skipped
-    out = apply_class_mapping(data, settings.get("classes", "all"), settings.get("drop_classes") or [])
-    counts = np.bincount(out.labels, minlength=len(out.class_names))
-    empty = [name for name, n in zip(out.class_names, counts) if n == 0]
+    return apply_class_mapping(data, settings.get("classes", "all"), settings.get("drop_classes") or [])
+
+
+def keep_decoded(listing: ImageListing, ok: np.ndarray) -> ImageListing:
+    """``listing`` without the images that did not decode (``ok`` false), which are named in ``skipped``; then
+    every class must still hold an image."""
+    ok = np.asarray(ok, dtype=bool)
+    if not ok.any():
+        raise DatasetError(listing.none_readable)
+    kept = select(listing, ok)
+    kept.skipped = list(listing.skipped) + [n for n, good in zip(listing.skip_names, ok) if not good]
+    check_classes(kept)
+    return kept
+
+
+def check_classes(data) -> None:
+    """Every class must hold at least one image; warn about skipped ones."""
+    counts = np.bincount(data.labels, minlength=len(data.class_names))
+    empty = [name for name, n in zip(data.class_names, counts) if n == 0]
     if empty:
         raise DatasetError(
             f"dataset: class '{empty[0]}' has no readable images"
-            + (f" ({len(out.skipped)} image(s) were skipped as unreadable or missing)" if out.skipped else "")
+            + (f" ({len(data.skipped)} image(s) were skipped as unreadable or missing)" if data.skipped else "")
             + "; add it to dataset.drop_classes or supply images for it"
         )
-    if out.skipped:
-        log.warning("dataset: skipped %d unreadable or missing image(s), e.g. %s", len(out.skipped), out.skipped[0])
-    return out
+    if data.skipped:
+        log.warning("dataset: skipped %d unreadable or missing image(s), e.g. %s", len(data.skipped), data.skipped[0])
+
+
+def load_dataset(settings: dict[str, Any]) -> LoadedDataset:
+    """Load and decode (in this process) the dataset a spec's ``dataset`` block describes, class mapping applied.
+    Every class left after the mapping must hold at least one readable image."""
+    data = list_dataset(settings)
+    if isinstance(data, LoadedDataset):
+        check_classes(data)
+        return data
+    decoded = decode_many(data.paths, data.size)
+    kept = keep_decoded(data, np.array([img is not None for img in decoded], dtype=bool))
+    return LoadedDataset(
+        images=stack([img for img in decoded if img is not None], data.size), labels=kept.labels,
+        class_names=kept.class_names, ids=kept.ids, source_split=kept.source_split, skipped=kept.skipped,
+        synthetic=kept.synthetic, groups=kept.groups)
 
 
 def decode_image(path: Path | str, size: tuple[int, int], raw: bytes | None = None) -> np.ndarray | None:
@@ -254,8 +322,9 @@ def stack(images: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     return np.stack(images).astype(np.uint8, copy=False)
 
 
-def apply_class_mapping(data: LoadedDataset, classes: str | list[str], drop: list[str]) -> LoadedDataset:
-    """Full multi-class ("all"), binary melanoma vs rest, or a chosen subset of classes (others dropped)."""
+def apply_class_mapping(data, classes: str | list[str], drop: list[str]):
+    """Full multi-class ("all"), binary melanoma vs rest, or a chosen subset of classes (others dropped), on a
+    ``LoadedDataset`` or an ``ImageListing``."""
     names = list(data.class_names)
     for name in drop:
         if name not in names:
@@ -267,19 +336,10 @@ def apply_class_mapping(data: LoadedDataset, classes: str | list[str], drop: lis
                 raise DatasetError(f"dataset.classes: class '{name}' is not in the data (classes: {', '.join(names)})")
         keep_names = [n for n in keep_names if n in classes]
     keep_idx = [names.index(n) for n in keep_names]
-    mask = np.isin(data.labels, keep_idx)
+    out = select(data, np.isin(data.labels, keep_idx))
     remap = {old: new for new, old in enumerate(keep_idx)}
-    labels = np.array([remap[int(label)] for label in data.labels[mask]], dtype=np.int64)
-    out = LoadedDataset(
-        images=data.images[mask],
-        labels=labels,
-        class_names=keep_names,
-        ids=[i for i, m in zip(data.ids, mask) if m],
-        source_split=None if data.source_split is None else data.source_split[mask],
-        skipped=data.skipped,
-        synthetic=data.synthetic,
-        groups=None if data.groups is None else data.groups[mask],
-    )
+    out.labels = np.array([remap[int(label)] for label in out.labels], dtype=np.int64)
+    out.class_names = keep_names
     if classes == "binary_melanoma":
         mel = [i for i, n in enumerate(out.class_names) if n.lower() in {"melanoma", "mel"}]
         if not mel:
@@ -293,27 +353,24 @@ def _folder_classes(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def read_class_folders(root: Path, size: tuple[int, int], class_names: list[str], split_name: str):
-    """Read ``root/<class>/*`` images. Returns images, labels, ids, skipped file names."""
-    files: list[tuple[int, str, Path]] = []
+def list_class_folders(root: Path, class_names: list[str], split_name: str):
+    """``root/<class>/*`` image files. Returns paths, labels, ids and skip names (relative to root's parent)."""
+    paths, labels, ids, names = [], [], [], []
     for label, name in enumerate(class_names):
         folder = root / name
         if not folder.is_dir():
             continue
-        files += [(label, name, path) for path in sorted(folder.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
-    images, labels, ids, skipped = [], [], [], []
-    for (label, name, path), img in zip(files, decode_many([f[2] for f in files], size)):
-        if img is None:
-            skipped.append(str(path.relative_to(root.parent)))
-            continue
-        images.append(img)
-        labels.append(label)
-        ids.append(f"{split_name}/{name}/{path.stem}")
-    return images, labels, ids, skipped
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                paths.append(path)
+                labels.append(label)
+                ids.append(f"{split_name}/{name}/{path.stem}")
+                names.append(str(path.relative_to(root.parent)))
+    return paths, labels, ids, names
 
 
 @register_source("isic_folder")
-def load_isic_folder(settings: dict[str, Any]) -> LoadedDataset:
+def load_isic_folder(settings: dict[str, Any]) -> ImageListing:
     """Kaggle "Skin cancer ISIC" layout: ``Train/<class>/*`` and ``Test/<class>/*`` (either may be lower-case)."""
     root = Path(settings["path"])
     if not root.is_dir():
@@ -325,24 +382,16 @@ def load_isic_folder(settings: dict[str, Any]) -> LoadedDataset:
     class_names = _folder_classes(parts["train"])
     if not class_names:
         raise DatasetError(f"dataset.path: '{parts['train']}' has no class folders")
-    images, labels, ids, skipped, split = [], [], [], [], []
+    paths, labels, ids, names, split = [], [], [], [], []
     for split_name in ("train", "test"):
         if split_name not in parts:
             continue
-        imgs, labs, idents, skip = read_class_folders(parts[split_name], size, class_names, split_name)
-        images += imgs
-        labels += labs
-        ids += idents
-        skipped += skip
-        split += [split_name] * len(imgs)
-    if not images:
-        raise DatasetError(f"dataset.path: no readable images under '{root}'")
-    return LoadedDataset(
-        images=stack(images, size),
-        labels=np.asarray(labels, dtype=np.int64),
-        class_names=class_names,
-        ids=ids,
-        source_split=np.asarray(split),
-        skipped=skipped,
-        synthetic=bool(settings.get("_synthetic", False)),
+        found = list_class_folders(parts[split_name], class_names, split_name)
+        for whole, part in zip((paths, labels, ids, names), found):
+            whole += part
+        split += [split_name] * len(found[0])
+    return ImageListing(
+        paths=paths, labels=np.asarray(labels, dtype=np.int64), class_names=class_names, ids=ids, size=size,
+        skip_names=names, none_readable=f"dataset.path: no readable images under '{root}'",
+        source_split=np.asarray(split), synthetic=bool(settings.get("_synthetic", False)),
     )

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from workers.data.sources import LoadedDataset, load_isic_folder, register_source
+from workers.data.sources import ImageListing, load_isic_folder, register_source
 
 ISIC_CLASSES = [
     "actinic keratosis",
@@ -103,8 +103,8 @@ def default_cache_root() -> Path:
 
 
 @register_source("synthetic")
-def load_synthetic(settings: dict[str, Any]) -> LoadedDataset:
-    """Generate (once, cached on local disk) and load the built-in synthetic ISIC-layout dataset."""
+def load_synthetic(settings: dict[str, Any]) -> ImageListing:
+    """Generate (once, cached on local disk) and list the built-in synthetic ISIC-layout dataset."""
     size = tuple(settings.get("image_size", (32, 32)))
     params = {"n": int(settings.get("samples_per_class", 40)), "size": list(size), "seed": int(settings.get("synthetic_seed", 0)), "v": 1}
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
