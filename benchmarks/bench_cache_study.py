@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         spec = parse_spec({
             "name": "cachebench", "dataset": {"image_size": [args.size, args.size], "samples_per_class": args.samples},
-            "augmentation": {"augmentor_samples_per_class": args.target},
+            "augmentation": {"augmentor": {"samples_per_class": args.target}},
             "grid": {"architectures": ["cnn", "cnn_lstm"], "epochs": [1], "augmentation": ["augmentor"], "repeats": 2},
             "execution": {"cpus_per_trial": 1}, "storage": {"uri": f"{tmp}/store"}})
         connect_ray(None, num_cpus=2)

@@ -76,9 +76,28 @@ class RandomAugmentSpec(_Strict):
     zoom: float = Field(default=0.1, ge=0, le=0.5)
 
 
+class AugmentorSpec(_Strict):
+    """The ``augmentor`` stage: ``top_up`` every training class to ``samples_per_class`` images, or ``add``
+    ``samples_per_class`` generated images to every class (seed 000's "added 500 samples per class")."""
+
+    mode: Literal["top_up", "add"] = "top_up"
+    samples_per_class: int = Field(default=500, ge=1)
+
+
 class AugmentationSpec(_Strict):
-    augmentor_samples_per_class: int = Field(default=500, ge=1)
+    augmentor: AugmentorSpec = AugmentorSpec()
     random: RandomAugmentSpec = RandomAugmentSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_samples_per_class(cls, data: Any) -> Any:
+        """The older ``augmentor_samples_per_class: N`` means ``augmentor: {mode: top_up, samples_per_class: N}``."""
+        if isinstance(data, dict) and "augmentor_samples_per_class" in data:
+            if "augmentor" in data:
+                raise ValueError("give augmentation.augmentor or the older augmentor_samples_per_class, not both")
+            data = dict(data)
+            data["augmentor"] = {"mode": "top_up", "samples_per_class": data.pop("augmentor_samples_per_class")}
+        return data
 
 
 class TrainingSpec(_Strict):

@@ -67,7 +67,7 @@ def tiny_spec_dict(name: str = "tiny", store: str = "results", **overrides) -> d
         "name": name,
         "dataset": {"source": "synthetic", "image_size": [16, 16], "samples_per_class": 12},
         "split": {"test_fraction": 0.25, "val_fraction": 0.15, "seed": 0},
-        "augmentation": {"augmentor_samples_per_class": 12},
+        "augmentation": {"augmentor": {"samples_per_class": 12}},
         "training": {"batch_size": 16},
         "grid": {"architectures": ["cnn"], "epochs": [1], "node_types": ["cpu"]},
         "execution": {"max_retries": 1, "cpus_per_trial": 1},

@@ -324,6 +324,14 @@ def _colour(img: np.ndarray) -> tuple[int, ...]:
     return tuple(int(v) for v in np.median(img.reshape(-1, 3), axis=0))
 
 
+def _sharded(tmp_path, name, *args):
+    """Prepare as shards (several small shards) and open them, checksums verified."""
+    from workers.data import open_sharded, prepare_shards
+
+    prepare_shards(*args, tmp_path / name, rows_per_shard=8, shuffle_block=4)
+    return open_sharded(tmp_path / name)
+
+
 def test_split_then_augment_never_leaks(tmp_path):
     counts = {"a": 14, "b": 9, "c": 6}
     colours = distinct_colours(sum(counts.values()))
@@ -331,8 +339,10 @@ def test_split_then_augment_never_leaks(tmp_path):
     dataset = {"source": "isic_folder", "path": str(root), "image_size": SIZE}
     split = {"test_fraction": 0.25, "val_fraction": 0.15, "seed": 1}
     target = 20
-    plain = prepare_data(dataset, split, "none", {})
-    aug = prepare_data(dataset, split, "augmentor", {"augmentor_samples_per_class": target})
+    plain = _sharded(tmp_path, "plain", dataset, split, "none", {})
+    aug = _sharded(tmp_path, "aug", dataset, split, "augmentor", {"augmentor": {"mode": "top_up", "samples_per_class": target}})
+    images = {name: {s: dict(zip(getattr(d, f"ids_{s}"), d.split_images(s).read_all())) for s in ("train", "val", "test")}
+              for name, d in (("plain", plain), ("aug", aug))}
 
     # every source image is one unique colour
     loaded = load_dataset(dataset)
@@ -340,28 +350,26 @@ def test_split_then_augment_never_leaks(tmp_path):
 
     # validation and test are exactly the un-augmented held-out images
     for name in ("val", "test"):
-        assert np.array_equal(getattr(aug, f"x_{name}"), getattr(plain, f"x_{name}"))
         assert getattr(aug, f"ids_{name}") == getattr(plain, f"ids_{name}")
-    n_orig = len(plain.y_train)
-    assert np.array_equal(aug.x_train[:n_orig], plain.x_train) and aug.ids_train[:n_orig] == plain.ids_train
+        assert all(np.array_equal(images["aug"][name][i], images["plain"][name][i]) for i in getattr(plain, f"ids_{name}"))
+    originals = [i for i in aug.ids_train if not i.startswith("aug:")]
+    assert sorted(originals) == sorted(plain.ids_train)
+    assert all(np.array_equal(images["aug"]["train"][i], images["plain"]["train"][i]) for i in originals)
 
-    held_out = {_colour(x) for x in np.concatenate([aug.x_val, aug.x_test])}
-    train_sources = {_colour(x) for x in plain.x_train}
+    held_out = {_colour(x) for s in ("val", "test") for x in images["aug"][s].values()}
+    train_sources = {_colour(x) for x in images["plain"]["train"].values()}
     assert not held_out & train_sources, "a validation/test image is also a training image"
     assert not set(aug.ids_val + aug.ids_test) & set(aug.ids_train)
 
-    generated = aug.x_train[n_orig:]
-    assert len(generated) > 0 and all(i.startswith("aug:") for i in aug.ids_train[n_orig:])
-    by_id = dict(zip(plain.ids_train, plain.x_train))
-    for aug_id, img in zip(aug.ids_train[n_orig:], generated):  # each augmented image names its training source
+    generated = [(i, label) for i, label in zip(aug.ids_train, aug.y_train) if i.startswith("aug:")]
+    assert len(generated) > 0
+    plain_labels = dict(zip(plain.ids_train, plain.y_train))
+    for aug_id, label in generated:  # each augmented image names its training source, of its own class
         source_id = aug_id.split(":", 1)[1].rsplit(":", 1)[0]
-        assert source_id in by_id and _colour(by_id[source_id]) == _colour(img)
-    for img, label in zip(generated, aug.y_train[n_orig:]):
-        colour = _colour(img)
-        assert colour in train_sources, f"augmented image of colour {colour} does not come from a training image"
-        assert colour not in held_out
-        same_class = {_colour(x) for x in plain.x_train[plain.y_train == label]}
-        assert colour in same_class, "augmented image derived from another class"
+        colour = _colour(images["aug"]["train"][aug_id])
+        assert source_id in plain_labels and _colour(images["plain"]["train"][source_id]) == colour
+        assert plain_labels[source_id] == label, "augmented image derived from another class"
+        assert colour in train_sources and colour not in held_out
 
     # only the training counts grow, and every class reaches the target
     before = np.bincount(plain.y_train, minlength=3)
@@ -369,6 +377,7 @@ def test_split_then_augment_never_leaks(tmp_path):
     assert (before < target).all() and after.tolist() == [target] * 3
     assert aug.meta["train_counts_before_augmentation"] == before.tolist()
     assert aug.meta["augmented_images"] == int((target - before).sum())
+    assert aug.meta["augmentor"] == {"mode": "top_up", "samples_per_class": target}
     assert len(aug.y_val) == len(plain.y_val) and len(aug.y_test) == len(plain.y_test)
 
 

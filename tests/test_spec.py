@@ -77,7 +77,7 @@ def test_hardware_study_is_the_seed_000_design():
     assert spec.grid.node_types == ["cpu", "gpu", "tpu"]
     assert spec.dataset.image_size == (120, 120) and spec.training.batch_size == 32
     assert spec.split.test_fraction == 0.2
-    assert spec.augmentation.augmentor_samples_per_class == 500
+    assert spec.augmentation.augmentor.samples_per_class == 500 and spec.augmentation.augmentor.mode == "top_up"
     assert set(spec.grid.augmentation) == {"none", "random", "augmentor"}
 
 

@@ -25,7 +25,7 @@ def _data(trial):
 
 def test_cnn_learns_the_synthetic_set_well_above_chance():
     trial = _trial(dataset={"image_size": [32, 32], "samples_per_class": 60},
-                   augmentation={"augmentor_samples_per_class": 60},
+                   augmentation={"augmentor": {"samples_per_class": 60}},
                    grid={"architectures": ["cnn"], "epochs": [12], "augmentation": ["augmentor"]})
     record = run_trial(trial)
     chance = 1 / len(record["class_names"])

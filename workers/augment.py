@@ -1,52 +1,65 @@
-"""Split-then-augment: Augmentor class rebalancing of the training split, and on-device random augmentation.
+"""Split-then-augment: the Augmentor stage (per class, in seeded chunks) on the training split, and on-device random
+augmentation.
 
 Only ever call these on the training split: ``workers.data.prepare`` splits first.
 """
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 
-def augmentor_rebalance(
-    images: np.ndarray, labels: np.ndarray, ids: list[str], *, samples_per_class: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Top every class up to ``samples_per_class`` images with an Augmentor pipeline (rotate, flip, zoom).
+AUGMENTOR_MODES = ("top_up", "add")
 
-    Returns the original images followed by the generated ones; a generated id is ``aug:<source id>:<k>``,
-    so every augmented image names the training image it came from.
-    Classes that already hold enough images are left as they are.
-    """
+
+@dataclass(frozen=True)
+class AugmentorSettings:
+    """The Augmentor stage: ``top_up`` every training class to ``samples_per_class`` images (classes that hold
+    enough are left alone), or ``add`` ``samples_per_class`` generated images to every class (seed 000)."""
+
+    mode: str = "top_up"
+    samples_per_class: int = 500
+
+    @classmethod
+    def from_settings(cls, augmentation_settings: dict[str, Any]) -> "AugmentorSettings":
+        """From a trial's ``augmentation_settings`` (``augmentor: {mode, samples_per_class}``)."""
+        block = augmentation_settings.get("augmentor") or {}
+        return cls(mode=str(block.get("mode", "top_up")), samples_per_class=int(block.get("samples_per_class", 500)))
+
+    def to_generate(self, counts: list[int]) -> list[int]:
+        """Images to generate per class, given the training images per class."""
+        if self.mode == "add":
+            return [self.samples_per_class for _ in counts]
+        return [max(0, self.samples_per_class - int(n)) for n in counts]
+
+
+def chunk_seed(seed: int, class_index: int, chunk_index: int) -> int:
+    """The seed of one augmentation chunk: a function of (seed, class, chunk) only, never of the worker."""
+    return int(np.random.SeedSequence([int(seed) % 2**32, int(class_index), int(chunk_index)]).generate_state(1)[0])
+
+
+def augment_chunk(images: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` images generated from ``images`` (one class's training images) by an Augmentor pipeline
+    (rotate, flip, zoom), seeded by ``seed``. Returns the images and, per image, the position in ``images`` of
+    the training image it came from."""
     import Augmentor
 
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    new_images, new_labels, new_ids = [], [], []
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        missing = samples_per_class - len(members)
-        if missing <= 0:
-            continue
-        # Labels are positions in ``members``: Augmentor returns each sample's source, kept in its id.
-        pipeline = Augmentor.DataPipeline([[images[i]] for i in members], labels=list(range(len(members))))
-        pipeline.rotate(probability=0.7, max_left_rotation=10, max_right_rotation=10)
-        pipeline.flip_left_right(probability=0.5)
-        pipeline.flip_top_bottom(probability=0.5)
-        pipeline.zoom_random(probability=0.5, percentage_area=0.8)
-        generated, sources = pipeline.sample(missing)
-        for k, (group, source) in enumerate(zip(generated, sources)):
-            new_images.append(np.asarray(group[0], dtype=np.uint8).reshape(images.shape[1:]))
-            new_labels.append(int(cls))
-            new_ids.append(f"aug:{ids[members[source]]}:{k}")
-    if not new_images:
-        return images, labels, list(ids)
-    return (
-        np.concatenate([images, np.stack(new_images)]),
-        np.concatenate([labels, np.asarray(new_labels, dtype=labels.dtype)]),
-        list(ids) + new_ids,
-    )
+    # Labels are positions in ``images``: Augmentor returns each sample's source with it.
+    pipeline = Augmentor.DataPipeline([[img] for img in images], labels=list(range(len(images))))
+    pipeline.rotate(probability=0.7, max_left_rotation=10, max_right_rotation=10)
+    pipeline.flip_left_right(probability=0.5)
+    pipeline.flip_top_bottom(probability=0.5)
+    pipeline.zoom_random(probability=0.5, percentage_area=0.8)
+    generated, sources = pipeline.sample(int(count)) if count else ([], [])
+    out = np.empty((len(generated), *images.shape[1:]), dtype=np.uint8)
+    for k, group in enumerate(generated):
+        out[k] = np.asarray(group[0], dtype=np.uint8).reshape(images.shape[1:])
+    return out, np.asarray(sources, dtype=np.int64)
 
 
 def random_augmentation_layers(settings: dict[str, Any], seed: int):

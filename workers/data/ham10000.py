@@ -79,7 +79,7 @@ def load_ham10000(settings: dict[str, Any]) -> ImageListing:
 
     return ImageListing(
         paths=[p for _, p in wanted], labels=np.asarray([HAM10000_CLASSES.index(r["dx"]) for r, _ in wanted], dtype=np.int64),
-        class_names=list(HAM10000_CLASSES), ids=[r["image_id"] for r, _ in wanted], size=size,
+        class_names=list(HAM10000_CLASSES), ids=[r["image_id"] for r, _ in wanted], size=size, root=root,
         skip_names=[f"{p.relative_to(root)} (unreadable)" for _, p in wanted],
         none_readable=f"dataset.path: none of the {len(seen)} images listed in the metadata could be read "
                       f"under '{root}' ({len(skipped) + len(wanted)} missing or unreadable)",

@@ -106,7 +106,7 @@ def load_isic2019(settings: dict[str, Any]) -> ImageListing:
 
     return ImageListing(
         paths=[w[2] for w in wanted], labels=np.asarray([w[1] for w in wanted], dtype=np.int64),
-        class_names=class_names, ids=[w[0] for w in wanted], size=size,
+        class_names=class_names, ids=[w[0] for w in wanted], size=size, root=root,
         skip_names=[f"{w[2].relative_to(root)} (unreadable)" for w in wanted],
         none_readable=f"dataset.path: none of the {len(seen)} images in the ground-truth CSV could be read "
                       f"under '{root}' ({len(skipped) + len(wanted)} missing, unlabelled or unreadable)",

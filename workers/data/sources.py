@@ -5,6 +5,7 @@ experiment file (a dict) and returns a ``LoadedDataset``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -52,13 +53,15 @@ class LoadedDataset:
 class ImageListing:
     """What a file-based source found, before decoding: one path per image plus the same labels and ids as
     ``LoadedDataset``. ``skip_names[i]`` is how ``paths[i]`` is named in ``skipped`` when it cannot be decoded;
-    ``none_readable`` is the error when no image decodes. ``size`` is the (H, W) to decode to."""
+    ``none_readable`` is the error when no image decodes. ``size`` is the (H, W) to decode to; every path
+    lies under ``root`` (on this node: ``local_root`` finds the same folder on another)."""
 
     paths: list[Path]
     labels: np.ndarray
     class_names: list[str]
     ids: list[str]
     size: tuple[int, int]
+    root: Path
     skip_names: list[str]
     none_readable: str
     source_split: np.ndarray | None = None
@@ -114,6 +117,18 @@ def list_dataset(settings: dict[str, Any]):
     data = _SOURCES[source](settings)
     data.skipped = list(data.skipped) + s3_skipped
     return apply_class_mapping(data, settings.get("classes", "all"), settings.get("drop_classes") or [])
+
+
+@functools.lru_cache(maxsize=8)
+def _local_root(settings_json: str) -> Path:
+    return list_dataset(json.loads(settings_json)).root
+
+
+def local_root(settings: dict[str, Any], root: str | Path) -> Path:
+    """``root`` when this node sees it, else where this node holds the same data set (an s3:// mirror or the
+    synthetic set is then made here, once per node)."""
+    root = Path(root)
+    return root if root.is_dir() else _local_root(json.dumps(settings, sort_keys=True))
 
 
 def keep_decoded(listing: ImageListing, ok: np.ndarray) -> ImageListing:
@@ -392,6 +407,6 @@ def load_isic_folder(settings: dict[str, Any]) -> ImageListing:
         split += [split_name] * len(found[0])
     return ImageListing(
         paths=paths, labels=np.asarray(labels, dtype=np.int64), class_names=class_names, ids=ids, size=size,
-        skip_names=names, none_readable=f"dataset.path: no readable images under '{root}'",
+        root=root, skip_names=names, none_readable=f"dataset.path: no readable images under '{root}'",
         source_split=np.asarray(split), synthetic=bool(settings.get("_synthetic", False)),
     )
