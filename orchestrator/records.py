@@ -40,7 +40,8 @@ class RunPaths:
 
 
 def cache_key_path(key: str) -> str:
-    return f"cache/prepared/{key}.npz"
+    """Folder (key prefix) of a prepared setting's shards and index in the store."""
+    return f"cache/prepared/{key}"
 
 
 def write_trial_record(store: Store, paths: RunPaths, record: dict) -> None:

@@ -14,8 +14,7 @@ from typing import Callable
 from orchestrator.grid import expand_grid
 from orchestrator.node_types import (NodeCapacity, cluster_nodes, exclusive_unenforceable, feasibility_nodes,
                                      infeasibility_reason, placement_request, resource_request)
-from orchestrator.records import (RunPaths, cache_key_path, completed_trial_ids, read_trial_records,
-                                  write_trial_record)
+from orchestrator.records import RunPaths, completed_trial_ids, read_trial_records, write_trial_record
 from orchestrator.spec import ExperimentSpec, spec_to_yaml
 from orchestrator.storage import Store, open_store
 from workers.config import TrialConfig
@@ -118,45 +117,12 @@ def trial_resources(trials: list[TrialConfig]):
 
 def prepare_shared_data(trials: list[TrialConfig], settings: dict, notify: Callable[[str], None]) -> dict[str, dict]:
     """Prepare each distinct data setting once, as Ray tasks, cached content-addressed in the store."""
-    import ray
+    from orchestrator.data_preparation import PreparationError, prepare_settings
 
-    from workers.data import preparation_key
-
-    @ray.remote(num_cpus=1)
-    def prepare_task(store_cfg, key, dataset, split, augmentation, aug_settings):
-        from orchestrator.storage import open_store as _open
-        from workers.data import prepare_data
-
-        def summary(meta: dict) -> dict:
-            return {k: v for k, v in meta.items() if k != "skipped_images"} | {"skipped": len(meta.get("skipped_images") or [])}
-
-        store = _open(**store_cfg)
-        if store.exists(cache_key_path(key)):
-            meta = {}
-            local_path = getattr(store, "local_path", None)
-            if local_path is not None:  # the header is read alone; the arrays stay on disk
-                import numpy as np
-
-                with np.load(local_path(cache_key_path(key))) as z:
-                    meta = json.loads(z["header"].tobytes().decode())["meta"]
-            return {"key": key, "hit": True, "seconds": 0.0, "saved_s": meta.get("prepare_s"), "meta": summary(meta)}
-        t = time.perf_counter()
-        data = prepare_data(dataset, split, augmentation, aug_settings)
-        data.meta["prepare_s"] = time.perf_counter() - t
-        store.put_bytes(cache_key_path(key), data.to_bytes(), "application/octet-stream")
-        return {"key": key, "hit": False, "seconds": data.meta["prepare_s"], "meta": summary(data.meta)}
-
-    keys: dict[str, TrialConfig] = {}
-    for trial in trials:
-        keys.setdefault(preparation_key(trial.dataset, trial.split, trial.augmentation, trial.augmentation_settings), trial)
-    notify(f"Preparing data: {len(keys)} distinct setting(s)")
-    refs = [prepare_task.remote(settings, k, t.dataset, t.split, t.augmentation, t.augmentation_settings) for k, t in keys.items()]
     try:
-        results = ray.get(refs)
-    except ray.exceptions.RayTaskError as err:
-        cause = getattr(err, "cause", None) or err
-        raise StudyError(f"data preparation failed: {str(cause).strip().splitlines()[-1]}") from None
-    return {r["key"]: r for r in results}
+        return prepare_settings(trials, settings, notify)
+    except PreparationError as err:
+        raise StudyError(str(err)) from None
 
 
 def local_work_dir() -> Path:

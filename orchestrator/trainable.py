@@ -10,23 +10,17 @@ import os
 import tempfile
 import time
 
-from orchestrator.records import cache_key_path
 from orchestrator.storage import open_store
 
 SLEEP_ARCHITECTURE = "_sleep"  # used by the orchestration-overhead benchmark and the fault tests
 
 
 def load_prepared(store_settings: dict, key: str):
-    """Prepared arrays for ``key``: from this node's disk cache, else from the store (then cached on disk),
-    so a node fetches each prepared setting once and an object-store outage does not stop later trials."""
-    from workers.data import PreparedData
-    from workers.data.synthetic import default_cache_root
+    """Prepared data for ``key``, streamed from its shards (checksums verified): in place on a local store, else
+    from this node's disk cache, fetched once from the store, so an object-store outage does not stop later trials."""
+    from orchestrator.data_preparation import open_prepared
 
-    store = open_store(**store_settings)
-    local_path = getattr(store, "local_path", None)
-    if local_path is not None:
-        return PreparedData.from_file(local_path(cache_key_path(key)))
-    return PreparedData.from_file(_fetch_once(store, cache_key_path(key), default_cache_root() / "prepared" / f"{key}.npz"))
+    return open_prepared(store_settings, key)
 
 
 def _fetch_once(store, key: str, target):

@@ -469,7 +469,7 @@ def test_prepared_data_cache_is_reused_across_runs(ray_session, tiny_spec, tmp_p
     assert not any(c["hit"] for c in info1["data_cache"].values())
     assert info2["data_cache"].keys() == info1["data_cache"].keys()
     assert all(c["hit"] for c in info2["data_cache"].values()), info2["data_cache"]
-    cached = [k for k in store.list("cache/prepared/") if k.endswith(".npz")]
-    assert sorted(cached) == sorted(f"cache/prepared/{k}.npz" for k in info1["data_cache"])
+    cached = [k for k in store.list("cache/prepared/") if k.endswith("/index.json")]
+    assert sorted(cached) == sorted(f"cache/prepared/{k}/index.json" for k in info1["data_cache"])
     assert any(m.startswith("Data cache: 2 hit(s), 0 prepared") and "s saved" in m for m in messages), messages
     assert all(c["saved_s"] > 0 and c["meta"]["n_loaded"] > 0 for c in info2["data_cache"].values())

@@ -102,7 +102,7 @@ class _EpochMonitor:
                "epoch_train_s": train_s}
         if len(self.data.y_val):
             t = time.perf_counter()
-            probs = model.predict(self.data.x_val, batch_size=self.batch_size, verbose=0)
+            probs = model.predict(self.data.predict_inputs("val", self.batch_size), batch_size=self.batch_size, verbose=0)
             m = self.compute_metrics(self.data.y_val, probs, self.data.class_names)
             eps = 1e-7
             row.update({
@@ -137,7 +137,7 @@ def run_trial(
 ) -> dict[str, Any]:
     """Train, evaluate and time one trial; return its record (metrics, history, timings, device, predictions).
 
-    ``data`` is a ``PreparedData`` (prepared here when None). ``on_epoch(row, save)`` is called after every
+    ``data`` is a ``PreparedData`` (prepared here when None) or a ``ShardedDataset`` (streamed from shards). ``on_epoch(row, save)`` is called after every
     epoch; calling ``save(dir)`` writes a checkpoint there. ``resume_dir`` continues from such a checkpoint.
     """
     t_start = time.perf_counter()
@@ -166,7 +166,7 @@ def run_trial(
     policy = _mixed_precision(keras, config.hparam("mixed_precision", "auto"), device["used"]["kind"], config.framework)
 
     t = time.perf_counter()
-    input_shape = tuple(int(v) for v in data.x_train.shape[1:])
+    input_shape = data.image_shape
     model = build_model(keras, config, input_shape, data.num_classes, weights_path)
     batch_size = int(config.hparam("batch_size", 32))
     model.compile(
@@ -192,13 +192,13 @@ def run_trial(
     t = time.perf_counter()
     if start_epoch < config.epochs:
         model.fit(
-            data.x_train, data.y_train, batch_size=batch_size, epochs=config.epochs, initial_epoch=start_epoch,
-            shuffle=True, verbose=0, callbacks=[monitor.callback], class_weight=class_weight,
+            **data.fit_inputs(batch_size, config.seed, start_epoch), epochs=config.epochs, initial_epoch=start_epoch,
+            verbose=0, callbacks=[monitor.callback], class_weight=class_weight,
         )
     timings["fit_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    probs = model.predict(data.x_test, batch_size=batch_size, verbose=0)
+    probs = model.predict(data.predict_inputs("test", batch_size), batch_size=batch_size, verbose=0)
     timings["eval_s"] = time.perf_counter() - t
 
     from workers.metrics import compute_metrics
@@ -221,7 +221,7 @@ def run_trial(
         "class_names": data.class_names,
         "n_params": int(model.count_params()),
         "data": {k: data.meta.get(k) for k in ("synthetic", "n_loaded", "train_counts", "train_counts_before_augmentation",
-                                               "n_val", "n_test", "augmented_images")}
+                                               "n_val", "n_test", "augmented_images", "augmentor")}
         | {"n_train": int(len(data.y_train)), "skipped_images": len(data.meta.get("skipped_images") or [])},
         "predictions_csv": _predictions_csv(data.ids_test, data.y_test, probs, data.class_names),
         "pid": os.getpid(),

@@ -402,7 +402,7 @@ def run_preparation(dataset: dict, split: dict, augmentation: str, augmentation_
         "n_val": int(len(val)), "n_test": int(len(test)), "grouped_split": data.groups is not None,
         "load_s": t_load, "augment_s": t_aug, "augmented_images": int(len(aug_labels)),
         "augmentor": augmentor_meta(augmentation, augmentation_settings),
-        "prepare_workers": getattr(ex, "workers", None),
+        "prepare_workers": getattr(ex, "workers", None), "prepare_s": time.perf_counter() - t0,
     }
     return writer.finish(list(data.class_names), meta)
 
