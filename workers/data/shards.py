@@ -9,7 +9,8 @@ A prepared setting is one folder::
 
 ``index.json`` is written last, so a folder with an index is complete. ``ShardWriter`` writes a folder from
 chunks of rows (it buffers one shard per split, never the data set); ``open_sharded`` opens one, verifying
-every file's checksum, and memory-maps the image shards, so readers share the operating system's page cache.
+every file's checksum; readers read just the rows they need through the operating system's page cache, which
+every trial on a node shares (the shards can also be memory-mapped with ``np.load(..., mmap_mode="r")``).
 
 Rows are shuffled per epoch by ``epoch_order``: blocks of ``shuffle_block`` rows in a seeded random order,
 rows mixed within windows of a few blocks. Shards hold a whole number of blocks, so the order (and a trial's
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,24 +218,56 @@ def epoch_order(n: int, seed: int, epoch: int, block: int = SHUFFLE_BLOCK, windo
     return rows[np.lexsort((rng.random(len(rows)), window_of))]
 
 
+def _data_offset(path: Path) -> int:
+    """Byte offset of the array data in an ``.npy`` file."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ShardError(f"prepared data: '{path}' is an .npy of version {version}, not 1.0 or 2.0")
+        readers[version](fh)
+        return fh.tell()
+
+
 class ShardedSplit:
-    """The images of one split, memory-mapped from its shards; rows are read by global index."""
+    """The images of one split, read from its shards by global row index with positioned reads (``os.preadv``)
+    through the operating system's page cache: a reader holds only the rows it asked for, and every process on
+    the node shares the cached file pages."""
 
     def __init__(self, directory: Path, shards: list[str], n: int, rows_per_shard: int, image_shape: tuple):
         self.n, self.rows_per_shard, self.image_shape = n, rows_per_shard, tuple(image_shape)
-        self._shards = [np.load(directory / name, mmap_mode="r") for name in shards]
+        self.row_bytes = int(np.prod(self.image_shape))
+        self._paths = [directory / name for name in shards]
+        self._offsets = [_data_offset(path) for path in self._paths]
+        self._fds: list[int] | None = None
 
     def __len__(self) -> int:
         return self.n
 
+    def __del__(self):
+        for fd in self._fds or []:
+            os.close(fd)
+
+    def _read(self, shard: int, first_row: int, out: np.ndarray) -> None:
+        """Read ``len(out)`` consecutive rows of ``shard`` from ``first_row`` into ``out``."""
+        if self._fds is None:
+            self._fds = [os.open(path, os.O_RDONLY) for path in self._paths]
+        view = memoryview(out).cast("B")
+        offset = self._offsets[shard] + first_row * self.row_bytes
+        while len(view):
+            got = os.preadv(self._fds[shard], [view], offset)
+            if got <= 0:
+                raise ShardError(f"prepared data: '{self._paths[shard]}' ends early")
+            view, offset = view[got:], offset + got
+
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """Images at global row positions ``rows`` (in that order), copied out of the page cache."""
+        """Images at global row positions ``rows`` (in that order); runs of consecutive rows are read at once."""
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), *self.image_shape), dtype=np.uint8)
         shard_of, offset = np.divmod(rows, self.rows_per_shard)
-        for shard in np.unique(shard_of):
-            where = shard_of == shard
-            out[where] = self._shards[shard][offset[where]]
+        starts = np.flatnonzero(np.r_[True, (np.diff(rows) != 1) | (np.diff(shard_of) != 0)]) if len(rows) else []
+        for a, b in zip(starts, list(starts[1:]) + [len(rows)]):
+            self._read(int(shard_of[a]), int(offset[a]), out[a:b])
         return out
 
     def read_all(self) -> np.ndarray:
@@ -242,8 +276,8 @@ class ShardedSplit:
 
 
 class ShardedDataset:
-    """Prepared train / validation / test data read from a shard folder (labels and ids in memory, images
-    memory-mapped). Offers the same trial-facing methods as ``PreparedData``."""
+    """Prepared train / validation / test data read from a shard folder (labels and ids in memory, images read
+    row by row when asked for). Offers the same trial-facing methods as ``PreparedData``."""
 
     def __init__(self, directory: str | Path, index: dict):
         self.directory, self.index = Path(directory), index

@@ -1,4 +1,4 @@
-"""Keras input streams over memory-mapped shards (``keras.utils.PyDataset``, so every backend reads them).
+"""Keras input streams over image shards (``keras.utils.PyDataset``, so every backend reads them).
 
 ``TrainStream`` is endless: batch ``i`` belongs to epoch ``start_epoch + i // steps_per_epoch`` and its rows
 follow ``epoch_order`` of that epoch, so the batches (and a resumed trial's) depend only on the index, never on
@@ -37,7 +37,7 @@ class _ReadAhead:
 
 
 class TrainStream(keras.utils.PyDataset):
-    """Shuffled (images, labels) training batches, epoch after epoch, read from memory-mapped shards."""
+    """Shuffled (images, labels) training batches, epoch after epoch, read from the shards."""
 
     def __init__(self, images: ShardedSplit, labels: np.ndarray, batch_size: int, *, seed: int, start_epoch: int = 0,
                  block: int = SHUFFLE_BLOCK, read_ahead: int = 4):
