@@ -1,232 +1,200 @@
-"""Data-preparation benchmark: Augmentor throughput (one process vs N processes over classes) and the cache effect.
+"""Data at scale: parallel preparation into shards (1 and N Ray CPUs) and a trial's peak memory on big vs small data.
 
-    python benchmarks/bench_data.py --out benchmarks/results/data.md           # real settings (about a minute)
-    python benchmarks/bench_data.py --smoke --out /tmp/data.md                 # tiny settings, seconds
+    python benchmarks/make_isic2019.py benchmarks/_work/isic2019                     # once: 25,331 JPEGs, 600x450
+    python benchmarks/bench_data.py --isic2019 benchmarks/_work/isic2019 --out benchmarks/results/data.md
+    python benchmarks/bench_data.py --smoke --out /tmp/data.md                        # tiny, checks the harness
 
-What is measured, on the built-in synthetic ISIC set (9 imbalanced classes):
-  * Augmentor rebalancing of the training split up to ``--target`` images per class (rotate, flip, zoom, as
-    ``workers.augment.augmentor_rebalance`` does it): generated samples per second in this process, and with a
-    warm ``multiprocessing`` pool of N processes where each task rebalances one class (largest job first);
-  * the cache effect: ``prepare_data`` (decode the JPEG folder, split, Augmentor) plus serialising the result to
-    ``.npz`` in a local store, against loading that cached ``.npz`` back (what every trial does instead).
-Every timing is the median of ``--repeats`` runs. A dated Markdown table (machine, versions, settings) is
-appended to ``--out``.
+What is measured:
+  * preparation of the ISIC-2019-shaped folder at ``--size`` (224x224) with the Augmentor stage topping every
+    training class up to ``--target`` (2,000), on a fresh local Ray of 1 and of 2 CPUs: wall time, and the peak
+    memory of the preparing processes (this driver, Ray's raylet / object store and workers), sampled every
+    0.5 s as the sum of PSS (shared pages split between the processes that map them) and the sum of RSS;
+    the two runs' shards are compared by checksum (they must be identical);
+  * peak RSS (``ru_maxrss``) of one trial (``--architecture`` with ``--filters``, batch 32, one epoch, CPU)
+    training on those shards, and of the same trial on the quick-start data set prepared at the same image
+    size (synthetic, 60 images in the largest class, Augmentor top-up to 60): memory must not grow with the
+    data (difference < 25 %). Each trial runs in a fresh process.
+The Markdown section (machine, versions, load average) is appended to ``--out``.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import multiprocessing as mp
+import json
 import os
-import platform
-import statistics
+import resource
+import subprocess
 import sys
 import tempfile
+import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workers.augment import augmentor_rebalance  # noqa: E402
-from workers.data import PreparedData, load_dataset, prepare_data, preparation_key  # noqa: E402
+from benchmarks.common import append_result, md_table  # noqa: E402
+
+QUICKSTART = {"source": "synthetic", "samples_per_class": 60}
+SPLIT = {"test_fraction": 0.2, "val_fraction": 0.1, "seed": 0}
 
 
-def cpu_model() -> str:
+class TreeMemory:
+    """Samples the memory of this process and all its descendants in a thread; peaks in MB."""
+
+    def __init__(self, interval_s: float = 0.5):
+        import psutil
+
+        self.psutil, self.interval_s = psutil, interval_s
+        self.peak_pss = self.peak_rss = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        me = self.psutil.Process()
+        pss = rss = 0
+        for proc in [me] + me.children(recursive=True):
+            try:
+                info = proc.memory_full_info()
+                pss, rss = pss + getattr(info, "pss", info.rss), rss + info.rss
+            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
+                continue
+        self.peak_pss, self.peak_rss = max(self.peak_pss, pss / 2**20), max(self.peak_rss, rss / 2**20)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def prepare_with_ray(dataset: dict, aug: dict, target: Path, cpus: int) -> dict:
+    """Prepare into ``target`` on a fresh local Ray of ``cpus`` CPUs; wall time, memory peaks, the index."""
+    import ray
+
+    from orchestrator.data_preparation import RayExecutor
+    from workers.data import prepare_shards
+
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        with TreeMemory() as memory:
+            t = time.perf_counter()
+            index = prepare_shards(dataset, SPLIT, "augmentor", aug, target, executor=RayExecutor(),
+                                   notify=lambda line: print(f"[{cpus} CPU] {line}", flush=True))
+            wall = time.perf_counter() - t
+    finally:
+        ray.shutdown()
+    return {"cpus": cpus, "wall_s": wall, "peak_pss_mb": memory.peak_pss, "peak_rss_mb": memory.peak_rss, "index": index}
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+def trial_peak_rss(directory: Path, args) -> dict:
+    """Run one trial on the shards in ``directory`` in a fresh process; its ``ru_maxrss`` and timings."""
+    cmd = [sys.executable, __file__, "--trial-on", str(directory), "--architecture", args.architecture,
+           "--filters", str(args.filters), "--size", str(args.size)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"trial process failed ({out.returncode}): {out.stderr[-2000:]}")
+    return json.loads(lines[-1])
 
 
-def versions() -> str:
-    out = [f"Python {platform.python_version()}"]
-    for pkg in ("numpy", "pillow", "Augmentor", "scikit-learn"):
-        try:
-            out.append(f"{pkg} {importlib.metadata.version(pkg)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return ", ".join(out)
+def run_trial_here(directory: str, args) -> None:
+    """(child process) one epoch of one trial streamed from ``directory``; prints a JSON line."""
+    from orchestrator.grid import expand_grid
+    from orchestrator.spec import parse_spec
+    from workers.data import open_sharded
+    from workers.train import run_trial
+
+    data = open_sharded(directory)
+    spec = parse_spec({"name": "bench-data", "dataset": {"image_size": [args.size, args.size]},
+                       "training": {"batch_size": 32, "mixed_precision": "off"},
+                       "models": {args.architecture: {"params": {"filters": args.filters}}},
+                       "grid": {"architectures": [args.architecture], "epochs": [1], "node_types": ["cpu"]}})
+    record = run_trial(expand_grid(spec)[0], data=data)
+    print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "n_train": record["data"]["n_train"], "fit_s": record["timings"]["fit_s"],
+                      "total_s": record["timings"]["total_s"], "accuracy": record["metrics"]["accuracy"]}))
 
 
-def timed(fn, repeats: int):
-    """(median seconds, last result) over ``repeats`` calls."""
-    times, result = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
-
-
-def _rebalance_class(job):
-    images, labels, ids, target, seed = job
-    cpu = time.process_time()
-    x, y, _ = augmentor_rebalance(images, labels, ids, samples_per_class=target, seed=seed)
-    return x[len(images):], y[len(images):], time.process_time() - cpu  # only generated images travel back
-
-
-def augment_parallel(pool, images, labels, ids, target: int, seed: int) -> tuple[int, float]:
-    """Rebalance class by class in ``pool`` (largest job first); returns generated images and worker CPU seconds."""
-    classes = sorted(np.unique(labels), key=lambda c: (labels == c).sum())  # fewest images = most work
-    jobs = []
-    for c in classes:
-        members = np.flatnonzero(labels == c)
-        jobs.append((images[members], labels[members], [ids[i] for i in members], target, seed + int(c)))
-    generated, cpu = 0, 0.0
-    for new_x, _, seconds in pool.imap_unordered(_rebalance_class, jobs):
-        generated += len(new_x)
-        cpu += seconds
-    return generated, cpu
+def files_of(index: dict) -> dict:
+    return {name: entry["sha256"] for name, entry in index["files"].items()}
 
 
 def load_average() -> str:
-    try:
-        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
-    except (AttributeError, OSError):
-        return "n/a"
+    return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def run(args) -> tuple[str, dict]:
-    load_before = load_average()
-    size = [args.size, args.size]
-    dataset = {"source": "synthetic", "image_size": size, "samples_per_class": args.samples_per_class, "synthetic_seed": 0}
-    t = time.perf_counter()
-    data = load_dataset(dataset)  # generates the synthetic JPEG folder once (cached on local disk)
-    first_load_s = time.perf_counter() - t
-    decode_s, data = timed(lambda: load_dataset(dataset), 1)
-    train = data.source_split == "train"
-    x, y = data.images[train], data.labels[train]
-    ids = [i for i, m in zip(data.ids, train) if m]
-    counts = np.bincount(y).tolist()
-    to_generate = int(sum(max(0, args.target - c) for c in counts))
+def run(args) -> str:
+    from workers.data import prepare_shards
 
-    # Single process and every pool size are measured in turns (repeat by repeat), so that load from other
-    # processes on the machine affects all of them alike; each figure is the median over the repeats.
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.get_context(method)
-    pools, start_s = {}, {}
-    for n in args.processes:
-        t = time.perf_counter()
-        pools[n] = ctx.Pool(n)
-        pools[n].map(abs, range(n))  # start every worker before timing
-        start_s[n] = time.perf_counter() - t
-    single_times, single_cpu = [], []
-    par_times, par_cpu = {n: [] for n in args.processes}, {n: [] for n in args.processes}
-    try:
-        for _ in range(args.repeats):
-            t, c = time.perf_counter(), time.process_time()
-            x_out, _, _ = augmentor_rebalance(x, y, ids, samples_per_class=args.target, seed=0)
-            single_times.append(time.perf_counter() - t)
-            single_cpu.append(time.process_time() - c)
-            assert len(x_out) - len(x) == to_generate
-            for n, pool in pools.items():
-                t = time.perf_counter()
-                generated, cpu = augment_parallel(pool, x, y, ids, args.target, 0)
-                par_times[n].append(time.perf_counter() - t)
-                par_cpu[n].append(cpu)
-                assert generated == to_generate
-    finally:
-        for pool in pools.values():
-            pool.terminate()
-    single_s, cpu_s = statistics.median(single_times), statistics.median(single_cpu)
-    rows = [("Augmentor rebalance, 1 process", f"{to_generate} images generated; CPU time {cpu_s:.2f} s "
-             f"({to_generate / cpu_s:,.0f} samples per CPU-second)", single_s,
-             f"{to_generate / single_s:,.0f} samples/s", "1.00x")]
-    for n in args.processes:
-        par_s, cpu_n = statistics.median(par_times[n]), statistics.median(par_cpu[n])
-        rows.append((f"Augmentor rebalance, {n} processes over classes",
-                     f"{to_generate} images; worker CPU time {cpu_n:.2f} s; pool start {start_s[n]:.2f} s ({method}) "
-                     "not included", par_s,
-                     f"{to_generate / par_s:,.0f} samples/s", f"{single_s / par_s:.2f}x"))
+    work = Path(args.work)
+    load_before, uptime_before = load_average(), subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    dataset = {"source": "isic2019", "path": str(Path(args.isic2019).resolve()), "image_size": [args.size, args.size]}
+    aug = {"augmentor": {"mode": "top_up", "samples_per_class": args.target}}
+    runs = [prepare_with_ray(dataset, aug, work / f"prepared-{cpus}cpu", cpus) for cpus in args.cpus]
+    identical = all(files_of(r["index"]) == files_of(runs[0]["index"]) for r in runs)
+    meta = runs[0]["index"]["meta"]
+    rows = [[f"{r['cpus']} Ray CPU(s)", f"{r['wall_s']:.0f}", f"{r['peak_pss_mb']:.0f}", f"{r['peak_rss_mb']:.0f}",
+             f"{runs[0]['wall_s'] / r['wall_s']:.2f}x"] for r in runs]
+    prep_table = md_table(["preparation", "wall s", "peak PSS MB (sum)", "peak RSS MB (sum)", "speed-up"], rows)
+    shard_bytes = sum(e["bytes"] for e in runs[0]["index"]["files"].values())
 
-    split = {"test_fraction": 0.2, "val_fraction": 0.1, "seed": 0}
-    aug_settings = {"augmentor_samples_per_class": args.target}
-    key = preparation_key(dataset, split, "augmentor", aug_settings)
-    with tempfile.TemporaryDirectory() as tmp:
-        from orchestrator.storage import open_store
-
-        store = open_store(tmp)
-        cache_path = f"cache/prepared/{key}.npz"
-
-        def prepare_and_store():
-            prepared = prepare_data(dataset, split, "augmentor", aug_settings)
-            store.put_bytes(cache_path, prepared.to_bytes())
-            return prepared
-
-        prep_s, prepared = timed(prepare_and_store, args.repeats)
-        npz_mb = store.local_path(cache_path).stat().st_size / 1e6
-        load_s, loaded = timed(lambda: PreparedData.from_bytes(store.local_path(cache_path).read_bytes()), args.repeats)
-        assert np.array_equal(loaded.x_train, prepared.x_train)
-    n_train = len(prepared.y_train)
-    rows.append(("Prepare: decode JPEGs + split + Augmentor + write .npz", f"{n_train} training images after "
-                 f"augmentation, {len(prepared.y_val)} val, {len(prepared.y_test)} test", prep_s, "", "1.00x"))
-    rows.append(("Load the cached .npz (what each trial does)", f"{npz_mb:.1f} MB uncompressed", load_s,
-                 f"{npz_mb / load_s:,.0f} MB/s", f"{prep_s / load_s:.0f}x"))
-
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        f"## Data preparation — {now}{' (SMOKE settings: not a measurement)' if args.smoke else ''}",
-        "",
-        f"- Machine: {cpu_model()}, {usable_cores()} usable cores (os.cpu_count {os.cpu_count()}), "
-        f"{platform.system()} {platform.machine()}",
-        f"- Versions: {versions()}",
-        f"- Load average (1/5/15 min) before: {load_before}, after: {load_average()} "
-        f"(other processes on the machine slow every figure; compare rows of one table only)",
-        f"- Data: synthetic ISIC, {args.size}x{args.size}, samples_per_class {args.samples_per_class}: "
-        f"{len(y)} training images, per class {counts}; Augmentor target {args.target} per class. "
-        f"Median of {args.repeats} run(s).",
-        f"- One-off: generating the synthetic JPEG folder and decoding it took {first_load_s:.2f} s; "
-        f"decoding the cached folder alone {decode_s:.2f} s.",
-        "",
-        "| Measurement | Setting | Time (s) | Throughput | Speedup |",
-        "|---|---|---:|---:|---:|",
-    ]
-    lines += [f"| {name} | {setting} | {secs:.3f} | {tput} | {speed} |" for name, setting, secs, tput, speed in rows]
-    lines.append("")
-    summary = {"single_samples_per_s": to_generate / single_s, "prepare_s": prep_s, "cached_load_s": load_s,
-               "rows": [{"name": r[0], "seconds": r[2]} for r in rows]}
-    return "\n".join(lines) + "\n", summary
+    small = work / f"quickstart-{args.size}"
+    prepare_shards({**QUICKSTART, "image_size": [args.size, args.size]}, SPLIT, "augmentor",
+                   {"augmentor": {"mode": "top_up", "samples_per_class": 60}}, small)
+    big_trial = trial_peak_rss(work / f"prepared-{args.cpus[-1]}cpu", args)
+    small_trial = trial_peak_rss(small, args)
+    diff = abs(big_trial["maxrss_mb"] - small_trial["maxrss_mb"]) / small_trial["maxrss_mb"]
+    trial_rows = [[name, t["n_train"], f"{t['fit_s']:.0f}", f"{t['maxrss_mb']:.0f}"]
+                  for name, t in (("ISIC-2019-shaped", big_trial), ("quick-start data", small_trial))]
+    trial_table = md_table(["trial data", "training images", "fit s (1 epoch)", "peak RSS MB"], trial_rows)
+    return "\n".join([
+        f"- Load before: `{uptime_before}`; after: load average {load_average()} (shared 2-vCPU machine: other "
+        "agents' tests and trainings ran at the same time, so times are upper bounds).",
+        f"- Data: ISIC-2019-shaped folder ({meta['n_loaded']} JPEGs at 600x450, 8 classes with ISIC 2019's "
+        f"counts) prepared at {args.size}x{args.size}; split 70/10/20; Augmentor top_up to {args.target}: "
+        f"{meta['augmented_images']} images generated; train counts {meta['train_counts']}; "
+        f"{shard_bytes / 1e9:.2f} GB of shards in {len(runs[0]['index']['files'])} files.",
+        f"- Shards identical for every CPU count (sha256 of every file): **{identical}**.",
+        "", prep_table,
+        f"Trial: `{args.architecture}` (filters={args.filters}), batch 32, 1 epoch, CPU, streamed from shards, each "
+        "in a fresh process (`ru_maxrss`). The quick-start data is prepared at the same image size, so only the "
+        "data set's size differs.", "", trial_table,
+        f"Peak RSS difference: **{diff:.1%}** (goal < 25 %).", ""])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="benchmarks/results/data.md", help="Markdown file the table is appended to")
-    parser.add_argument("--size", type=int, default=120, help="image side in pixels")
-    parser.add_argument("--samples-per-class", type=int, default=200, help="synthetic: images of the largest class")
-    parser.add_argument("--target", type=int, default=500, help="Augmentor: images per class after rebalancing")
-    parser.add_argument("--processes", default=None,
-                        help="comma-separated process counts for the parallel run (default: 2 and all usable cores)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true", help="tiny settings that finish in seconds (checks the harness)")
+    parser.add_argument("--isic2019", default="benchmarks/_work/isic2019", help="folder from make_isic2019.py")
+    parser.add_argument("--out", default="benchmarks/results/data.md")
+    parser.add_argument("--work", default="benchmarks/_work/bench_data")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--target", type=int, default=2000)
+    parser.add_argument("--cpus", default="1,2")
+    parser.add_argument("--architecture", default="cnn")
+    parser.add_argument("--filters", type=int, default=8)
+    parser.add_argument("--trial-on", help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help="tiny settings that finish in about a minute")
     args = parser.parse_args(argv)
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if args.trial_on:
+        run_trial_here(args.trial_on, args)
+        return 0
+    args.cpus = [int(c) for c in str(args.cpus).split(",")]
     if args.smoke:
-        args.size, args.samples_per_class, args.target, args.repeats = 24, 6, 10, 1
-    cores = usable_cores()
-    args.processes = sorted({int(p) for p in args.processes.split(",")}) if args.processes else sorted({2, max(2, cores)})
-    if args.smoke:
-        args.processes = [2]
-    table, _ = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.exists():
-        out.write_text("# Data benchmarks\n\nAppended by `python benchmarks/bench_data.py --out benchmarks/results/data.md`.\n\n")
-    with open(out, "a") as fh:
-        fh.write(table + "\n")
-    print(table)
-    print(f"appended to {out}")
+        tmp = Path(tempfile.mkdtemp(prefix="bench-data-"))
+        from benchmarks.make_isic2019 import main as make
+
+        make([str(tmp / "isic"), "--fraction", "0.004", "--processes", "1"])
+        args.isic2019, args.work, args.size, args.target, args.filters = str(tmp / "isic"), str(tmp / "work"), 24, 30, 4
+    body = run(args)
+    print(body)
+    append_result(args.out, f"Data at scale: sharded preparation and trial memory{' (SMOKE: not a measurement)' if args.smoke else ''}", body)
     return 0
 
 

@@ -4,7 +4,11 @@ against a plain ``model.fit`` on the same model, data, batch size and device. Ru
     python benchmarks/bench_trial.py --size 64 --batch 32 --epochs 4 --out benchmarks/results/trial_throughput.md
     python benchmarks/bench_trial.py --size 120 --batch 256 --framework jax     # GPU arm, on a GPU machine
 
+    python benchmarks/bench_trial.py --streamed --out benchmarks/results/data.md   # shards vs in-memory arrays
+
 The first epoch (compile + warm-up) is excluded on both sides; the median of the remaining epochs is used.
+With ``--streamed`` both sides are the worker path on the quick-start data (experiments/quickstart.yaml's data
+set and Augmentor stage): batches streamed from shards (``ShardedDataset``) against today's in-memory arrays.
 """
 from __future__ import annotations
 
@@ -43,6 +47,51 @@ def plain_fit_epoch_times(keras, arch: str, data, batch: int, epochs: int, lr: f
     return times[1:]
 
 
+def streamed_vs_in_memory(args) -> int:
+    """Steady-state images/s of run_trial on shards vs on in-memory arrays of the same quick-start data."""
+    import tempfile
+
+    os.environ.setdefault("KERAS_BACKEND", args.framework)
+    from orchestrator.grid import expand_grid
+    from orchestrator.spec import load_spec
+    from workers.data import open_sharded, prepare_shards
+    from workers.train import run_trial
+
+    spec = load_spec(Path(__file__).resolve().parent.parent / "experiments" / "quickstart.yaml")
+    spec = spec.model_copy(update={"grid": spec.grid.model_copy(update={
+        "architectures": args.architectures, "epochs": [args.epochs], "node_types": ["cpu"]})})
+    trials = expand_grid(spec)
+    first = trials[0]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare_shards(first.dataset, first.split, first.augmentation, first.augmentation_settings, Path(tmp) / "d")
+        sharded = open_sharded(Path(tmp) / "d")
+        in_memory = sharded.in_memory()
+        for trial in trials:
+            times = {"streamed": [], "in-memory": []}
+            for _ in range(args.rounds):
+                for name, data in (("in-memory", in_memory), ("streamed", sharded)):
+                    record = run_trial(trial, data=data)
+                    times[name] += [row["epoch_train_s"] for row in record["history"][1:]]
+            n = len(sharded.y_train)
+            best = {k: n / min(v) for k, v in times.items()}
+            med = {k: n / statistics.median(v) for k, v in times.items()}
+            rows.append([trial.architecture, first.dataset["image_size"][0], trial.hparam("batch_size"), n,
+                         len(times["streamed"]), round(best["streamed"], 1), round(best["in-memory"], 1),
+                         round(best["streamed"] / best["in-memory"], 3),
+                         f"{med['streamed']:.0f} / {med['in-memory']:.0f} = {med['streamed'] / med['in-memory']:.2f}"])
+            print(rows[-1], flush=True)
+    body = md_table(["architecture", "size", "batch", "train images", "steady epochs each", "streamed img/s (best epoch)",
+                     "in-memory img/s (best epoch)", "ratio", "medians: streamed / in-memory"], rows)
+    body += ("\nGoal: ratio >= 0.95. Both sides are `run_trial` on the quick-start data (experiments/quickstart.yaml: "
+             "synthetic, Augmentor top_up to 60); streamed = batches read from shards by `TrainStream` (read-ahead "
+             "thread, per-epoch block shuffle), in-memory = the same rows as NumPy arrays given to `model.fit`. "
+             "Alternating rounds, steady-state epochs only.\n")
+    print(body)
+    append_result(args.out, f"Streamed vs in-memory trial throughput{' (smoke)' if args.smoke else ''}", body)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--architectures", nargs="+", default=SEED_000)
@@ -54,10 +103,13 @@ def main(argv=None) -> int:
     p.add_argument("--framework", default="tensorflow")
     p.add_argument("--node-type", default="cpu")
     p.add_argument("--out", default="benchmarks/results/trial_throughput.md")
+    p.add_argument("--streamed", action="store_true", help="shards vs in-memory arrays on the quick-start data")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     if args.smoke:
         args.architectures, args.size, args.epochs, args.samples, args.rounds = ["cnn"], 16, 3, 10, 1
+    if args.streamed:
+        return streamed_vs_in_memory(args)
 
     os.environ.setdefault("KERAS_BACKEND", args.framework)
     from orchestrator.grid import expand_grid

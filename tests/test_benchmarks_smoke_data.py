@@ -1,4 +1,4 @@
-"""The data benchmark runs end to end in its smoke mode and appends a dated Markdown table."""
+"""The data benchmark runs end to end in its smoke mode and appends a dated Markdown section."""
 from __future__ import annotations
 
 import os
@@ -6,20 +6,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_data_smoke(tmp_path):
     out = tmp_path / "results" / "data.md"
-    env = {**os.environ, "SKINLESION_CACHE": str(tmp_path / "cache")}
-    for _ in range(2):  # the second run appends to the same file
-        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_data.py"), "--smoke", "--out", str(out)],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    env = {**os.environ, "SKINLESION_CACHE": str(tmp_path / "cache"), "RAY_ADDRESS": "local"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_data.py"), "--smoke", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
-    assert text.startswith("# Data benchmarks")
-    assert text.count("## Data preparation") == 2 and "SMOKE" in text
-    for needle in ("Machine:", "Augmentor 0.2.12", "| Augmentor rebalance, 1 process |",
-                   "| Augmentor rebalance, 2 processes over classes |", "| Load the cached .npz"):
-        assert needle in text
-    assert "samples/s" in proc.stdout
+    assert "## Data at scale" in text and "SMOKE" in text and "Machine:" in text
+    for needle in ("| 1 Ray CPU(s) |", "| 2 Ray CPU(s) |", "identical for every CPU count (sha256 of every file): **True**",
+                   "| ISIC-2019-shaped |", "| quick-start data |", "Peak RSS difference:"):
+        assert needle in text, needle

@@ -431,7 +431,4 @@ def prepare_data(dataset: dict, split: dict, augmentation: str, augmentation_set
 
     with tempfile.TemporaryDirectory(prefix="skinlesion-prepare-") as tmp:
         prepare_shards(dataset, split, augmentation, augmentation_settings, Path(tmp) / "data", **options)
-        sharded = open_sharded(Path(tmp) / "data", verify=False)
-        arrays = {f"{k}_{s}": getattr(sharded, f"{k}_{s}") for k in ("y", "ids") for s in ("train", "val", "test")}
-        images = {f"x_{s}": sharded.split_images(s).read_all() for s in ("train", "val", "test")}
-        return PreparedData(**images, **arrays, class_names=sharded.class_names, meta=sharded.meta)
+        return open_sharded(Path(tmp) / "data", verify=False).in_memory()
