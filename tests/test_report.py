@@ -64,7 +64,8 @@ def make_record(arch="cnn", epochs=2, node="cpu", repeat=0, acc=0.5, f1=None, pr
                    "backend": framework, "simulated": simulated,
                    "mismatch": (kind != node) if mismatch_flag is None else mismatch_flag, "host": "h"},
         "class_names": list(classes),
-        "data": {"synthetic": True, "n_train": 30, "n_val": 6, "n_test": 12},
+        "data": {"synthetic": True, "n_train": 30, "n_val": 6, "n_test": 12,
+                 "augmentor": {"mode": "add", "samples_per_class": 5}},
         "node_id": "abcdef0123456789",
     })
     return record
@@ -203,7 +204,8 @@ def test_report_has_every_file_section_and_embedded_figure(report_files):
                  "Failed, infeasible and retried trials", "Learning curves and confusion matrices", "All trials",
                  "SYNTHETIC", "20260101-000000-abcd", "2026-01-01 00:00:00 UTC", "abc1234", "ray 2.60.0",
                  "10.0.0.1:abcdef01", "out of memory on device 0", "no node offers CPU=4", "speedup_vs_cpu",
-                 "usd_per_accuracy_point", "melanoma"):
+                 "usd_per_accuracy_point", "melanoma",
+                 "Augmentor stage", "add: 5 generated images added to every training class"):
         assert text in page, text
     assert SYNTHETIC_NOTE in page
     pngs = {k: v for k, v in report_files.items() if k.startswith("plots/")}

@@ -58,6 +58,7 @@ def dataset_info(records: list[dict], run_info: dict) -> dict:
         "class_names": [str(n) for n in names],
         "n_loaded": data.get("n_loaded"), "n_train": data.get("n_train"), "n_val": data.get("n_val"),
         "n_test": data.get("n_test"), "augmented_images": data.get("augmented_images"),
+        "augmentor": next((r["data"]["augmentor"] for r in records if (r.get("data") or {}).get("augmentor")), None),
     }
 
 
@@ -138,6 +139,11 @@ def facts(header: dict) -> KeyValues:
     ]
     if split:
         rows.append(("Split (after augmentation)", split))
+    if ds.get("augmentor"):
+        aug = ds["augmentor"]
+        rows.append(("Augmentor stage", f"{aug['mode']}: " + (
+            f"every training class topped up to {aug['samples_per_class']} images" if aug["mode"] == "top_up"
+            else f"{aug['samples_per_class']} generated images added to every training class")))
     rows += [
         ("Trials", ", ".join(f"{v} {k}" for k, v in header["counts"].items()) or "none"),
         ("Node type prices", ", ".join(f"{k} ${v:g}/h" for k, v in header["prices"].items()) or "not given"),
