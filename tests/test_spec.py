@@ -32,6 +32,8 @@ def _write(tmp_path, text: str):
     (lambda d: d.update(models={"resnet50": {"weights": "imagenet"}}), "models.resnet50", "weights_path"),
     (lambda d: d.pop("grid"), "grid", "required field is missing"),
     (lambda d: d["split"].update(test_fraction=0.8, val_fraction=0.15), "split", "below 0.9"),
+    (lambda d: d["augmentation"].update(augmentor={"mode": "double"}), "augmentation.augmentor.mode", "'top_up' or 'add'"),
+    (lambda d: d["augmentation"].update(augmentor_samples_per_class=9), "augmentation", "not both"),
 ])
 def test_invalid_spec_names_the_field(mutate, field, hint):
     data = tiny_spec_dict()
@@ -77,8 +79,16 @@ def test_hardware_study_is_the_seed_000_design():
     assert spec.grid.node_types == ["cpu", "gpu", "tpu"]
     assert spec.dataset.image_size == (120, 120) and spec.training.batch_size == 32
     assert spec.split.test_fraction == 0.2
-    assert spec.augmentation.augmentor.samples_per_class == 500 and spec.augmentation.augmentor.mode == "top_up"
+    assert spec.augmentation.augmentor.samples_per_class == 500 and spec.augmentation.augmentor.mode == "add"
     assert set(spec.grid.augmentation) == {"none", "random", "augmentor"}
+
+
+def test_augmentor_mode_defaults_to_top_up_and_the_older_key_still_reads():
+    spec = parse_spec(tiny_spec_dict(augmentation={"augmentor": {"samples_per_class": 12}}))
+    assert spec.augmentation.augmentor.model_dump() == {"mode": "top_up", "samples_per_class": 12}
+    data = tiny_spec_dict()
+    data["augmentation"] = {"augmentor_samples_per_class": 40}
+    assert parse_spec(data).augmentation.augmentor.model_dump() == {"mode": "top_up", "samples_per_class": 40}
 
 
 def test_grid_is_the_full_cross_product_with_repeats():
