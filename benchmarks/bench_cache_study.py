@@ -28,8 +28,8 @@ def main(argv=None) -> int:
     if args.smoke:
         args.size, args.samples, args.target = 16, 10, 12
 
-    from orchestrator.run import connect_ray, execute_study
-    from orchestrator.spec import parse_spec
+    from orchestrator.execution.study_runner import connect_ray, execute_study
+    from orchestrator.spec.schema import parse_spec
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -156,7 +156,7 @@ def run(args) -> tuple[str, dict]:
     aug_settings = {"augmentor_samples_per_class": args.target}
     key = preparation_key(dataset, split, "augmentor", aug_settings)
     with tempfile.TemporaryDirectory() as tmp:
-        from orchestrator.storage import open_store
+        from workers.storage import open_store
 
         store = open_store(tmp)
         cache_path = f"cache/prepared/{key}.npz"

@@ -31,10 +31,10 @@ def main(argv=None) -> int:
         args.trials, args.sleep = 6, 0.2
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    from orchestrator.grid import expand_grid
-    from orchestrator.run import connect_ray, execute_study
-    from orchestrator.spec import parse_spec
-    from orchestrator.trainable import SLEEP_ARCHITECTURE
+    from orchestrator.spec.grid import expand_grid
+    from orchestrator.execution.study_runner import connect_ray, execute_study
+    from orchestrator.spec.schema import parse_spec
+    from orchestrator.execution.trainable import SLEEP_ARCHITECTURE
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = parse_spec({"name": "overhead", "dataset": {"image_size": [8, 8], "samples_per_class": 4},

@@ -60,8 +60,8 @@ def main(argv=None) -> int:
         args.architectures, args.size, args.epochs, args.samples, args.rounds = ["cnn"], 16, 3, 10, 1
 
     os.environ.setdefault("KERAS_BACKEND", args.framework)
-    from orchestrator.grid import expand_grid
-    from orchestrator.spec import parse_spec
+    from orchestrator.spec.grid import expand_grid
+    from orchestrator.spec.schema import parse_spec
     from workers.data import prepare_data
     from workers.device import activate_backend, restrict_devices
     from workers.train import run_trial

@@ -10,7 +10,7 @@ import io
 import json
 from dataclasses import dataclass
 
-from orchestrator.storage import Store
+from workers.storage import Store
 
 TERMINAL_OK = "completed"
 

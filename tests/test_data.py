@@ -442,8 +442,8 @@ def test_s3_single_object_and_env_endpoint(tmp_path, s3_endpoint, s3_bucket, mon
 
 
 def test_prepared_data_cache_is_reused_across_runs(ray_session, tiny_spec, tmp_path):
-    from orchestrator.run import execute_study
-    from orchestrator.storage import open_store
+    from orchestrator.execution.study_runner import execute_study
+    from workers.storage import open_store
 
     spec = tiny_spec(grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["cpu"],
                            "augmentation": ["none", "augmentor"]})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from orchestrator.ensemble import EnsembleError, average_probabilities
+from orchestrator.report.ensemble import EnsembleError, average_probabilities
 
 
 def _preds(ids, true, probs):
@@ -34,7 +34,7 @@ def test_different_test_images_are_refused():
 
 def test_ensemble_command_on_a_finished_run(tmp_path, ray_session, tiny_spec, capsys):
     from orchestrator.cli import main
-    from orchestrator.run import execute_study
+    from orchestrator.execution.study_runner import execute_study
 
     spec = tiny_spec(name="ens", grid={"architectures": ["cnn", "cnn_lstm"], "epochs": [2]})
     outcome = execute_study(spec, show_progress=False, notify=lambda m: None)

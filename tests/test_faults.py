@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.run import execute_study
+from orchestrator.execution.study_runner import execute_study
 from tests.conftest import _free_port, tiny_spec_dict
 from workers.data.synthetic import default_cache_root
 

@@ -20,7 +20,7 @@ from orchestrator.report.compare import comparison_table, write_comparison
 from orchestrator.report.tables import (cpu_reference, format_scores, pareto_front, problem_trials,
                                         table_accuracy_by_epochs, table_cost, table_devices, table_hardware,
                                         table_scores, trial_table)
-from orchestrator.storage import LocalStore
+from workers.storage import LocalStore
 
 CLASSES = ["melanoma", "nevus", "basal cell carcinoma"]
 PRICES = {"cpu": 1.0, "gpu": 3.6, "a100": 7.2, "cpu-large": 2.0}
@@ -386,7 +386,7 @@ def test_tiny_study_on_s3_writes_every_report_file_under_the_run(ray_session, s3
                                                                   tmp_path):
     import boto3
 
-    from orchestrator.run import execute_study
+    from orchestrator.execution.study_runner import execute_study
 
     spec = tiny_spec(storage={"uri": f"s3://{s3_bucket}/studies", "endpoint_url": s3_endpoint})
     outcome = execute_study(spec, show_progress=False, notify=lambda m: None)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestrator.spec import SpecError, parse_spec
+from orchestrator.spec.schema import SpecError, parse_spec
 from tests.conftest import tiny_spec_dict
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def test_search_block_defaults_come_from_the_grid():
 
 
 def test_sampled_values_become_trial_overrides():
-    from orchestrator.tune_search import base_trial, trial_for_sample, tune_space
+    from orchestrator.search.runner import base_trial, trial_for_sample, tune_space
     from workers.config import TrialConfig
 
     spec = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn_lstm"], "epochs": [3]}, search={"space": {
@@ -104,7 +104,7 @@ def test_cli_tune_dry_run_and_bad_input(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_asha_search_stops_poor_trials_and_reports_the_best(ray_session, tiny_spec):
-    from orchestrator.tune_search import run_search
+    from orchestrator.search.runner import run_search
 
     # Validation loss rather than macro-F1: on a ~20-image validation split several trials tie on F1, and a
     # tie never falls below ASHA's cutoff. The learning-rate range is wide enough that some trials are bad.
@@ -146,7 +146,7 @@ def test_asha_search_stops_poor_trials_and_reports_the_best(ray_session, tiny_sp
 @pytest.mark.slow
 def test_stopped_search_resumes_without_losing_finished_trials(ray_session, tiny_spec):
     from orchestrator.records import read_trial_records
-    from orchestrator.tune_search import run_search
+    from orchestrator.search.runner import run_search
 
     spec = tiny_spec(name="tune-resume", search={
         "architecture": "cnn", "epochs": 2, "scheduler": "fifo", "num_samples": 4, "max_concurrent_trials": 2,
@@ -182,7 +182,7 @@ def test_stopped_search_resumes_without_losing_finished_trials(ray_session, tiny
 
 @pytest.mark.slow
 def test_optuna_search_runs_and_saves_its_searcher_state(ray_session, tiny_spec):
-    from orchestrator.tune_search import run_search
+    from orchestrator.search.runner import run_search
 
     spec = tiny_spec(name="tune-optuna", search={
         "architecture": "cnn", "epochs": 2, "algorithm": "optuna", "scheduler": "fifo", "num_samples": 3,

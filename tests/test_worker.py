@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.grid import expand_grid
-from orchestrator.spec import parse_spec
+from orchestrator.spec.grid import expand_grid
+from orchestrator.spec.schema import parse_spec
 from tests.conftest import tiny_spec_dict
 from workers.data import prepare_data
 from workers.train import class_weight_map, run_trial

@@ -1,6 +1,6 @@
 """One trial as a plain function: data -> model -> fit -> evaluate -> timings, on the device it was given.
 
-Runs without Ray. The Ray trainable (``orchestrator.run``) calls ``run_trial`` with an ``on_epoch``
+Runs without Ray. The Ray trainable (``orchestrator.execution.study_runner``) calls ``run_trial`` with an ``on_epoch``
 callback that reports to Tune and checkpoints.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from orchestrator.records import RunPaths, read_trial_records
 from orchestrator.report.document import SYNTHETIC_NOTE  # noqa: F401  (public)
-from orchestrator.storage import Store, _redact
+from workers.storage import Store, _redact
 
 REPORT_FILES = ("index.html", "report.md", "results.csv", "results.parquet", "summary.json")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".md": "text/markdown; charset=utf-8", ".csv": "text/csv",

@@ -10,7 +10,7 @@ from orchestrator.records import RunPaths, read_trial_records
 from orchestrator.report.document import SYNTHETIC_NOTE, dataset_info, fmt_time
 from orchestrator.report.render import Figure, Section, Table, Text, render_html
 from orchestrator.report.tables import SETTING, trial_table
-from orchestrator.storage import Store
+from workers.storage import Store
 
 KEY = SETTING
 METRICS = ["accuracy", "precision_macro", "recall_macro", "f1_macro", "steady_epoch_s", "images_per_s", "cost_usd"]

@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from orchestrator.records import RunPaths, read_trial_records  # noqa: E402
 from orchestrator.report import SYNTHETIC_NOTE  # noqa: E402
-from orchestrator.storage import Store  # noqa: E402
+from workers.storage import Store  # noqa: E402
 
 SEARCH_FILES = ("search.html", "search.md", "trials.csv", "best.json")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".md": "text/markdown; charset=utf-8", ".csv": "text/csv",

@@ -163,7 +163,7 @@ def mirror_s3(uri: str, endpoint_url: str | None = None) -> tuple[Path, list[str
     finished mirror is reused by every later load (it is not refreshed when the bucket changes: delete the
     folder, or use a new prefix, for new data).
     """
-    from orchestrator.storage import StorageError, check_key, open_store
+    from workers.storage import StorageError, check_key, open_store
 
     root = s3_cache_dir(uri, endpoint_url)
     marker = root / ".complete"

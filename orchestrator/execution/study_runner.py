@@ -11,13 +11,13 @@ from pathlib import Path
 from datetime import datetime, timezone
 from typing import Callable
 
-from orchestrator.grid import expand_grid
-from orchestrator.node_types import (NodeCapacity, cluster_nodes, exclusive_unenforceable, feasibility_nodes,
+from orchestrator.spec.grid import expand_grid
+from orchestrator.spec.node_types import (NodeCapacity, cluster_nodes, exclusive_unenforceable, feasibility_nodes,
                                      infeasibility_reason, placement_request, resource_request)
 from orchestrator.records import (RunPaths, cache_key_path, completed_trial_ids, read_trial_records,
                                   write_trial_record)
-from orchestrator.spec import ExperimentSpec, spec_to_yaml
-from orchestrator.storage import Store, open_store
+from orchestrator.spec.schema import ExperimentSpec, spec_to_yaml
+from workers.storage import Store, open_store
 from workers.config import TrialConfig
 
 class StudyError(RuntimeError):
@@ -124,7 +124,7 @@ def prepare_shared_data(trials: list[TrialConfig], settings: dict, notify: Calla
 
     @ray.remote(num_cpus=1)
     def prepare_task(store_cfg, key, dataset, split, augmentation, aug_settings):
-        from orchestrator.storage import open_store as _open
+        from workers.storage import open_store as _open
         from workers.data import prepare_data
 
         def summary(meta: dict) -> dict:
@@ -186,8 +186,8 @@ def tune_storage(spec: ExperimentSpec, paths: RunPaths, address: str | None):
 
 def open_run_store(spec: ExperimentSpec) -> Store:
     """The run's store, checked reachable; remote stores fall back to local disk if they go down later."""
-    from orchestrator.fallback_store import FallbackStore
-    from orchestrator.storage import LocalStore, StorageError
+    from orchestrator.execution.fallback_store import FallbackStore
+    from workers.storage import LocalStore, StorageError
 
     store = open_store(**store_settings(spec))
     if isinstance(store, LocalStore):
@@ -217,8 +217,8 @@ def execute_study(
     ``cluster_config`` (a ``ray up`` config) adds the node types an autoscaler may still launch."""
     from ray import tune
 
-    from orchestrator.metrics_export import MetricsExportCallback
-    from orchestrator.progress import StudyProgress, TrialRecorder
+    from orchestrator.execution.metrics_export import MetricsExportCallback
+    from orchestrator.execution.callbacks import StudyProgress, TrialRecorder
     from orchestrator.report import environment_info
     from workers.data import preparation_key
 
@@ -256,7 +256,7 @@ def execute_study(
         notify(f"Resuming: {len(done)} trial(s) already completed are kept, {len(pending)} to run")
 
     settings = store_settings(spec)
-    from orchestrator.trainable import SLEEP_ARCHITECTURE
+    from orchestrator.execution.trainable import SLEEP_ARCHITECTURE
 
     needs_data = [t for t in pending if t.architecture != SLEEP_ARCHITECTURE]
     cache = prepare_shared_data(needs_data, settings, notify) if needs_data else {}
@@ -275,7 +275,7 @@ def execute_study(
         keys = {t.trial_id: preparation_key(t.dataset, t.split, t.augmentation, t.augmentation_settings) for t in pending}
         param_space["cache_keys"] = keys
 
-        from orchestrator.trainable import trial_trainable
+        from orchestrator.execution.trainable import trial_trainable
 
         def trainable(config):
             trial_trainable({"trial": config["trial"], "store": config["store"], "cache_key": config["cache_keys"][config["trial"]["trial_id"]]})

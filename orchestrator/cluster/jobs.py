@@ -268,7 +268,7 @@ def submit_job(spec_file: str, address: str, store: str | None = None, strict: b
 
     ``run_id`` continues an earlier run of the same file in the same store (its finished trials are kept).
     """
-    from orchestrator.spec import SpecError, load_spec
+    from orchestrator.spec.schema import SpecError, load_spec
 
     notify = notify or (lambda m: print(m, file=sys.stderr))
     address = _check_address(address)

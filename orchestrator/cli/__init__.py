@@ -28,7 +28,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _load(path: str):
-    from orchestrator.spec import SpecError, load_spec
+    from orchestrator.spec.schema import SpecError, load_spec
 
     try:
         return load_spec(path)
@@ -43,7 +43,7 @@ def _override_storage(spec, store: str | None):
 
 
 def _print_trials(trials, title: str) -> None:
-    from orchestrator.run import trial_bundle
+    from orchestrator.execution.study_runner import trial_bundle
 
     table = Table(title=title)
     for col in ("#", "trial id", "arch", "epochs", "node", "aug", "framework", "repeat", "resources"):
@@ -66,7 +66,7 @@ def _check_resources(spec) -> None:
 
 
 def cmd_submit(args) -> int:
-    from orchestrator.grid import expand_grid
+    from orchestrator.spec.grid import expand_grid
 
     spec = _override_storage(_load(args.file), args.store)
     trials = expand_grid(spec)
@@ -80,7 +80,7 @@ def cmd_submit(args) -> int:
             return _fail("cancelled", 1)
     _check_resources(spec)
     if args.address and args.address.startswith(("http://", "https://")) and not args.local_driver:
-        from orchestrator import jobs
+        from orchestrator.cluster import jobs
 
         job_id = jobs.submit_job(args.file, address=args.address, store=args.store, strict=args.strict,
                                  run_id=args.run_id, notify=lambda m: console.print(m))
@@ -95,7 +95,7 @@ def cmd_submit(args) -> int:
 
 
 def _cluster_config(args):
-    from orchestrator.node_types import load_cluster_config
+    from orchestrator.spec.node_types import load_cluster_config
 
     path = getattr(args, "cluster_config", None)
     if not path:
@@ -108,7 +108,7 @@ def _cluster_config(args):
 
 def _run_and_report(spec, *, run_id=None, address=None, strict=False, cluster_config=None) -> int:
     from orchestrator.report import write_report
-    from orchestrator.run import StudyError, execute_study
+    from orchestrator.execution.study_runner import StudyError, execute_study
 
     try:
         outcome = execute_study(spec, run_id=run_id, address=address, strict=strict,
@@ -140,7 +140,7 @@ def _find_run(store, run: str):
 
 
 def _open_store(uri: str, endpoint_url: str | None = None):
-    from orchestrator.storage import open_store
+    from workers.storage import open_store
 
     try:
         return open_store(uri, endpoint_url=endpoint_url)
@@ -149,7 +149,7 @@ def _open_store(uri: str, endpoint_url: str | None = None):
 
 
 def cmd_resume(args) -> int:
-    from orchestrator.spec import SpecError, parse_spec
+    from orchestrator.spec.schema import SpecError, parse_spec
 
     import yaml
 
@@ -238,16 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_runs)
 
     try:
-        from orchestrator import jobs
+        from orchestrator.cluster import jobs
 
         jobs.add_commands(sub)
     except ImportError:
         pass
-    from orchestrator import ensemble
+    from orchestrator.report import ensemble
 
     ensemble.add_commands(sub)
     try:
-        from orchestrator import tune_search
+        from orchestrator.search import runner as tune_search
 
         tune_search.add_commands(sub)
     except ImportError:

@@ -11,7 +11,7 @@ import tempfile
 import time
 
 from orchestrator.records import cache_key_path
-from orchestrator.storage import open_store
+from workers.storage import open_store
 
 SLEEP_ARCHITECTURE = "_sleep"  # used by the orchestration-overhead benchmark and the fault tests
 

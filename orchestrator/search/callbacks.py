@@ -13,10 +13,10 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator.progress import error_text as _error_text
+from orchestrator.execution.callbacks import error_text as _error_text
 from orchestrator.records import RunPaths, write_trial_record
-from orchestrator.spec import SearchSpec
-from orchestrator.tune_search import _plain, _short, trial_for_sample
+from orchestrator.spec.schema import SearchSpec
+from orchestrator.search.runner import _plain, _short, trial_for_sample
 
 optuna_logging.set_verbosity(optuna_logging.WARNING)
 EPOCH_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_f1_macro", "epoch_train_s", "val_s")
@@ -74,7 +74,7 @@ class SearchRecorder(Callback):
     @property
     def store(self):
         if self._store is None:
-            from orchestrator.storage import open_store
+            from workers.storage import open_store
 
             self._store = open_store(**self.settings)
         return self._store

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.records import RunPaths, read_trial_records
-from orchestrator.storage import Store
+from workers.storage import Store
 from workers.metrics import compute_metrics
 
 

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from orchestrator.records import RunPaths, write_trial_record
-from orchestrator.storage import Store
+from workers.storage import Store
 from workers.config import TrialConfig
 
 

@@ -1,9 +1,9 @@
 """Ray Tune hyperparameter search: ``orchestrator tune FILE [--dry-run] [--then-study] [--resume RUN_ID]``.
 
-The file's ``search:`` block (``orchestrator.spec.SearchSpec``) becomes a Tune search space over one
+The file's ``search:`` block (``orchestrator.spec.schema.SearchSpec``) becomes a Tune search space over one
 architecture on one node type; random search (``BasicVariantGenerator``) or ``OptunaSearch`` samples it and
 an ``ASHAScheduler`` (or FIFO) stops poor trials early. Each trial is the study's own trainable
-(``orchestrator.trainable.trial_trainable``) with the sampled values as ``TrialConfig.overrides``, so it
+(``orchestrator.execution.trainable.trial_trainable``) with the sampled values as ``TrialConfig.overrides``, so it
 reports per-epoch metrics and checkpoints exactly like a study trial.
 
 Every trial is recorded in the store like a study trial (``<experiment>/<run_id>/trials/<id>/record.json``)
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # the command-line parser imports this module: keep Ray, pydantic and Keras out of its import
     from orchestrator.records import RunPaths
-    from orchestrator.spec import ExperimentSpec, SearchSpec
+    from orchestrator.spec.schema import ExperimentSpec, SearchSpec
     from workers.config import TrialConfig
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def tune_space(search: SearchSpec) -> dict:
     """The ``search.space`` block as Tune domains (whole-number settings sample whole numbers)."""
     from ray import tune
 
-    from orchestrator.spec import model_search_params
+    from orchestrator.spec.schema import model_search_params
 
     model_params = model_search_params(search.architecture)
     space = {}
@@ -92,7 +92,7 @@ def _plain(value: Any) -> Any:
 
 def base_trial(spec: ExperimentSpec) -> TrialConfig:
     """The trial every sample starts from: the search's architecture, node type and epochs, grid defaults."""
-    from orchestrator.grid import expand_grid
+    from orchestrator.spec.grid import expand_grid
 
     s = spec.search
     grid = spec.grid.model_copy(update={
@@ -108,7 +108,7 @@ def trial_for_sample(base: dict, hyperparameters: dict, tune_trial_id: str) -> d
     ``augmentation`` to the trial's augmentation stage. The trial id carries Tune's trial id, so the
     coordinator and the worker name a trial the same way.
     """
-    from orchestrator.spec import SEARCH_TRAINING_SETTINGS
+    from orchestrator.spec.schema import SEARCH_TRAINING_SETTINGS
 
     trial = copy.deepcopy(base)
     overrides = dict(trial.get("overrides") or {})
@@ -134,7 +134,7 @@ def search_trainable(config: dict) -> None:
     """Tune function trainable of a search: the study trainable, with the sampled values applied."""
     from ray import tune
 
-    from orchestrator.trainable import trial_trainable
+    from orchestrator.execution.trainable import trial_trainable
 
     trial = trial_for_sample(config["base"], config["hp"], tune.get_context().get_trial_id())
     cache_key = config["cache_keys"][trial["augmentation"]]
@@ -178,7 +178,7 @@ def _n_trials(search: SearchSpec) -> int:
 def _stored_spec(store, paths: RunPaths) -> ExperimentSpec:
     import yaml
 
-    from orchestrator.spec import SpecError, parse_spec
+    from orchestrator.spec.schema import SpecError, parse_spec
 
     if not store.exists(paths.spec):
         raise SearchError(f"no search run '{paths.run_id}' of experiment '{paths.experiment}' in store {store.uri}")
@@ -206,11 +206,11 @@ def run_search(
     from orchestrator.records import RunPaths, read_trial_records
     from orchestrator.report import environment_info
     from orchestrator.report.search import write_search_report
-    from orchestrator.run import (StudyError, connect_ray, new_run_id, open_run_store, place_trials,
+    from orchestrator.execution.study_runner import (StudyError, connect_ray, new_run_id, open_run_store, place_trials,
                                   prepare_shared_data, store_settings, trial_bundle, trial_resources, tune_storage)
-    from orchestrator.search_callbacks import (FINAL_STATUSES, FinishingASHAScheduler, MetricOnlyOptunaSearch,
+    from orchestrator.search.callbacks import (FINAL_STATUSES, FinishingASHAScheduler, MetricOnlyOptunaSearch,
                                                SearchRecorder)
-    from orchestrator.spec import spec_to_yaml
+    from orchestrator.spec.schema import spec_to_yaml
     from workers.data import preparation_key
 
     if spec.search is None:
@@ -352,7 +352,7 @@ def then_study(spec: ExperimentSpec, outcome: SearchOutcome, *, address: str | N
                notify: Callable[[str], None] = print) -> SearchOutcome:
     """Re-run the best configuration as a full-length study (run id ``<search run id>-best``) and report it."""
     from orchestrator.report import write_report
-    from orchestrator.run import execute_study
+    from orchestrator.execution.study_runner import execute_study
 
     if not outcome.best:
         raise SearchError("no trial of the search reported its metric, so there is no best configuration to study")
@@ -371,8 +371,8 @@ def _print_plan(spec: ExperimentSpec) -> None:
     from rich.table import Table
 
     from orchestrator.cli import out
-    from orchestrator.node_types import resource_request
-    from orchestrator.spec import model_search_params
+    from orchestrator.spec.node_types import resource_request
+    from orchestrator.spec.schema import model_search_params
 
     s = spec.search
     base = base_trial(spec)
@@ -400,8 +400,8 @@ def _print_plan(spec: ExperimentSpec) -> None:
 
 def cmd_tune(args) -> int:
     from orchestrator.cli import UserError, _check_resources, _fail, _load, _override_storage, console, out
-    from orchestrator.run import StudyError
-    from orchestrator.storage import StorageError
+    from orchestrator.execution.study_runner import StudyError
+    from workers.storage import StorageError
 
     spec = _override_storage(_load(args.file), args.store)
     if spec.search is None:
@@ -415,7 +415,7 @@ def cmd_tune(args) -> int:
         outcome = run_search(spec, run_id=args.resume, address=args.address, resume=bool(args.resume), notify=say)
     except SearchError as err:
         raise UserError(str(err)) from None
-    except StudyError as err:  # e.g. data preparation failed (shared helpers of orchestrator.run)
+    except StudyError as err:  # e.g. data preparation failed (shared helpers of orchestrator.execution.study_runner)
         return _fail(str(err))
     except StorageError as err:
         return _fail(str(err), 1)
