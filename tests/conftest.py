@@ -30,7 +30,7 @@ def ray_session():
     """One embedded local Ray (2 CPUs, dashboard on 127.0.0.1) shared by every test that needs Ray."""
     import ray
 
-    from orchestrator.execution.study_runner import connect_ray
+    from orchestrator.execution.ray_runtime import connect_ray
 
     url = connect_ray(None, num_cpus=2)
     yield url

@@ -1,42 +1,68 @@
-"""The Ray Tune function trainable: loads cached prepared data and runs ``workers.train.run_trial``.
+"""The Ray Tune function trainable of a study trial, and the reporting contract every trainable follows.
 
-Per epoch it reports metrics and a checkpoint to Tune (so a killed worker resumes from its last epoch);
-at the end it reports the trial's full record under the key ``record`` for the coordinator to store.
+Tune calls ``trial_trainable(config)`` with ``config = {"trial": TrialConfig dict, "store": store settings,
+"cache_key": prepared-data key}`` (``TrialTask``). Per epoch it reports the epoch's metrics with a checkpoint
+(so a killed worker resumes from its last epoch). At the end ``report_trial_record`` reports the final
+metrics with a checkpoint holding ``record.json`` and ``predictions.csv``; the coordinator's recorder stores
+them. Tune's results carry metrics only, never the record itself.
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from orchestrator.records import cache_key_path
-from workers.storage import open_store
+from workers.config import TrialConfig
+from workers.records import TrialRecord
 
-SLEEP_ARCHITECTURE = "_sleep"  # used by the orchestration-overhead benchmark and the fault tests
-
-
-def load_prepared(store_settings: dict, key: str):
-    """Prepared arrays for ``key``: from this node's disk cache, else from the store (then cached on disk),
-    so a node fetches each prepared setting once and an object-store outage does not stop later trials."""
-    from workers.data import PreparedData
-    from workers.data.synthetic import default_cache_root
-
-    store = open_store(**store_settings)
-    local_path = getattr(store, "local_path", None)
-    if local_path is not None:
-        return PreparedData.from_file(local_path(cache_key_path(key)))
-    return PreparedData.from_file(_fetch_once(store, cache_key_path(key), default_cache_root() / "prepared" / f"{key}.npz"))
+RECORD_FILE = "record.json"
+PREDICTIONS_FILE = "predictions.csv"
 
 
-def _fetch_once(store, key: str, target):
-    """``target`` on this node's disk, downloaded from ``store`` the first time (atomically: temp file, rename)."""
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
-        tmp.write_bytes(store.get_bytes(key))
-        os.replace(tmp, target)
-    return target
+@dataclass(frozen=True)
+class TrialTask:
+    """What a trainable is handed: the trial, how to open the run's store, and its prepared data's key."""
+
+    trial: TrialConfig
+    store: dict
+    cache_key: str | None
+
+    @classmethod
+    def from_config(cls, config: dict) -> "TrialTask":
+        return cls(TrialConfig.from_dict(config["trial"]), config["store"], config.get("cache_key"))
+
+
+def numeric(row: dict) -> dict:
+    """The numeric entries of a result row (what Tune, its schedulers and searchers take)."""
+    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def report_trial_record(record: TrialRecord, predictions_csv: str | None = None) -> None:
+    """Final report of a trial: the last epoch's and the test metrics, plus a checkpoint holding the record."""
+    from ray import tune
+
+    last = numeric(record.history[-1]) if record.history else {}
+    final = {**last, **{f"test_{k}": v for k, v in numeric(record.metrics).items()}, "done": True}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / RECORD_FILE).write_text(record.model_dump_json())
+        if predictions_csv:
+            (Path(tmp) / PREDICTIONS_FILE).write_text(predictions_csv)
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def read_checkpoint_record(checkpoint) -> tuple[TrialRecord, str | None] | None:
+    """(record, predictions CSV) from a trial's final checkpoint; None for an epoch checkpoint."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        path = Path(folder) / RECORD_FILE
+        if not path.exists():
+            return None
+        predictions = Path(folder) / PREDICTIONS_FILE
+        return (TrialRecord.model_validate_json(path.read_text()),
+                predictions.read_text() if predictions.exists() else None)
 
 
 def _limit_threads(cpus: float) -> None:
@@ -46,77 +72,38 @@ def _limit_threads(cpus: float) -> None:
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
-def _crash_injected(trial_id: str) -> bool:
-    """Fault-injection hook for the test suite: while the file ``<cache>/fault-injection/crash_after_first_epoch``
-    exists, the first attempt of every trial dies right after its first checkpoint (once per trial)."""
-    from workers.data.synthetic import default_cache_root
-
-    flag = default_cache_root() / "fault-injection" / "crash_after_first_epoch"
-    if not flag.exists():
-        return False
-    marker = flag.parent / f"crashed-{trial_id}"
-    if marker.exists():
-        return False
-    marker.touch()
-    return True
-
-
-def trial_trainable(config: dict) -> None:
+def _epoch_reporter():
     from ray import tune
 
-    trial = config["trial"]
-    context = tune.get_context()
-    attempt_info = {"node_id": None}
-    try:
-        import ray
-
-        attempt_info["node_id"] = ray.get_runtime_context().get_node_id()
-    except Exception:
-        pass
-
-    if trial["architecture"] == SLEEP_ARCHITECTURE:
-        time.sleep(float(trial["model"].get("params", {}).get("seconds", 1.0)))
-        tune.report({"done": True, "record": json.dumps({"trial_id": trial["trial_id"], "status": "completed"})})
-        return
-
-    _limit_threads(trial.get("resources", {}).get("CPU", 1))
-    from workers.config import TrialConfig
-    from workers.train import run_trial
-
-    tc = TrialConfig.from_dict(trial)
-    t = time.perf_counter()
-    data = load_prepared(config["store"], config["cache_key"])
-    data_load_s = time.perf_counter() - t
-
-    checkpoint = tune.get_checkpoint()
-    resume_dir = checkpoint.to_directory() if checkpoint else None
     def on_epoch(row: dict, save) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             save(tmp)
-            tune.report({k: v for k, v in row.items() if isinstance(v, (int, float))}, checkpoint=tune.Checkpoint.from_directory(tmp))
-        if row["epoch"] == 1 and _crash_injected(tc.trial_id):
-            os._exit(1)  # a worker process killed in the middle of a trial
+            tune.report(numeric(row), checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    weights_path = _resolve_weights(tc, config["store"])
-    record = run_trial(
-        tc, data=data, on_epoch=on_epoch, resume_dir=resume_dir, weights_path=weights_path,
+    return on_epoch
+
+
+def trial_trainable(config: dict) -> None:
+    """Run one study trial under Tune (see the module docstring for ``config``)."""
+    import ray
+    from ray import tune
+
+    from orchestrator.execution.data_cache import load_prepared, resolve_weights
+    from workers.train import run_trial
+
+    task = TrialTask.from_config(config)
+    _limit_threads(task.trial.resources.get("CPU", 1))
+    t = time.perf_counter()
+    data = load_prepared(task.store, task.cache_key)
+    data_load_s = time.perf_counter() - t
+    checkpoint = tune.get_checkpoint()
+    resume_dir = checkpoint.to_directory() if checkpoint else None
+    result = run_trial(
+        task.trial, data=data, on_epoch=_epoch_reporter(), resume_dir=resume_dir,
+        weights_path=resolve_weights(task.trial, task.store),
         data_timings={"data_load_s": data_load_s, "prepare_s": 0.0, "augment_s": float(data.meta.get("augment_s", 0.0))},
     )
-    record["node_id"] = attempt_info["node_id"]
-    record["resumed_from_checkpoint"] = resume_dir is not None
-    record["tune_trial_id"] = context.get_trial_id()
-    tune.report({"done": True, "record": json.dumps(record, default=str)})
-
-
-def _resolve_weights(tc, store_settings: dict) -> str | None:
-    """ImageNet weights from a local file or an s3:// URI (downloaded once to the local cache)."""
-    path = tc.model.get("weights_path") if tc.model.get("weights") == "imagenet" else None
-    if not path:
-        return None
-    if not path.startswith("s3://"):
-        return path
-    from workers.data.synthetic import default_cache_root
-
-    bucket_uri, _, name = path.rpartition("/")
-    store = open_store(bucket_uri, endpoint_url=store_settings.get("endpoint_url"))
-    return str(_fetch_once(store, name, default_cache_root() / "weights" / name))
+    record = result.record.model_copy(update={
+        "node_id": ray.get_runtime_context().get_node_id(), "resumed_from_checkpoint": resume_dir is not None,
+        "tune_trial_id": tune.get_context().get_trial_id()})
+    report_trial_record(record, result.predictions_csv)

@@ -185,7 +185,7 @@ def write_report(store: Store, paths: RunPaths, extra_info: dict | None = None) 
     Figures and data files first, ``index.html`` last, so a reader never sees a report page whose files are
     missing; figures of an earlier build that no longer exist are removed afterwards.
     """
-    records = read_trial_records(store, paths)
+    records = [r.to_dict() for r in read_trial_records(store, paths)]
     run_info = json.loads(store.get_text(paths.run_info)) if store.exists(paths.run_info) else {}
     run_info.setdefault("experiment", paths.experiment)
     run_info.setdefault("run_id", paths.run_id)

@@ -168,7 +168,7 @@ def _diff_plot(shared: pd.DataFrame) -> bytes | None:
 
 def write_comparison(store: Store, run_a: RunPaths, run_b: RunPaths) -> str:
     """Compare two stored runs; writes ``compare-<experiment>-<run_id>.{html,csv}`` under run A's report."""
-    rec_a, rec_b = read_trial_records(store, run_a), read_trial_records(store, run_b)
+    rec_a, rec_b = ([r.to_dict() for r in read_trial_records(store, run)] for run in (run_a, run_b))
     info = [json.loads(store.get_text(p.run_info)) if store.exists(p.run_info) else {} for p in (run_a, run_b)]
     table = comparison_table(rec_a, rec_b)
     page = comparison_page(table, _run_facts(rec_a, info[0], run_a), _run_facts(rec_b, info[1], run_b))

@@ -117,7 +117,7 @@ def search_table(records: list[dict], search) -> pd.DataFrame:
             "test_accuracy": m.get("accuracy"), "test_f1_macro": m.get("f1_macro"),
             "train_s": (r.get("timings") or {}).get("fit_s") or (
                 sum(float(h.get("epoch_train_s") or 0) for h in r.get("history") or []) or None),
-            "tune_trial_id": s.get("tune_trial_id"), "reason": r.get("reason") or r.get("error"),
+            "tune_trial_id": s.get("tune_trial_id"), "reason": r.get("error"),
         })
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -415,7 +415,7 @@ def write_search_report(store: Store, paths: RunPaths, search=None, extra_info: 
         import yaml
 
         search = (yaml.safe_load(store.get_text(paths.spec)) or {}).get("search") or {}
-    files = build_search_report(read_trial_records(store, paths), run_info, search)
+    files = build_search_report([r.to_dict() for r in read_trial_records(store, paths)], run_info, search)
     for name in sorted(files, key=lambda n: n == "search.html"):
         ext = "." + name.rsplit(".", 1)[-1]
         store.put_bytes(paths.report(name), files[name], CONTENT_TYPES.get(ext))

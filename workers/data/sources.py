@@ -144,7 +144,9 @@ def find_file(root: Path, explicit: str | None, names: Iterable[str], pattern: s
 
 
 def _resolved_endpoint(endpoint_url: str | None) -> str | None:
-    return endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    from workers.settings import s3_endpoint
+
+    return s3_endpoint(endpoint_url)
 
 
 def s3_cache_dir(uri: str, endpoint_url: str | None = None) -> Path:
