@@ -73,7 +73,7 @@ def main(argv=None) -> int:
                        "grid": {"architectures": args.architectures, "epochs": [args.epochs], "node_types": [args.node_type],
                                 "frameworks": [args.framework]}})
     trials = expand_grid(spec)
-    data = prepare_data(trials[0].dataset, trials[0].split, "none", trials[0].augmentation_settings)
+    data = prepare_data(*trials[0].replace(augmentation="none").preparation_args())
     rows, device = [], None
     for trial in trials:
         # Alternate the two paths over several rounds and take the median steady epoch of each, so that order
@@ -81,9 +81,9 @@ def main(argv=None) -> int:
         worker_times, plain_times = [], []
         for _ in range(args.rounds):
             plain_times += plain_fit_epoch_times(keras, trial.architecture, data, args.batch, args.epochs, 1e-3)
-            record = run_trial(trial, data=data)
-            device = record["device"]["used"]["name"]
-            worker_times += [row["epoch_train_s"] for row in record["history"][1:]]
+            record = run_trial(trial, data=data).record
+            device = record.device.used["name"]
+            worker_times += [row["epoch_train_s"] for row in record.history[1:]]
         n = len(data.y_train)
         worker, plain = n / min(worker_times), n / min(plain_times)
         worker_med, plain_med = n / statistics.median(worker_times), n / statistics.median(plain_times)

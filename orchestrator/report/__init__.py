@@ -128,8 +128,9 @@ def build_report(records: list[dict], run_info: dict, generated: str | None = No
     subtitle = (f"{document.fmt_time(header['started'])} to {document.fmt_time(header['finished'])}"
                 f" - {len(df)} trials")
     lead = document.lead_blocks(header, df)
-    body = document.sections(header, df, t1, scores, hw, cost, devices, problems, nodes, figures, evidence, best,
-                             best_classes)
+    body = document.sections(document.ReportContent(
+        header=header, trials=df, accuracy_by_epochs=t1, scores=scores, hardware=hw, cost=cost, devices=devices,
+        problems=problems, nodes=nodes, best=best, best_classes=best_classes, figures=figures, evidence=evidence))
     footer = (f"Generated {document.fmt_time(generated)} from the stored trial records; rebuild with "
               f"'orchestrator report {header['run_id']}'. This page loads nothing from the network.")
 

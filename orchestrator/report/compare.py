@@ -161,7 +161,7 @@ def _diff_plot(shared: pd.DataFrame) -> bytes | None:
         ax.set_ylabel("macro F1")
         ax.legend()
         ax.grid(alpha=0.3, axis="y")
-        return plots._png(fig)
+        return plots.png_bytes(fig)
 
     return draw()
 
