@@ -28,8 +28,9 @@ def main(argv=None) -> int:
     if args.smoke:
         args.size, args.samples, args.target = 16, 10, 12
 
-    from orchestrator.run import connect_ray, execute_study
-    from orchestrator.spec import parse_spec
+    from orchestrator import Study
+    from orchestrator.execution.ray_runtime import connect_ray
+    from orchestrator.spec.schema import parse_spec
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
         connect_ray(None, num_cpus=2)
         for n in (1, 2):
             t = time.perf_counter()
-            outcome = execute_study(spec, show_progress=False, notify=lambda m: None)
+            outcome = Study(spec).run(show_progress=False, notify=lambda m: None)
             wall = time.perf_counter() - t
             info = json.loads(outcome.store.get_text(outcome.paths.run_info))
             cache = list(info["data_cache"].values())

@@ -77,7 +77,7 @@ def prepare_with_ray(dataset: dict, aug: dict, target: Path, cpus: int) -> dict:
     """Prepare into ``target`` on a fresh local Ray of ``cpus`` CPUs; wall time, memory peaks, the index."""
     import ray
 
-    from orchestrator.data_preparation import RayExecutor
+    from orchestrator.execution.data_preparation import RayExecutor
     from workers.data import prepare_shards
 
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -105,8 +105,8 @@ def trial_peak_rss(directory: Path, args) -> dict:
 
 def run_trial_here(directory: str, args) -> None:
     """(child process) one epoch of one trial streamed from ``directory``; prints a JSON line."""
-    from orchestrator.grid import expand_grid
-    from orchestrator.spec import parse_spec
+    from orchestrator.spec.grid import expand_grid
+    from orchestrator.spec.schema import parse_spec
     from workers.data import open_sharded
     from workers.train import run_trial
 
@@ -115,10 +115,10 @@ def run_trial_here(directory: str, args) -> None:
                        "training": {"batch_size": 32, "mixed_precision": "off"},
                        "models": {args.architecture: {"params": {"filters": args.filters}}},
                        "grid": {"architectures": [args.architecture], "epochs": [1], "node_types": ["cpu"]}})
-    record = run_trial(expand_grid(spec)[0], data=data)
+    record = run_trial(expand_grid(spec)[0], data=data).record
     print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "n_train": record["data"]["n_train"], "fit_s": record["timings"]["fit_s"],
-                      "total_s": record["timings"]["total_s"], "accuracy": record["metrics"]["accuracy"]}))
+                      "n_train": record.data["n_train"], "fit_s": record.timings.fit_s,
+                      "total_s": record.timings.total_s, "accuracy": record.metrics["accuracy"]}))
 
 
 def files_of(index: dict) -> dict:

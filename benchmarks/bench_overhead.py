@@ -11,7 +11,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,21 +30,20 @@ def main(argv=None) -> int:
         args.trials, args.sleep = 6, 0.2
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    from orchestrator.grid import expand_grid
-    from orchestrator.run import connect_ray, execute_study
-    from orchestrator.spec import parse_spec
-    from orchestrator.trainable import SLEEP_ARCHITECTURE
+    from orchestrator import Study
+    from orchestrator.execution.ray_runtime import connect_ray
+    from orchestrator.spec.schema import parse_spec
+    from tests.support.trainables import sleep_trainable
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = parse_spec({"name": "overhead", "dataset": {"image_size": [8, 8], "samples_per_class": 4},
-                           "grid": {"architectures": ["cnn"], "epochs": [1]},
+                           # one trial per epoch budget: N distinct trials; the sleep trainable ignores the budget
+                           "grid": {"architectures": ["cnn"], "epochs": list(range(1, args.trials + 1))},
+                           "models": {"cnn": {"params": {"seconds": args.sleep}}},
                            "execution": {"cpus_per_trial": 1, "max_retries": 0}, "storage": {"uri": f"{tmp}/store"}})
-        base = expand_grid(spec)[0]
-        trials = [replace(base, trial_id=f"sleep-{i:04d}", architecture=SLEEP_ARCHITECTURE,
-                          model={"params": {"seconds": args.sleep}}) for i in range(args.trials)]
         connect_ray(None, num_cpus=args.slots)
         t = time.perf_counter()
-        outcome = execute_study(spec, trials=trials, show_progress=False, notify=lambda m: None)
+        outcome = Study(spec, trainable=sleep_trainable).run(show_progress=False, notify=lambda m: None)
         makespan = time.perf_counter() - t
     ideal = args.trials * args.sleep / args.slots
     over = makespan / ideal - 1
@@ -57,7 +55,7 @@ def main(argv=None) -> int:
                      "overhead s/trial"], rows)
     body += ("\nKnobs: one Tuner for the whole grid, `reuse_actors=True` (one backend in the study), "
              "`TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1` (records are written by our own callback), no checkpoint for "
-             "sleep trials, data preparation done once before the Tuner starts (included in the makespan).\n")
+             "sleep trials (a sleep trainable injected through `Study(trainable=...)`), data preparation done once before the Tuner starts (included in the makespan).\n")
     print(body)
     if not args.smoke or args.out:
         append_result(args.out, f"Orchestration overhead{' (smoke)' if args.smoke else ''}", body)

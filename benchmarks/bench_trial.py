@@ -52,8 +52,8 @@ def streamed_vs_in_memory(args) -> int:
     import tempfile
 
     os.environ.setdefault("KERAS_BACKEND", args.framework)
-    from orchestrator.grid import expand_grid
-    from orchestrator.spec import load_spec
+    from orchestrator.spec.grid import expand_grid
+    from orchestrator.spec.schema import load_spec
     from workers.data import open_sharded, prepare_shards
     from workers.train import run_trial
 
@@ -64,19 +64,19 @@ def streamed_vs_in_memory(args) -> int:
     first = trials[0]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        prepare_shards(first.dataset, first.split, first.augmentation, first.augmentation_settings, Path(tmp) / "d")
+        prepare_shards(*first.preparation_args(), Path(tmp) / "d")
         sharded = open_sharded(Path(tmp) / "d")
         in_memory = sharded.in_memory()
         for trial in trials:
             times = {"streamed": [], "in-memory": []}
             for _ in range(args.rounds):
                 for name, data in (("in-memory", in_memory), ("streamed", sharded)):
-                    record = run_trial(trial, data=data)
-                    times[name] += [row["epoch_train_s"] for row in record["history"][1:]]
+                    record = run_trial(trial, data=data).record
+                    times[name] += [row["epoch_train_s"] for row in record.history[1:]]
             n = len(sharded.y_train)
             best = {k: n / min(v) for k, v in times.items()}
             med = {k: n / statistics.median(v) for k, v in times.items()}
-            rows.append([trial.architecture, first.dataset["image_size"][0], trial.hparam("batch_size"), n,
+            rows.append([trial.architecture, first.dataset.image_size[0], trial.hparam("batch_size"), n,
                          len(times["streamed"]), round(best["streamed"], 1), round(best["in-memory"], 1),
                          round(best["streamed"] / best["in-memory"], 3),
                          f"{med['streamed']:.0f} / {med['in-memory']:.0f} = {med['streamed'] / med['in-memory']:.2f}"])
@@ -112,8 +112,8 @@ def main(argv=None) -> int:
         return streamed_vs_in_memory(args)
 
     os.environ.setdefault("KERAS_BACKEND", args.framework)
-    from orchestrator.grid import expand_grid
-    from orchestrator.spec import parse_spec
+    from orchestrator.spec.grid import expand_grid
+    from orchestrator.spec.schema import parse_spec
     from workers.data import prepare_data
     from workers.device import activate_backend, restrict_devices
     from workers.train import run_trial
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
                        "grid": {"architectures": args.architectures, "epochs": [args.epochs], "node_types": [args.node_type],
                                 "frameworks": [args.framework]}})
     trials = expand_grid(spec)
-    data = prepare_data(trials[0].dataset, trials[0].split, "none", trials[0].augmentation_settings)
+    data = prepare_data(*trials[0].replace(augmentation="none").preparation_args())
     rows, device = [], None
     for trial in trials:
         # Alternate the two paths over several rounds and take the median steady epoch of each, so that order
@@ -133,9 +133,9 @@ def main(argv=None) -> int:
         worker_times, plain_times = [], []
         for _ in range(args.rounds):
             plain_times += plain_fit_epoch_times(keras, trial.architecture, data, args.batch, args.epochs, 1e-3)
-            record = run_trial(trial, data=data)
-            device = record["device"]["used"]["name"]
-            worker_times += [row["epoch_train_s"] for row in record["history"][1:]]
+            record = run_trial(trial, data=data).record
+            device = record.device.used["name"]
+            worker_times += [row["epoch_train_s"] for row in record.history[1:]]
         n = len(data.y_train)
         worker, plain = n / min(worker_times), n / min(plain_times)
         worker_med, plain_med = n / statistics.median(worker_times), n / statistics.median(plain_times)

@@ -10,13 +10,14 @@ import io
 import json
 from dataclasses import dataclass
 
-from orchestrator.storage import Store
-
-TERMINAL_OK = "completed"
+from workers.records import TrialRecord, TrialStatus
+from workers.storage import Store
 
 
 @dataclass(frozen=True)
 class RunPaths:
+    """The store keys of one run."""
+
     experiment: str
     run_id: str
 
@@ -44,30 +45,45 @@ def cache_key_path(key: str) -> str:
     return f"cache/prepared/{key}"
 
 
-def write_trial_record(store: Store, paths: RunPaths, record: dict) -> None:
+def history_csv(history: list[dict]) -> str:
+    """Per-epoch rows as CSV (columns: every key any row has, sorted)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=sorted({k for row in history for k in row}))
+    writer.writeheader()
+    writer.writerows(history)
+    return buf.getvalue()
+
+
+def write_trial_record(store: Store, paths: RunPaths, record: TrialRecord, predictions_csv: str | None = None) -> None:
     """Persist one trial: predictions and history beside the record; the record is written last."""
-    record = dict(record)
-    tid = record["trial_id"]
-    predictions = record.pop("predictions_csv", None)
-    if predictions:
-        store.put_text(paths.trial(tid, "predictions.csv"), predictions, "text/csv")
-    history = record.get("history") or []
-    if history:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=sorted({k for row in history for k in row}))
-        writer.writeheader()
-        writer.writerows(history)
-        store.put_text(paths.trial(tid, "history.csv"), buf.getvalue(), "text/csv")
-    store.put_text(paths.trial(tid, "record.json"), json.dumps(record, indent=1, default=str), "application/json")
+    tid = record.trial_id
+    if predictions_csv:
+        store.put_text(paths.trial(tid, "predictions.csv"), predictions_csv, "text/csv")
+    if record.history:
+        store.put_text(paths.trial(tid, "history.csv"), history_csv(record.history), "text/csv")
+    store.put_text(paths.trial(tid, "record.json"), json.dumps(record.to_dict(), indent=1), "application/json")
 
 
-def read_trial_records(store: Store, paths: RunPaths) -> list[dict]:
+def read_trial_record(store: Store, paths: RunPaths, trial_id: str) -> TrialRecord | None:
+    key = paths.trial(trial_id, "record.json")
+    return TrialRecord.model_validate_json(store.get_text(key)) if store.exists(key) else None
+
+
+def read_trial_records(store: Store, paths: RunPaths) -> list[TrialRecord]:
     keys = [k for k in store.list(f"{paths.root}/trials/") if k.endswith("/record.json")]
-    return [json.loads(store.get_text(k)) for k in keys]
+    return [TrialRecord.model_validate_json(store.get_text(k)) for k in keys]
 
 
 def completed_trial_ids(store: Store, paths: RunPaths) -> set[str]:
-    return {r["trial_id"] for r in read_trial_records(store, paths) if r.get("status") == TERMINAL_OK}
+    return {r.trial_id for r in read_trial_records(store, paths) if r.status is TrialStatus.COMPLETED}
+
+
+def status_counts(records: list[TrialRecord]) -> dict[str, int]:
+    """How many records end in each status."""
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
+    return counts
 
 
 def list_runs(store: Store) -> list[tuple[str, str]]:

@@ -30,7 +30,7 @@ def ray_session():
     """One embedded local Ray (2 CPUs, dashboard on 127.0.0.1) shared by every test that needs Ray."""
     import ray
 
-    from orchestrator.run import connect_ray
+    from orchestrator.execution.ray_runtime import connect_ray
 
     url = connect_ray(None, num_cpus=2)
     yield url
@@ -84,7 +84,7 @@ def tiny_spec_dict(name: str = "tiny", store: str = "results", **overrides) -> d
 @pytest.fixture
 def tiny_spec(tmp_path):
     """Factory: ``tiny_spec(**overrides)`` -> validated ExperimentSpec storing under tmp_path."""
-    from orchestrator.spec import parse_spec
+    from orchestrator.spec.schema import parse_spec
 
     def make(**overrides):
         overrides.setdefault("store", str(tmp_path / "store"))

@@ -101,9 +101,9 @@ def test_ray_cluster_yaml_installs_package_and_exposes_nothing(cluster_config):
 
 
 def test_default_node_types_are_feasible_on_the_autoscaler(cluster_config):
-    from orchestrator.node_types import (autoscaler_node_types, feasibility_nodes, infeasibility_reason,
+    from orchestrator.spec.node_types import (autoscaler_node_types, feasibility_nodes, infeasibility_reason,
                                          placement_request)
-    from orchestrator.spec import DEFAULT_NODE_TYPES
+    from orchestrator.spec.schema import DEFAULT_NODE_TYPES
 
     nodes = feasibility_nodes([], cluster_config)  # a cluster scaled to zero: only the autoscaler's types
     assert {n.name for n in nodes} == {f"autoscaler:{n.name}" for n in autoscaler_node_types(cluster_config)}
@@ -154,7 +154,7 @@ def test_dockerfile_builds_on_ray_and_installs_the_package():
 
 # ------------------------------------------------------------------------------------------ node kinds (pure)
 def test_exclusive_request_adds_the_whole_node_kind():
-    from orchestrator.node_types import NodeCapacity, exclusive_request, infeasibility_reason
+    from orchestrator.spec.node_types import NodeCapacity, exclusive_request, infeasibility_reason
 
     req = exclusive_request({"CPU": 1, "GPU": 1}, "gpu")
     assert req == {"CPU": 1.0, "GPU": 1.0, "node_kind_gpu": 1.0}
@@ -166,7 +166,7 @@ def test_exclusive_request_adds_the_whole_node_kind():
 
 
 def test_placement_request_pins_only_where_the_cluster_labels_node_kinds():
-    from orchestrator.node_types import (NodeCapacity, advertised_node_kinds, exclusive_unenforceable,
+    from orchestrator.spec.node_types import (NodeCapacity, advertised_node_kinds, exclusive_unenforceable,
                                          placement_request)
 
     labelled = [NodeCapacity("c", {"CPU": 4, "node_kind_cpu": 1}), NodeCapacity("g", {"CPU": 4, "GPU": 1, "node_kind_gpu": 1})]
@@ -179,7 +179,7 @@ def test_placement_request_pins_only_where_the_cluster_labels_node_kinds():
 
 
 def test_feasibility_nodes_reads_the_head_bootstrap_config(tmp_path, monkeypatch, cluster_config):
-    from orchestrator.node_types import NodeCapacity, feasibility_nodes, load_cluster_config
+    from orchestrator.spec.node_types import NodeCapacity, feasibility_nodes, load_cluster_config
 
     path = tmp_path / "boot.yaml"
     path.write_text(yaml.safe_dump(cluster_config))
@@ -195,7 +195,7 @@ def test_feasibility_nodes_reads_the_head_bootstrap_config(tmp_path, monkeypatch
 
 # ----------------------------------------------------------------------------------------------- jobs (pure)
 def test_entrypoint_and_store_mapping(tmp_path):
-    from orchestrator import jobs
+    from orchestrator.cluster import jobs
 
     entry = jobs.build_entrypoint("_submitted/my spec.yaml", "/data/results", strict=True, run_id="r1")
     assert entry == ("orchestrator submit '_submitted/my spec.yaml' --local-driver --address auto --yes "
@@ -210,7 +210,7 @@ def test_entrypoint_and_store_mapping(tmp_path):
 
 
 def test_auth_token_is_sent_to_loopback_only(tmp_path, monkeypatch):
-    from orchestrator import jobs
+    from orchestrator.cluster import jobs
 
     token = tmp_path / "token"
     token.write_text("abc123\n")
@@ -226,7 +226,7 @@ def test_auth_token_is_sent_to_loopback_only(tmp_path, monkeypatch):
 
 
 def test_upload_leaves_out_results_git_and_credentials(tmp_path):
-    from orchestrator import jobs
+    from orchestrator.cluster import jobs
 
     repo = tmp_path / "repo"
     (repo / "orchestrator").mkdir(parents=True)
@@ -270,7 +270,7 @@ def test_unreachable_address_is_one_clear_line_exit_2(capsys):
 def test_metrics_callback_records_epochs_and_finished_trials():
     from types import SimpleNamespace
 
-    from orchestrator.metrics_export import MetricsExportCallback
+    from orchestrator.execution.metrics_export import MetricsExportCallback
 
     recorded: list[tuple] = []
 
@@ -373,7 +373,7 @@ def test_study_runs_on_local_heterogeneous_cluster_through_ray_jobs(local_cluste
 
     # A second, concurrent job on the same cluster exports study metrics from the head node's driver.
     client = JobSubmissionClient(url, headers=headers)
-    metrics_code = ("import ray, time; ray.init(address='auto'); from orchestrator.metrics_export import TrialMetrics; "
+    metrics_code = ("import ray, time; ray.init(address='auto'); from orchestrator.execution.metrics_export import TrialMetrics; "
                     "m = TrialMetrics('hetero', 'probe'); m.epoch('t-probe', 1, total_epochs=2, node_type='gpu', "
                     "metrics={'val_accuracy': 0.5}); m.finish('t-done', 'completed'); time.sleep(45)")
     metrics_job = client.submit_job(entrypoint=f'python -c "{metrics_code}"',

@@ -451,14 +451,14 @@ def test_s3_single_object_and_env_endpoint(tmp_path, s3_endpoint, s3_bucket, mon
 
 
 def test_prepared_data_cache_is_reused_across_runs(ray_session, tiny_spec, tmp_path):
-    from orchestrator.run import execute_study
-    from orchestrator.storage import open_store
+    from orchestrator import Study
+    from workers.storage import open_store
 
     spec = tiny_spec(grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["cpu"],
                            "augmentation": ["none", "augmentor"]})
     messages: list[str] = []
-    first = execute_study(spec, show_progress=False, notify=messages.append)
-    second = execute_study(spec, show_progress=False, notify=messages.append)
+    first = Study(spec).run(show_progress=False, notify=messages.append)
+    second = Study(spec).run(show_progress=False, notify=messages.append)
     assert first.counts == {"completed": 2} and second.counts == {"completed": 2}
     assert first.paths.run_id != second.paths.run_id
 

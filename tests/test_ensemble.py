@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from orchestrator.ensemble import EnsembleError, average_probabilities
+from orchestrator.report.ensemble import EnsembleError, average_probabilities
 
 
 def _preds(ids, true, probs):
@@ -34,10 +34,10 @@ def test_different_test_images_are_refused():
 
 def test_ensemble_command_on_a_finished_run(tmp_path, ray_session, tiny_spec, capsys):
     from orchestrator.cli import main
-    from orchestrator.run import execute_study
+    from orchestrator import Study
 
     spec = tiny_spec(name="ens", grid={"architectures": ["cnn", "cnn_lstm"], "epochs": [2]})
-    outcome = execute_study(spec, show_progress=False, notify=lambda m: None)
+    outcome = Study(spec).run(show_progress=False, notify=lambda m: None)
     assert main(["ensemble", outcome.paths.run_id, "--store", str(tmp_path / "store")]) == 0
     printed = capsys.readouterr().out
     assert "ensemble-cnn-cnn_lstm (2 trials)" in printed

@@ -14,54 +14,45 @@ import boto3
 import pytest
 import yaml
 
+from orchestrator import Study
 from orchestrator.cli import main
-from orchestrator.run import execute_study
 from tests.conftest import _free_port, tiny_spec_dict
-from workers.data.synthetic import default_cache_root
+from tests.support.trainables import crash_once_after_first_epoch
 
 
 def _records(store: Path, experiment: str) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in store.glob(f"{experiment}/*/trials/*/record.json")}
 
 
-@pytest.fixture
-def crash_after_first_epoch():
-    flag = default_cache_root() / "fault-injection" / "crash_after_first_epoch"
-    flag.parent.mkdir(parents=True, exist_ok=True)
-    flag.touch()
-    yield
-    flag.unlink()
-
-
-def test_killed_worker_is_retried_from_its_checkpoint(tiny_spec, ray_session, crash_after_first_epoch):
+def test_killed_worker_is_retried_from_its_checkpoint(tiny_spec, ray_session, tmp_path):
     spec = tiny_spec(name="crash", grid={"architectures": ["cnn"], "epochs": [3]}, execution={"max_retries": 2})
-    outcome = execute_study(spec, show_progress=False, notify=lambda m: None)
-    (record,) = outcome.records
-    assert record["status"] == "completed"
-    assert record["retries"] == 1
-    assert record["resumed_from_checkpoint"] is True
-    assert [row["epoch"] for row in record["history"]] == [1, 2, 3]
+    study = Study(spec, trainable=crash_once_after_first_epoch(str(tmp_path / "markers")))
+    (record,) = study.run(show_progress=False, notify=lambda m: None).records
+    assert record.status.value == "completed"
+    assert record.retries == 1
+    assert record.resumed_from_checkpoint is True
+    assert [row["epoch"] for row in record.history] == [1, 2, 3]
 
 
 def test_deterministic_failure_is_reported_and_the_rest_completes(tiny_spec, ray_session):
     spec = tiny_spec(name="broken", grid={"architectures": ["cnn", "cnn_lstm"], "epochs": [1]},
                      models={"cnn": {"params": {"filters": -3}}}, execution={"max_retries": 1})
-    outcome = execute_study(spec, show_progress=False, notify=lambda m: None)
-    by_arch = {r["config"]["architecture"]: r for r in outcome.records}
-    assert by_arch["cnn_lstm"]["status"] == "completed"
-    assert by_arch["cnn"]["status"] == "failed"
-    assert by_arch["cnn"]["retries"] == 1
-    assert "filters" in by_arch["cnn"]["error"] or "positive" in by_arch["cnn"]["error"].lower()
+    outcome = Study(spec).run(show_progress=False, notify=lambda m: None)
+    by_arch = {r.config["architecture"]: r for r in outcome.records}
+    assert by_arch["cnn_lstm"].status.value == "completed"
+    assert by_arch["cnn"].status.value == "failed"
+    assert by_arch["cnn"].retries == 1
+    assert "filters" in by_arch["cnn"].error or "positive" in by_arch["cnn"].error.lower()
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, ray_session):
     store = tmp_path / "store"
     spec = tiny_spec_dict(name="resumable", store=str(store), grid={"architectures": ["cnn"], "epochs": [1, 2, 3, 4]},
                           execution={"max_concurrent_trials": 1})
+    spec["storage"]["local_dir"] = str(tmp_path / "local")
     path = tmp_path / "resumable.yaml"
     path.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "ORCHESTRATOR_LOCAL_DIR": str(tmp_path / "local")}
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "submit", str(path)], env=env, cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "submit", str(path)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 240
@@ -95,10 +86,9 @@ def test_store_going_down_keeps_results_locally_and_upload_publishes_them(tmp_pa
     flaky.start()
     endpoint = f"http://127.0.0.1:{port}"
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="flaky")
-    monkeypatch.setenv("ORCHESTRATOR_LOCAL_DIR", str(tmp_path / "local"))
     spec = tiny_spec_dict(name="outage", grid={"architectures": ["cnn"], "epochs": [1, 3]},
                           execution={"max_concurrent_trials": 1})
-    spec["storage"] = {"uri": "s3://flaky/studies", "endpoint_url": endpoint}
+    spec["storage"] = {"uri": "s3://flaky/studies", "endpoint_url": endpoint, "local_dir": str(tmp_path / "local")}
     path = tmp_path / "outage.yaml"
     path.write_text(yaml.safe_dump(spec))
 

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 from keras import layers  # noqa: E402
 
 from workers.models import create_model, list_models, model_entry  # noqa: E402
-from workers.models.soft_attention import SoftAttention  # noqa: E402
+from workers.models.soft_attention_layer import SoftAttention  # noqa: E402
 
 # Keras calls np.array(x) on TF tensors, which NumPy 2 flags with a DeprecationWarning per call (noise only).
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")

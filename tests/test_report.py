@@ -20,7 +20,8 @@ from orchestrator.report.compare import comparison_table, write_comparison
 from orchestrator.report.tables import (cpu_reference, format_scores, pareto_front, problem_trials,
                                         table_accuracy_by_epochs, table_cost, table_devices, table_hardware,
                                         table_scores, trial_table)
-from orchestrator.storage import LocalStore
+from workers.records import TrialRecord
+from workers.storage import LocalStore
 
 CLASSES = ["melanoma", "nevus", "basal cell carcinoma"]
 PRICES = {"cpu": 1.0, "gpu": 3.6, "a100": 7.2, "cpu-large": 2.0}
@@ -41,10 +42,8 @@ def make_record(arch="cnn", epochs=2, node="cpu", repeat=0, acc=0.5, f1=None, pr
               "price_per_hour": PRICES[node] if price == "default" else price,
               "dataset": {"source": "synthetic", "image_size": [16, 16]}}
     record = {"trial_id": tid, "config": config, "status": status, "retries": retries}
-    if reason:
-        record["reason"] = reason
-    if error:
-        record["error"] = error
+    if reason or error:
+        record["error"] = reason or error
     if status != "completed":
         return record
     f1 = acc - 0.1 if f1 is None else f1
@@ -285,7 +284,7 @@ def test_mismatch_is_flagged_visibly_in_the_page():
 def _store_run(store, paths: RunPaths, records: list[dict], run_info: dict) -> None:
     store.put_text(paths.run_info, json.dumps(run_info))
     for record in records:
-        write_trial_record(store, paths, record)
+        write_trial_record(store, paths, TrialRecord.model_validate(record))
 
 
 def _without_generated(page: bytes) -> str:
@@ -388,12 +387,12 @@ def test_tiny_study_on_s3_writes_every_report_file_under_the_run(ray_session, s3
                                                                   tmp_path):
     import boto3
 
-    from orchestrator.run import execute_study
+    from orchestrator import Study
 
     spec = tiny_spec(storage={"uri": f"s3://{s3_bucket}/studies", "endpoint_url": s3_endpoint})
-    outcome = execute_study(spec, show_progress=False, notify=lambda m: None)
+    outcome = Study(spec).run(show_progress=False, notify=lambda m: None)
     assert outcome.counts == {"completed": 1}
-    url = write_report(outcome.store, outcome.paths)
+    url = outcome.report_url
     prefix = f"studies/tiny/{outcome.paths.run_id}/report/"
     assert url == f"s3://{s3_bucket}/{prefix}index.html"
 

@@ -96,7 +96,7 @@ def test_augmentor_modes_add_and_top_up(tmp_path):
 
 
 def test_identical_shards_whatever_the_number_of_workers(ray_session, tmp_path):
-    from orchestrator.data_preparation import RayExecutor
+    from orchestrator.execution.data_preparation import RayExecutor
     from workers.data.prepare import InProcess
 
     args = (SYNTHETIC, SPLIT, "augmentor", {"augmentor": {"mode": "top_up", "samples_per_class": 10}})
@@ -120,10 +120,10 @@ def test_identical_shards_whatever_the_number_of_workers(ray_session, tmp_path):
 
 
 def test_corrupt_cached_shard_is_prepared_again(ray_session, tmp_path):
-    from orchestrator.data_preparation import prepare_settings
-    from orchestrator.grid import expand_grid
-    from orchestrator.run import store_settings
-    from orchestrator.spec import parse_spec
+    from orchestrator.execution.data_preparation import prepare_settings
+    from orchestrator.spec.grid import expand_grid
+    from orchestrator.execution.run_steps import store_settings
+    from orchestrator.spec.schema import parse_spec
     from tests.conftest import tiny_spec_dict
 
     spec = parse_spec(tiny_spec_dict(store=str(tmp_path / "store")))
@@ -146,12 +146,13 @@ def test_corrupt_cached_shard_is_prepared_again(ray_session, tmp_path):
 
 
 def _trial(tmp_path, **training):
-    from orchestrator.grid import expand_grid
-    from orchestrator.spec import parse_spec
+    from orchestrator.spec.grid import expand_grid
+    from orchestrator.spec.schema import parse_spec
     from tests.conftest import tiny_spec_dict
 
     spec = parse_spec(tiny_spec_dict(store=str(tmp_path / "store"), training={"batch_size": 8, **training},
-                                     grid={"architectures": ["cnn"], "epochs": [2], "node_types": ["cpu"]}))
+                                     grid={"architectures": ["cnn"], "epochs": [2], "node_types": ["cpu"],
+                                           "augmentation": ["augmentor"]}))
     return expand_grid(spec)[0]
 
 
@@ -159,15 +160,16 @@ def test_trial_result_is_the_same_from_one_shard_or_many(tmp_path):
     from workers.train import run_trial
 
     trial = _trial(tmp_path)
-    args = (trial.dataset, trial.split, trial.augmentation, trial.augmentation_settings)
+    args = trial.preparation_args()
     prepare_shards(*args, tmp_path / "one", rows_per_shard=4096, shuffle_block=4)
     prepare_shards(*args, tmp_path / "many", rows_per_shard=8, shuffle_block=4)
     one, many = open_sharded(tmp_path / "one"), open_sharded(tmp_path / "many")
     assert len(one.index["splits"]["train"]["shards"]) == 1 and len(many.index["splits"]["train"]["shards"]) > 3
     a, b = run_trial(trial, data=one), run_trial(trial, data=many)
-    assert a["predictions_csv"] == b["predictions_csv"]
-    assert [r["loss"] for r in a["history"]] == [r["loss"] for r in b["history"]]
-    assert a["data"]["n_train"] == len(one.y_train) and a["status"] == "completed"
+    assert a.predictions_csv == b.predictions_csv
+    assert [r["loss"] for r in a.record.history] == [r["loss"] for r in b.record.history]
+    assert a.record.data["n_train"] == len(one.y_train) and a.record.completed
+    assert a.record.data["augmentor"] == trial.augmentation_settings.augmentor.model_dump()
 
 
 def test_streamed_training_sees_every_row_once_per_epoch(tmp_path):
@@ -188,9 +190,9 @@ def test_streamed_training_sees_every_row_once_per_epoch(tmp_path):
 
 
 def test_s3_store_shards_are_fetched_once_per_node(ray_session, tmp_path, s3_endpoint, s3_bucket):
-    from orchestrator.data_preparation import open_prepared, prepare_settings
-    from orchestrator.grid import expand_grid
-    from orchestrator.spec import parse_spec
+    from orchestrator.execution.data_preparation import open_prepared, prepare_settings
+    from orchestrator.spec.grid import expand_grid
+    from orchestrator.spec.schema import parse_spec
     from tests.conftest import tiny_spec_dict
     from workers.data.synthetic import default_cache_root
 

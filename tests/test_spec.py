@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.grid import expand_grid
-from orchestrator.spec import SpecError, load_spec, parse_spec
+from orchestrator.spec.grid import expand_grid
+from orchestrator.spec.schema import SpecError, load_spec, parse_spec
 from tests.conftest import tiny_spec_dict
 
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-import orchestrator.storage as storage_mod
-from orchestrator.storage import LocalStore, S3Store, StorageError, check_key, open_store
+import workers.storage as storage_mod
+from workers.storage import LocalStore, S3Store, StorageError, check_key, open_store
 
 UNSAFE_KEYS = ["../x", "a/../../x", "a/..", "/etc/passwd", "", "..", "a\\b", "~/x", "a/b\x00c", "a/$(id)", "a/*"]
 

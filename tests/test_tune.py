@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestrator.spec import SpecError, parse_spec
+from orchestrator.spec.schema import SpecError, parse_spec
 from tests.conftest import tiny_spec_dict
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def test_search_block_defaults_come_from_the_grid():
 
 
 def test_sampled_values_become_trial_overrides():
-    from orchestrator.tune_search import base_trial, trial_for_sample, tune_space
+    from orchestrator.search.space import base_trial, trial_for_sample, tune_space
     from workers.config import TrialConfig
 
     spec = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn_lstm"], "epochs": [3]}, search={"space": {
@@ -104,7 +104,7 @@ def test_cli_tune_dry_run_and_bad_input(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_asha_search_stops_poor_trials_and_reports_the_best(ray_session, tiny_spec):
-    from orchestrator.tune_search import run_search
+    from orchestrator import Search
 
     # Validation loss rather than macro-F1: on a ~20-image validation split several trials tie on F1, and a
     # tie never falls below ASHA's cutoff. The learning-rate range is wide enough that some trials are bad.
@@ -112,20 +112,20 @@ def test_asha_search_stops_poor_trials_and_reports_the_best(ray_session, tiny_sp
         "architecture": "cnn", "epochs": 4, "grace_period": 1, "reduction_factor": 2, "num_samples": 6,
         "metric": "val_loss",
         "space": {"learning_rate": {"loguniform": [0.00001, 1.0]}, "batch_size": {"choice": [8, 16]}}})
-    outcome = run_search(spec, notify=lambda m: None)
+    outcome = Search(spec).run(notify=lambda m: None)
 
-    by_status: dict[str, list[dict]] = {}
+    by_status: dict[str, list] = {}
     for r in outcome.records:
-        by_status.setdefault(r["status"], []).append(r)
+        by_status.setdefault(r.status.value, []).append(r)
     assert len(outcome.records) == 6 and set(by_status) <= {"completed", "stopped_early"}, outcome.counts
     assert by_status.get("stopped_early"), f"ASHA stopped no trial: {outcome.counts}"
     assert by_status.get("completed"), outcome.counts
     for r in by_status["stopped_early"]:
-        ran = r["search"]["epochs_completed"]
-        assert 1 <= ran < 4 and len(r["history"]) == ran and "val_loss" in r["search"]["last_result"]
-        assert "stopped by ASHA" in r["reason"]
+        ran = r.search.epochs_completed
+        assert 1 <= ran < 4 and len(r.history) == ran and "val_loss" in r.search.last_result
+        assert "stopped by ASHA" in r.error
     for r in by_status["completed"]:
-        assert r["search"]["epochs_completed"] == 4 and r["metrics"]["accuracy"] is not None
+        assert r.search.epochs_completed == 4 and r.metrics["accuracy"] is not None
 
     report = Path(spec.storage.uri) / spec.name / outcome.paths.run_id / "report"
     assert outcome.report_uri.endswith("report/search.html")
@@ -145,8 +145,8 @@ def test_asha_search_stops_poor_trials_and_reports_the_best(ray_session, tiny_sp
 
 @pytest.mark.slow
 def test_stopped_search_resumes_without_losing_finished_trials(ray_session, tiny_spec):
+    from orchestrator import Search
     from orchestrator.records import read_trial_records
-    from orchestrator.tune_search import run_search
 
     spec = tiny_spec(name="tune-resume", search={
         "architecture": "cnn", "epochs": 2, "scheduler": "fifo", "num_samples": 4, "max_concurrent_trials": 2,
@@ -163,31 +163,31 @@ def test_stopped_search_resumes_without_losing_finished_trials(ray_session, tiny
     try:
         watcher = threading.Thread(target=interrupt_after_first_record, daemon=True)
         watcher.start()
-        first = run_search(spec, notify=lambda m: None)
+        first = Search(spec).run(notify=lambda m: None)
         watcher.join()
     finally:
         signal.signal(signal.SIGINT, previous)
     assert first.interrupted and first.counts.get("completed", 0) < 4, first.counts
-    kept = {r["trial_id"]: r for r in first.records if r["status"] == "completed"}
+    kept = {r.trial_id: r for r in first.records if r.completed}
     assert kept and first.counts.get("interrupted"), first.counts
 
-    second = run_search(spec, run_id=first.paths.run_id, resume=True, notify=lambda m: None)
+    second = Search(spec).resume(first.paths.run_id, notify=lambda m: None)
     assert not second.interrupted and second.counts == {"completed": 4}, second.counts
-    records = {r["trial_id"]: r for r in read_trial_records(second.store, second.paths)}
+    records = {r.trial_id: r for r in read_trial_records(second.store, second.paths)}
     assert len(records) == 4
     for tid, record in kept.items():  # finished before the stop: kept as they were, not run again
-        assert records[tid]["timings"] == record["timings"] and records[tid]["pid"] == record["pid"]
+        assert records[tid].timings == record.timings and records[tid].pid == record.pid
     assert second.best["trial_id"] in records
 
 
 @pytest.mark.slow
 def test_optuna_search_runs_and_saves_its_searcher_state(ray_session, tiny_spec):
-    from orchestrator.tune_search import run_search
+    from orchestrator import Search
 
     spec = tiny_spec(name="tune-optuna", search={
         "architecture": "cnn", "epochs": 2, "algorithm": "optuna", "scheduler": "fifo", "num_samples": 3,
         "space": {"learning_rate": {"loguniform": [0.0001, 0.01]}, "optimizer": {"choice": ["adam", "rmsprop"]}}})
-    outcome = run_search(spec, notify=lambda m: None)
+    outcome = Search(spec).run(notify=lambda m: None)
     assert outcome.counts == {"completed": 3}
     assert outcome.best["hyperparameters"]["optimizer"] in ("adam", "rmsprop")
     tune_dir = Path(spec.storage.uri) / spec.name / outcome.paths.run_id / "tune"

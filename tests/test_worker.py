@@ -4,12 +4,10 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import replace
-
 import pytest
 
-from orchestrator.grid import expand_grid
-from orchestrator.spec import parse_spec
+from orchestrator.spec.grid import expand_grid
+from orchestrator.spec.schema import parse_spec
 from tests.conftest import tiny_spec_dict
 from workers.data import prepare_data
 from workers.train import class_weight_map, run_trial
@@ -20,43 +18,44 @@ def _trial(**overrides):
 
 
 def _data(trial):
-    return prepare_data(trial.dataset, trial.split, trial.augmentation, trial.augmentation_settings)
+    return prepare_data(*trial.preparation_args())
 
 
 def test_cnn_learns_the_synthetic_set_well_above_chance():
     trial = _trial(dataset={"image_size": [32, 32], "samples_per_class": 60},
                    augmentation={"augmentor": {"samples_per_class": 60}},
                    grid={"architectures": ["cnn"], "epochs": [12], "augmentation": ["augmentor"]})
-    record = run_trial(trial)
-    chance = 1 / len(record["class_names"])
-    majority = max(record["data"]["train_counts_before_augmentation"]) / sum(record["data"]["train_counts_before_augmentation"])
-    assert record["metrics"]["accuracy"] > max(3 * chance, majority + 0.15), record["metrics"]["accuracy"]
-    assert record["history"][-1]["accuracy"] > record["history"][0]["accuracy"]
+    record = run_trial(trial).record
+    chance = 1 / len(record.class_names)
+    majority = max(record.data["train_counts_before_augmentation"]) / sum(record.data["train_counts_before_augmentation"])
+    assert record.metrics["accuracy"] > max(3 * chance, majority + 0.15), record.metrics["accuracy"]
+    assert record.history[-1]["accuracy"] > record.history[0]["accuracy"]
 
 
 def test_record_has_timings_device_and_predictions():
     trial = _trial(grid={"architectures": ["cnn"], "epochs": [3]})
     seen = []
-    record = run_trial(trial, on_epoch=lambda row, save: seen.append(row["epoch"]))
+    result = run_trial(trial, on_epoch=lambda row, save: seen.append(row["epoch"]))
+    record = result.record
     assert seen == [1, 2, 3]
-    t = record["timings"]
+    t = record.timings
     for key in ("data_load_s", "build_s", "first_epoch_s", "steady_epoch_s", "images_per_s", "eval_s", "total_s"):
-        assert t[key] is not None and t[key] >= 0, key
-    steady = [row["epoch_train_s"] for row in record["history"][1:]]
-    assert t["images_per_s"] == pytest.approx(record["data"]["n_train"] / sorted(steady)[len(steady) // 2], rel=0.3)
-    assert t["throughput_includes_warmup"] is False
-    dev = record["device"]
-    assert dev["requested"] == "cpu" and dev["used"]["kind"] == "cpu" and dev["mismatch"] is False
+        assert getattr(t, key) is not None and getattr(t, key) >= 0, key
+    steady = [row["epoch_train_s"] for row in record.history[1:]]
+    assert t.images_per_s == pytest.approx(record.data["n_train"] / sorted(steady)[len(steady) // 2], rel=0.3)
+    assert t.throughput_includes_warmup is False
+    dev = record.device
+    assert dev.requested == "cpu" and dev.used["kind"] == "cpu" and dev.mismatch is False
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # a cpu trial never sees a GPU
-    rows = list(csv.DictReader(io.StringIO(record["predictions_csv"])))
-    assert len(rows) == record["metrics"]["n_test"]
-    assert set(rows[0]) >= {"image_id", "true_class", "predicted_class", f"p_{record['class_names'][0]}"}
-    assert sum(float(rows[0][f"p_{c}"]) for c in record["class_names"]) == pytest.approx(1, abs=1e-3)
+    rows = list(csv.DictReader(io.StringIO(result.predictions_csv)))
+    assert len(rows) == record.metrics["n_test"]
+    assert set(rows[0]) >= {"image_id", "true_class", "predicted_class", f"p_{record.class_names[0]}"}
+    assert sum(float(rows[0][f"p_{c}"]) for c in record.class_names) == pytest.approx(1, abs=1e-3)
 
 
 def test_single_epoch_throughput_is_flagged_as_including_warmup():
-    record = run_trial(_trial())
-    assert record["timings"]["throughput_includes_warmup"] is True
+    record = run_trial(_trial()).record
+    assert record.timings.throughput_includes_warmup is True
 
 
 def test_resume_from_checkpoint_trains_only_the_remaining_epochs(tmp_path):
@@ -64,10 +63,10 @@ def test_resume_from_checkpoint_trains_only_the_remaining_epochs(tmp_path):
     data = _data(trial)
     run_trial(trial, data=data, checkpoint_dir=tmp_path / "ckpt")
     epochs_run = []
-    record = run_trial(replace(trial, epochs=3), data=data, resume_dir=tmp_path / "ckpt",
-                       on_epoch=lambda row, save: epochs_run.append(row["epoch"]))
+    record = run_trial(trial.replace(epochs=3), data=data, resume_dir=tmp_path / "ckpt",
+                       on_epoch=lambda row, save: epochs_run.append(row["epoch"])).record
     assert epochs_run == [3]
-    assert [row["epoch"] for row in record["history"]] == [1, 2, 3]
+    assert [row["epoch"] for row in record.history] == [1, 2, 3]
 
 
 def test_random_augmentation_runs_on_device_layers():
@@ -79,7 +78,7 @@ def test_random_augmentation_runs_on_device_layers():
     model = build_model(keras, trial, (16, 16, 3), 9)
     names = [layer.name for layer in model.layers]
     assert {"aug_flip", "aug_rotate", "aug_zoom"} <= set(names)
-    assert run_trial(trial)["status"] == "completed"
+    assert run_trial(trial).record.completed
 
 
 def test_class_weights_are_balanced():

@@ -6,34 +6,9 @@ Only ever call these on the training split: ``workers.data.prepare`` splits firs
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-
-AUGMENTOR_MODES = ("top_up", "add")
-
-
-@dataclass(frozen=True)
-class AugmentorSettings:
-    """The Augmentor stage: ``top_up`` every training class to ``samples_per_class`` images (classes that hold
-    enough are left alone), or ``add`` ``samples_per_class`` generated images to every class (seed 000)."""
-
-    mode: str = "top_up"
-    samples_per_class: int = 500
-
-    @classmethod
-    def from_settings(cls, augmentation_settings: dict[str, Any]) -> "AugmentorSettings":
-        """From a trial's ``augmentation_settings`` (``augmentor: {mode, samples_per_class}``)."""
-        block = augmentation_settings.get("augmentor") or {}
-        return cls(mode=str(block.get("mode", "top_up")), samples_per_class=int(block.get("samples_per_class", 500)))
-
-    def to_generate(self, counts: list[int]) -> list[int]:
-        """Images to generate per class, given the training images per class."""
-        if self.mode == "add":
-            return [self.samples_per_class for _ in counts]
-        return [max(0, self.samples_per_class - int(n)) for n in counts]
 
 
 def chunk_seed(seed: int, class_index: int, chunk_index: int) -> int:

@@ -5,6 +5,8 @@ import os
 import platform
 import sys
 
+from workers.settings import simulated_device
+
 BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
@@ -108,7 +110,7 @@ def device_record(node_type: str, backend: str, resources: dict | None = None) -
     (``a100``, ``cpu-large``) are judged by what they ask for."""
     used = detect_device(backend)
     want = expected_kind(resources) if resources is not None else node_type
-    simulated = os.environ.get("SKINLESION_SIMULATED_DEVICE")
+    simulated = simulated_device()
     return {
         "requested": node_type,
         "expected_kind": want,

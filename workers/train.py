@@ -1,6 +1,6 @@
 """One trial as a plain function: data -> model -> fit -> evaluate -> timings, on the device it was given.
 
-Runs without Ray. The Ray trainable (``orchestrator.run``) calls ``run_trial`` with an ``on_epoch``
+Runs without Ray. The Ray trainable (``orchestrator.execution.trainable``) calls ``run_trial`` with an ``on_epoch``
 callback that reports to Tune and checkpoints.
 """
 from __future__ import annotations
@@ -12,13 +12,25 @@ import logging
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from workers.config import TrialConfig
+from workers.records import DeviceInfo, Timings, TrialRecord, TrialStatus
 from workers.device import activate_backend, device_record, restrict_devices
+
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What ``run_trial`` returns: the trial's record and its test predictions (``predictions.csv`` text)."""
+
+    record: TrialRecord
+    predictions_csv: str
+
 
 EpochCallback = Callable[[dict, Callable[[str], None]], None]
 log = logging.getLogger(__name__)
@@ -58,7 +70,7 @@ def build_model(keras, config: TrialConfig, input_shape, num_classes: int, weigh
     from workers.augment import random_augmentation_layers
     from workers.models import create_model
 
-    params = dict(config.model.get("params") or {})
+    params = dict(config.model.params)
     params.update(config.overrides.get("model_params") or {})
     dropout = config.hparam("dropout")
     if dropout is not None:
@@ -70,7 +82,7 @@ def build_model(keras, config: TrialConfig, input_shape, num_classes: int, weigh
         return base
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
-    for layer in random_augmentation_layers(config.augmentation_settings.get("random", {}), config.seed):
+    for layer in random_augmentation_layers(config.augmentation_settings.random.model_dump(), config.seed):
         x = layer(x)
     return keras.Model(inputs, base(x), name=f"{base.name}_randaug")
 
@@ -134,11 +146,13 @@ def run_trial(
     resume_dir: str | Path | None = None,
     weights_path: str | None = None,
     data_timings: dict | None = None,
-) -> dict[str, Any]:
-    """Train, evaluate and time one trial; return its record (metrics, history, timings, device, predictions).
+) -> "TrialResult":
+    """Train, evaluate and time one trial; return its record (metrics, history, timings, device) and the
+    test predictions as CSV.
 
-    ``data`` is a ``PreparedData`` (prepared here when None) or a ``ShardedDataset`` (streamed from shards). ``on_epoch(row, save)`` is called after every
-    epoch; calling ``save(dir)`` writes a checkpoint there. ``resume_dir`` continues from such a checkpoint.
+    ``data`` is a ``PreparedData`` (prepared here when None) or a ``ShardedDataset`` (streamed from shards).
+    ``on_epoch(row, save)`` is called after every epoch; calling ``save(dir)`` writes a checkpoint there.
+    ``resume_dir`` continues from such a checkpoint.
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = dict(data_timings or {})
@@ -151,7 +165,7 @@ def run_trial(
         from workers.data import prepare_data
 
         t = time.perf_counter()
-        data = prepare_data(config.dataset, config.split, config.augmentation, config.augmentation_settings)
+        data = prepare_data(*config.preparation_args())
         timings["prepare_s"] = time.perf_counter() - t
     timings.setdefault("data_load_s", float(data.meta.get("load_s", 0.0)))
     timings.setdefault("augment_s", float(data.meta.get("augment_s", 0.0)))
@@ -163,14 +177,14 @@ def run_trial(
     if device["mismatch"] and not device["simulated"]:
         log.warning("trial %s asked for a %s node but runs on %s (%s)", config.trial_id, config.node_type,
                     device["used"]["kind"], device["used"]["name"])
-    policy = _mixed_precision(keras, config.hparam("mixed_precision", "auto"), device["used"]["kind"], config.framework)
+    policy = _mixed_precision(keras, config.hparam("mixed_precision"), device["used"]["kind"], config.framework)
 
     t = time.perf_counter()
     input_shape = data.image_shape
     model = build_model(keras, config, input_shape, data.num_classes, weights_path)
-    batch_size = int(config.hparam("batch_size", 32))
+    batch_size = int(config.hparam("batch_size"))
     model.compile(
-        optimizer=_optimizer(keras, config.hparam("optimizer", "adam"), float(config.hparam("learning_rate", 1e-3))),
+        optimizer=_optimizer(keras, config.hparam("optimizer"), float(config.hparam("learning_rate"))),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -209,23 +223,18 @@ def run_trial(
     timings["total_s"] = time.perf_counter() - t_start
     if checkpoint_dir:
         save_checkpoint(str(checkpoint_dir))
-    return {
-        "trial_id": config.trial_id,
-        "config": config.to_dict(),
-        "status": "completed",
-        "metrics": metrics,
-        "history": history,
-        "timings": timings,
-        "device": device,
-        "precision_policy": policy,
-        "class_names": data.class_names,
-        "n_params": int(model.count_params()),
-        "data": {k: data.meta.get(k) for k in ("synthetic", "n_loaded", "train_counts", "train_counts_before_augmentation",
-                                               "n_val", "n_test", "augmented_images", "augmentor")}
-        | {"n_train": int(len(data.y_train)), "skipped_images": len(data.meta.get("skipped_images") or [])},
-        "predictions_csv": _predictions_csv(data.ids_test, data.y_test, probs, data.class_names),
-        "pid": os.getpid(),
-    }
+    record = TrialRecord(
+        trial_id=config.trial_id, config=config.to_dict(), status=TrialStatus.COMPLETED, metrics=metrics,
+        history=history, timings=Timings(**timings), device=DeviceInfo(**device), precision_policy=policy,
+        class_names=data.class_names, n_params=int(model.count_params()), data=_data_summary(data), pid=os.getpid())
+    return TrialResult(record, _predictions_csv(data.ids_test, data.y_test, probs, data.class_names))
+
+
+def _data_summary(data) -> dict[str, Any]:
+    keys = ("synthetic", "n_loaded", "train_counts", "train_counts_before_augmentation", "n_val", "n_test",
+            "augmented_images", "augmentor")
+    return {k: data.meta.get(k) for k in keys} | {"n_train": int(len(data.y_train)),
+                                                  "skipped_images": len(data.meta.get("skipped_images") or [])}
 
 
 def _throughput(epoch_times: list[float], n_train: int, start_epoch: int) -> dict[str, float | None]:

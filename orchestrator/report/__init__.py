@@ -18,7 +18,7 @@ from pathlib import Path
 
 from orchestrator.records import RunPaths, read_trial_records
 from orchestrator.report.document import SYNTHETIC_NOTE  # noqa: F401  (public)
-from orchestrator.storage import Store, _redact
+from workers.storage import Store, _redact
 
 REPORT_FILES = ("index.html", "report.md", "results.csv", "results.parquet", "summary.json")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".md": "text/markdown; charset=utf-8", ".csv": "text/csv",
@@ -69,24 +69,15 @@ def _records_frame(df):
     return [_jsonable(r) for r in df.to_dict(orient="records")]
 
 
-def build_report(records: list[dict], run_info: dict, generated: str | None = None) -> dict[str, bytes]:
-    """All report files as bytes, keyed by file name (PNG figures under ``plots/``)."""
-    import pandas as pd
+def _header(records: list[dict], run_info: dict, df, generated: str) -> dict:
+    from orchestrator.report import document
 
-    from orchestrator.report import document, plots
-    from orchestrator.report.render import render_html, render_markdown
-    from orchestrator.report.tables import (best_trial, completed, per_class_table, problem_trials,
-                                            table_accuracy_by_epochs, table_cost, table_devices, table_hardware,
-                                            table_nodes, table_scores, trial_table)
-
-    df = trial_table(records)
-    by_id = {str(r.get("trial_id")): r for r in records}
-    generated = generated or datetime.now(timezone.utc).isoformat(timespec="seconds")
     counts = {str(k): int(v) for k, v in df["status"].value_counts().sort_index().items()}
-    header = {
-        "experiment": run_info.get("experiment") or next(((r.get("config") or {}).get("experiment") for r in records
-                                                          if (r.get("config") or {}).get("experiment")), None),
-        "run_id": run_info.get("run_id"), "started": run_info.get("started"), "finished": run_info.get("finished"),
+    experiment = run_info.get("experiment") or next(((r.get("config") or {}).get("experiment") for r in records
+                                                     if (r.get("config") or {}).get("experiment")), None)
+    return {
+        "experiment": experiment, "run_id": run_info.get("run_id"), "started": run_info.get("started"),
+        "finished": run_info.get("finished"),
         "duration": document.fmt_duration(run_info.get("started"), run_info.get("finished")),
         "generated": generated, "address": _redact(str(run_info["address"])) if run_info.get("address") else None,
         "dataset": document.dataset_info(records, run_info), "nodes": run_info.get("nodes") or [],
@@ -94,61 +85,87 @@ def build_report(records: list[dict], run_info: dict, generated: str | None = No
         "counts": counts, "prices": document.node_prices(records),
     }
 
-    t1 = table_accuracy_by_epochs(df)
-    scores, hw, cost = table_scores(df), table_hardware(df), table_cost(df)
-    problems, devices = problem_trials(df), table_devices(df)
-    nodes = table_nodes(header["nodes"], df)
-    best, best_acc = best_trial(df, "f1_macro"), best_trial(df, "accuracy")
-    best_classes = per_class_table(by_id[best["trial_id"]]) if best else pd.DataFrame()
 
-    figures: dict[str, bytes] = {}
-    for name, png in (("accuracy_vs_epochs", plots.accuracy_vs_epochs(df)),
-                      ("time_by_hardware", plots.training_time_by_hardware(df)),
-                      ("f1_vs_cost", plots.f1_vs_cost(cost))):
+def _content(records: list[dict], header: dict, df):
+    """The pure tables of the report (``report.tables``) in one ``ReportContent``."""
+    import pandas as pd
+
+    from orchestrator.report import document
+    from orchestrator.report.tables import (best_trial, per_class_table, problem_trials, table_accuracy_by_epochs,
+                                            table_cost, table_devices, table_hardware, table_nodes, table_scores)
+
+    by_id = {str(r.get("trial_id")): r for r in records}
+    best = best_trial(df, "f1_macro")
+    return document.ReportContent(
+        header=header, trials=df, accuracy_by_epochs=table_accuracy_by_epochs(df), scores=table_scores(df),
+        hardware=table_hardware(df), cost=table_cost(df), devices=table_devices(df), problems=problem_trials(df),
+        nodes=table_nodes(header["nodes"], df), best=best,
+        best_classes=per_class_table(by_id[best["trial_id"]]) if best else pd.DataFrame())
+
+
+def _add_figures(content, records: list[dict]) -> None:
+    """Summary plots, and per setting its learning curves and pooled confusion matrix."""
+    from orchestrator.report import document, plots
+
+    for name, png in (("accuracy_vs_epochs", plots.accuracy_vs_epochs(content.trials)),
+                      ("time_by_hardware", plots.training_time_by_hardware(content.trials)),
+                      ("f1_vs_cost", plots.f1_vs_cost(content.cost))):
         if png:
-            figures[f"plots/{name}.png"] = png
-    evidence: list[tuple[str, list[tuple[str, str]]]] = []
+            content.figures[f"plots/{name}.png"] = png
     for label, group in document.group_settings(records):
-        stem = document.slug(label)
-        keys = []
+        stem, keys = document.slug(label), []
         curve = plots.learning_curves([r.get("history") or [] for r in group], label)
         if curve:
-            figures[f"plots/curves_{stem}.png"] = curve
+            content.figures[f"plots/curves_{stem}.png"] = curve
             keys.append((f"plots/curves_{stem}.png", f"Learning curves: {label}"))
         cm = _pooled_confusion(group)
-        if cm is not None:
-            png = plots.confusion_matrix(cm[0], cm[1], f"{label} (n={len(group)})")
-            if png:
-                figures[f"plots/confusion_{stem}.png"] = png
-                keys.append((f"plots/confusion_{stem}.png", f"Confusion matrix: {label}"))
+        png = plots.confusion_matrix(cm[0], cm[1], f"{label} (n={len(group)})") if cm is not None else None
+        if png:
+            content.figures[f"plots/confusion_{stem}.png"] = png
+            keys.append((f"plots/confusion_{stem}.png", f"Confusion matrix: {label}"))
         if keys:
-            evidence.append((f"{label} ({len(group)} trial{'s' if len(group) > 1 else ''})", keys))
+            content.evidence.append((f"{label} ({len(group)} trial{'s' if len(group) > 1 else ''})", keys))
 
-    title = f"Report: {header['experiment']} / {header['run_id']}"
-    subtitle = (f"{document.fmt_time(header['started'])} to {document.fmt_time(header['finished'])}"
-                f" - {len(df)} trials")
-    lead = document.lead_blocks(header, df)
-    body = document.sections(header, df, t1, scores, hw, cost, devices, problems, nodes, figures, evidence, best,
-                             best_classes)
-    footer = (f"Generated {document.fmt_time(generated)} from the stored trial records; rebuild with "
-              f"'orchestrator report {header['run_id']}'. This page loads nothing from the network.")
 
-    summary = {
+def _summary(content) -> dict:
+    from orchestrator.report.tables import best_trial, completed
+
+    header, df, cost = content.header, content.trials, content.cost
+    return {
         **{k: header[k] for k in ("experiment", "run_id", "started", "finished", "generated", "address", "nodes",
                                   "environment", "counts")},
         "dataset": header["dataset"], "synthetic_data": header["dataset"]["synthetic"],
         "node_type_prices": header["prices"],
-        "best_by_f1": best, "best_by_accuracy": best_acc,
-        "table_i_accuracy_pct": _jsonable(t1.to_dict(orient="index")) if not t1.empty else {},
+        "best_by_f1": content.best, "best_by_accuracy": best_trial(df, "accuracy"),
+        "table_i_accuracy_pct": _jsonable(content.accuracy_by_epochs.to_dict(orient="index"))
+        if not content.accuracy_by_epochs.empty else {},
         "pareto_front": _records_frame(cost[cost["pareto"]][["architecture", "epochs", "node_type", "augmentation",
                                                              "framework", "cost_per_trial_usd", "f1_macro"]])
         if not cost.empty else [],
         "device_mismatches": df.loc[df["device_check"] == "MISMATCH", "trial_id"].tolist(),
-        "problems": _records_frame(problems[["trial_id", "status", "retries", "reason"]]),
+        "problems": _records_frame(content.problems[["trial_id", "status", "retries", "reason"]]),
         "n_completed": int(len(completed(df))),
         "trials": _records_frame(df),
     }
 
+
+def build_report(records: list[dict], run_info: dict, generated: str | None = None) -> dict[str, bytes]:
+    """All report files as bytes, keyed by file name (PNG figures under ``plots/``)."""
+    from orchestrator.report import document
+    from orchestrator.report.render import render_html, render_markdown
+    from orchestrator.report.tables import trial_table
+
+    df = trial_table(records)
+    generated = generated or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    content = _content(records, _header(records, run_info, df, generated), df)
+    _add_figures(content, records)
+    header = content.header
+    title = f"Report: {header['experiment']} / {header['run_id']}"
+    subtitle = (f"{document.fmt_time(header['started'])} to {document.fmt_time(header['finished'])}"
+                f" - {len(df)} trials")
+    lead, body = document.lead_blocks(header, df), document.sections(content)
+    footer = (f"Generated {document.fmt_time(generated)} from the stored trial records; rebuild with "
+              f"'orchestrator report {header['run_id']}'. This page loads nothing from the network.")
     parquet = io.BytesIO()
     df.astype({c: "string" for c in df.columns if df[c].dtype == object}).to_parquet(parquet, index=False)
     files = {
@@ -156,9 +173,9 @@ def build_report(records: list[dict], run_info: dict, generated: str | None = No
         "report.md": render_markdown(title, subtitle, lead, body, footer).encode("utf-8"),
         "results.csv": df.to_csv(index=False).encode("utf-8"),
         "results.parquet": parquet.getvalue(),
-        "summary.json": json.dumps(_jsonable(summary), indent=1, default=str, allow_nan=False).encode("utf-8"),
+        "summary.json": json.dumps(_jsonable(_summary(content)), indent=1, default=str, allow_nan=False).encode("utf-8"),
     }
-    files.update(figures)
+    files.update(content.figures)
     return files
 
 
@@ -185,7 +202,7 @@ def write_report(store: Store, paths: RunPaths, extra_info: dict | None = None) 
     Figures and data files first, ``index.html`` last, so a reader never sees a report page whose files are
     missing; figures of an earlier build that no longer exist are removed afterwards.
     """
-    records = read_trial_records(store, paths)
+    records = [r.to_dict() for r in read_trial_records(store, paths)]
     run_info = json.loads(store.get_text(paths.run_info)) if store.exists(paths.run_info) else {}
     run_info.setdefault("experiment", paths.experiment)
     run_info.setdefault("run_id", paths.run_id)

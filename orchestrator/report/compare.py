@@ -10,7 +10,7 @@ from orchestrator.records import RunPaths, read_trial_records
 from orchestrator.report.document import SYNTHETIC_NOTE, dataset_info, fmt_time
 from orchestrator.report.render import Figure, Section, Table, Text, render_html
 from orchestrator.report.tables import SETTING, trial_table
-from orchestrator.storage import Store
+from workers.storage import Store
 
 KEY = SETTING
 METRICS = ["accuracy", "precision_macro", "recall_macro", "f1_macro", "steady_epoch_s", "images_per_s", "cost_usd"]
@@ -161,14 +161,14 @@ def _diff_plot(shared: pd.DataFrame) -> bytes | None:
         ax.set_ylabel("macro F1")
         ax.legend()
         ax.grid(alpha=0.3, axis="y")
-        return plots._png(fig)
+        return plots.png_bytes(fig)
 
     return draw()
 
 
 def write_comparison(store: Store, run_a: RunPaths, run_b: RunPaths) -> str:
     """Compare two stored runs; writes ``compare-<experiment>-<run_id>.{html,csv}`` under run A's report."""
-    rec_a, rec_b = read_trial_records(store, run_a), read_trial_records(store, run_b)
+    rec_a, rec_b = ([r.to_dict() for r in read_trial_records(store, run)] for run in (run_a, run_b))
     info = [json.loads(store.get_text(p.run_info)) if store.exists(p.run_info) else {} for p in (run_a, run_b)]
     table = comparison_table(rec_a, rec_b)
     page = comparison_page(table, _run_facts(rec_a, info[0], run_a), _run_facts(rec_b, info[1], run_b))

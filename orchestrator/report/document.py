@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import pandas as pd
@@ -155,60 +156,87 @@ def facts(header: dict) -> KeyValues:
     return KeyValues(rows)
 
 
-def sections(header: dict, df: pd.DataFrame, t1: pd.DataFrame, scores: pd.DataFrame, hw: pd.DataFrame,
-             cost: pd.DataFrame, devices: pd.DataFrame, problems: pd.DataFrame, nodes: pd.DataFrame,
-             figures: dict[str, bytes], evidence: list[tuple[str, list[str]]], best: dict | None,
-             best_classes: pd.DataFrame) -> list[Section]:
-    fig = lambda name, caption: Figure(name, caption, figures.get(name))  # noqa: E731
-    out = [Section("Run", [facts(header), Table(nodes, "Cluster nodes (CPU, GPU, TPU counts; memory in GiB)",
-                                               formats={"memory_gib": _fmt_num(1)}, empty="no node information")])]
+@dataclass
+class ReportContent:
+    """Everything the report's sections show: the run header, the pure tables, figures and evidence groups."""
 
-    out.append(Section("Table I: accuracy by architecture and epochs", [
+    header: dict
+    trials: pd.DataFrame
+    accuracy_by_epochs: pd.DataFrame
+    scores: pd.DataFrame
+    hardware: pd.DataFrame
+    cost: pd.DataFrame
+    devices: pd.DataFrame
+    problems: pd.DataFrame
+    nodes: pd.DataFrame
+    best: dict | None
+    best_classes: pd.DataFrame
+    figures: dict[str, bytes] = field(default_factory=dict)
+    evidence: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
+
+    def figure(self, name: str, caption: str) -> Figure:
+        return Figure(name, caption, self.figures.get(name))
+
+
+def _run_section(c: ReportContent) -> Section:
+    return Section("Run", [facts(c.header), Table(c.nodes, "Cluster nodes (CPU, GPU, TPU counts; memory in GiB)",
+                                                 formats={"memory_gib": _fmt_num(1)}, empty="no node information")])
+
+
+def _table_i_section(c: ReportContent) -> Section:
+    t1 = c.accuracy_by_epochs
+    return Section("Table I: accuracy by architecture and epochs", [
         Text("Test accuracy (%), mean over repeats and node types; per node type in Tables II/III.", "note"),
-        Table(t1, index=True, formats={c: _fmt_num(2) for c in t1.columns}, empty="no completed trials"),
-        fig("plots/accuracy_vs_epochs.png", "Accuracy vs epochs per architecture (mean ± sd over repeats)"),
-    ], anchor="table-i"))
+        Table(t1, index=True, formats={col: _fmt_num(2) for col in t1.columns}, empty="no completed trials"),
+        c.figure("plots/accuracy_vs_epochs.png", "Accuracy vs epochs per architecture (mean ± sd over repeats)"),
+    ], anchor="table-i")
 
+
+def _scores_section(c: ReportContent) -> Section:
     blocks: list = [Text("Macro-averaged precision, recall and F1 on the held-out test split; mean ± sample "
                          "standard deviation over repeats.", "note")]
-    if scores.empty:
-        blocks.append(Table(scores, empty="no completed trials"))
+    if c.scores.empty:
+        blocks.append(Table(c.scores, empty="no completed trials"))
     else:
-        shown = format_scores(scores)
-        varying = [c for c in ("augmentation", "framework") if shown[c].nunique(dropna=False) > 1]
+        shown = format_scores(c.scores)
+        varying = [col for col in ("augmentation", "framework") if shown[col].nunique(dropna=False) > 1]
         for (node, epochs), g in shown.groupby(["node_type", "epochs"], sort=True, dropna=False):
             cols = ["architecture", *varying, "repeats", "accuracy", "precision", "recall", "f1"]
             blocks.append(Table(g[cols].reset_index(drop=True), f"Node type {node}, {epochs} epochs"))
-    out.append(Section("Tables II/III: scores per node type and epoch budget", blocks, anchor="tables-ii-iii"))
+    return Section("Tables II/III: scores per node type and epoch budget", blocks, anchor="tables-ii-iii")
 
-    hw_view = hw.copy()
+
+def _hardware_section(c: ReportContent) -> Section:
+    hw, hw_view = c.hardware, c.hardware.copy()
     if not hw_view.empty:
         hw_view["steady_epoch_s"] = [mean_sd_text(m, s, 3) for m, s in zip(hw["steady_epoch_s"],
                                                                           hw["steady_epoch_s_sd"])]
         hw_view["images_per_s"] = [mean_sd_text(m, s, 1) for m, s in zip(hw["images_per_s"], hw["images_per_s_sd"])]
         hw_view = hw_view.drop(columns=["steady_epoch_s_sd", "images_per_s_sd", "speedup_reference"])
     ref = hw["speedup_reference"].iloc[0] if not hw.empty else None
-    out.append(Section("Hardware comparison", [
+    return Section("Hardware comparison", [
         Text(("Seconds per epoch after the first (steady state) and training images per second, mean ± sd over "
               f"trials; speed-up = images/s relative to node type '{ref}' for the same architecture."
               if ref else "No CPU-only node type completed a trial, so no speed-up against CPU is given.")
              + (" Trials that ran on other hardware than requested (MISMATCH) are left out."
-                if (df["device_check"] == CHECK_MISMATCH).any() else ""), "note"),
+                if (c.trials["device_check"] == CHECK_MISMATCH).any() else ""), "note"),
         Table(hw_view, formats={"first_epoch_s": _fmt_num(3), "speedup_vs_cpu": lambda v: "" if pd.isna(v)
                                 else f"{v:.2f}x"}, empty="no completed trials"),
-        fig("plots/time_by_hardware.png", "Training time per epoch by hardware (mean ± sd)"),
-    ], anchor="hardware"))
+        c.figure("plots/time_by_hardware.png", "Training time per epoch by hardware (mean ± sd)"),
+    ], anchor="hardware")
 
-    cost_view = cost.copy()
+
+def _cost_section(c: ReportContent) -> Section:
+    cost, cost_view = c.cost, c.cost.copy()
     if not cost_view.empty:
         cost_view["cost_per_trial_usd"] = [
             _fmt_usd(m) + (f" ± {_fmt_usd(s)}" if pd.notna(s) else "")
             for m, s in zip(cost["cost_per_trial_usd"], cost["cost_per_trial_usd_sd"])]
         cost_view["f1_macro"] = [mean_sd_text(m, s) for m, s in zip(cost["f1_macro"], cost["f1_macro_sd"])]
         cost_view = cost_view.drop(columns=["cost_per_trial_usd_sd", "f1_macro_sd"])
-        cost_view = cost_view[[c for c in cost_view.columns if c not in ("augmentation", "framework")
-                               or cost_view[c].nunique(dropna=False) > 1]]
-    out.append(Section("Cost and Pareto front", [
+        cost_view = cost_view[[col for col in cost_view.columns if col not in ("augmentation", "framework")
+                               or cost_view[col].nunique(dropna=False) > 1]]
+    return Section("Cost and Pareto front", [
         Text("Cost = node type price_per_hour x trial wall time (data loading, build, training, evaluation). "
              "USD per accuracy point = cost per trial / test accuracy in percentage points. Pareto-optimal "
              "settings (no other setting is at least as cheap and at least as good in mean macro F1) are "
@@ -217,45 +245,67 @@ def sections(header: dict, df: pd.DataFrame, t1: pd.DataFrame, scores: pd.DataFr
               formats={"price_per_hour": _fmt_usd, "usd_per_accuracy_point": _fmt_usd, "total_s": _fmt_num(1),
                        "accuracy_pct": _fmt_num(2)},
               empty="no completed trials"),
-        fig("plots/f1_vs_cost.png", "Macro F1 vs cost per trial; the Pareto front is ringed and dashed"),
-    ], anchor="cost"))
+        c.figure("plots/f1_vs_cost.png", "Macro F1 vs cost per trial; the Pareto front is ringed and dashed"),
+    ], anchor="cost")
 
-    out.append(Section("Devices: requested vs used", [
+
+def _devices_section(c: ReportContent) -> Section:
+    return Section("Devices: requested vs used", [
         Text("The device each trial really computed on, next to the one its node type asked for. MISMATCH rows "
              "ran on other hardware than requested (their timings do not describe the requested node type).",
              "note"),
-        Table(devices, row_style=[_check_style(c) for c in devices.get("check", [])],
+        Table(c.devices, row_style=[_check_style(x) for x in c.devices.get("check", [])],
               cell_style={"check": _flag_cell}, empty="no trial reported its device"),
-    ], anchor="devices"))
+    ], anchor="devices")
 
-    out.append(Section("Failed, infeasible and retried trials", [
-        Table(problems, row_style=["bad" if s == "failed" else "warn" if s != "completed" else None
-                                   for s in problems.get("status", [])], empty="none: every trial completed "
-                                                                               "on its first attempt"),
-    ], anchor="problems"))
 
-    if best:
-        out.append(Section("Best trial", [
-            Text(f"Highest macro F1: {best['trial_id']} ({best['architecture']}, {best['epochs']} epochs, "
-                 f"{best['node_type']}), F1 {best['f1_macro']:.4f}"
-                 + (f", accuracy {best['accuracy']:.4f}" if best.get("accuracy") is not None else "") + "."),
-            Table(best_classes, "Per-class scores on the test split", formats={
-                c: _fmt_num(4) for c in ("precision", "recall", "f1")}, empty="no per-class scores recorded"),
-        ], anchor="best"))
+def _problems_section(c: ReportContent) -> Section:
+    return Section("Failed, infeasible and retried trials", [
+        Table(c.problems, row_style=["bad" if s == "failed" else "warn" if s != "completed" else None
+                                     for s in c.problems.get("status", [])],
+              empty="none: every trial completed on its first attempt"),
+    ], anchor="problems")
 
-    if evidence:
-        ev_blocks: list = [Text("Learning curves (train and validation; mean ± sd over repeats) and confusion "
-                                "matrices (test split, counts pooled over repeats) per setting.", "note")]
-        for label, keys in evidence:
-            ev_blocks.append(Details(label, [fig(k, c) for k, c in keys]))
-        out.append(Section("Learning curves and confusion matrices", ev_blocks, anchor="evidence"))
 
-    out.append(Section("All trials", [
+def _best_section(c: ReportContent) -> Section | None:
+    best = c.best
+    if not best:
+        return None
+    return Section("Best trial", [
+        Text(f"Highest macro F1: {best['trial_id']} ({best['architecture']}, {best['epochs']} epochs, "
+             f"{best['node_type']}), F1 {best['f1_macro']:.4f}"
+             + (f", accuracy {best['accuracy']:.4f}" if best.get("accuracy") is not None else "") + "."),
+        Table(c.best_classes, "Per-class scores on the test split", formats={
+            col: _fmt_num(4) for col in ("precision", "recall", "f1")}, empty="no per-class scores recorded"),
+    ], anchor="best")
+
+
+def _evidence_section(c: ReportContent) -> Section | None:
+    if not c.evidence:
+        return None
+    blocks: list = [Text("Learning curves (train and validation; mean ± sd over repeats) and confusion "
+                         "matrices (test split, counts pooled over repeats) per setting.", "note")]
+    for label, keys in c.evidence:
+        blocks.append(Details(label, [c.figure(k, cap) for k, cap in keys]))
+    return Section("Learning curves and confusion matrices", blocks, anchor="evidence")
+
+
+def _all_trials_section(c: ReportContent) -> Section:
+    df = c.trials
+    return Section("All trials", [
         Table(df.drop(columns=["node_id"]), row_style=[
-            "bad" if s == "failed" or c == CHECK_MISMATCH else "warn" if s != "completed" else None
-            for s, c in zip(df["status"], df["device_check"])], cell_style={"device_check": _flag_cell}),
-    ], anchor="trials"))
-    return out
+            "bad" if s == "failed" or chk == CHECK_MISMATCH else "warn" if s != "completed" else None
+            for s, chk in zip(df["status"], df["device_check"])], cell_style={"device_check": _flag_cell}),
+    ], anchor="trials")
+
+
+SECTIONS = [_run_section, _table_i_section, _scores_section, _hardware_section, _cost_section, _devices_section,
+            _problems_section, _best_section, _evidence_section, _all_trials_section]
+
+
+def sections(content: ReportContent) -> list[Section]:
+    """The report's sections in order (a builder may leave its section out when it has nothing to show)."""
+    return [s for s in (build(content) for build in SECTIONS) if s is not None]
 
 
 def group_settings(records: list[dict]) -> list[tuple[str, list[dict]]]:

@@ -32,7 +32,8 @@ def _plain(fn):
     return wrapper
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """A figure as PNG bytes (reproducible: no software stamp); closes the figure."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
@@ -73,7 +74,7 @@ def accuracy_vs_epochs(df: pd.DataFrame) -> bytes | None:
     ax.set_xticks(sorted(done["epochs"].astype(float).unique()))
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 @_plain
@@ -101,7 +102,7 @@ def training_time_by_hardware(df: pd.DataFrame) -> bytes | None:
     ax.set_title("Training time by hardware (mean ± sd)")
     ax.legend(title="node type")
     ax.grid(alpha=0.3, axis="y")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 @_plain
@@ -144,7 +145,7 @@ def f1_vs_cost(cost: pd.DataFrame) -> bytes | None:
     ax.set_ylabel("macro F1")
     ax.set_title("F1 vs cost (mean ± sd per setting; Pareto front ringed)")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 @_plain
@@ -174,7 +175,7 @@ def learning_curves(histories: list[list[dict]], title: str) -> bytes | None:
         ax.grid(alpha=0.3)
     repeats = f" (mean ± sd of {len(frames)} repeats)" if len(frames) > 1 else ""
     fig.suptitle(f"{title}{repeats}", fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 @_plain
@@ -198,4 +199,4 @@ def confusion_matrix(matrix: list[list[int]], class_names: list[str], title: str
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)

@@ -6,8 +6,6 @@ the epochs a trial ran and its last reported metrics), so ``write_search_report`
 """
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 import math
@@ -22,54 +20,16 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from orchestrator.records import RunPaths, read_trial_records  # noqa: E402
-from orchestrator.report import SYNTHETIC_NOTE  # noqa: E402
-from orchestrator.storage import Store  # noqa: E402
+from orchestrator.report.plots import png_bytes as _png  # noqa: E402
+from orchestrator.report.document import SYNTHETIC_NOTE  # noqa: E402
+from orchestrator.report.render import Figure, KeyValues, Section, Table, Text, render_html, render_markdown  # noqa: E402
+from workers.storage import Store  # noqa: E402
 
 SEARCH_FILES = ("search.html", "search.md", "trials.csv", "best.json")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".md": "text/markdown; charset=utf-8", ".csv": "text/csv",
                  ".json": "application/json", ".png": "image/png"}
 STATUS_COLOURS = {"completed": "tab:blue", "stopped_early": "tab:orange", "stopped_budget": "tab:purple",
                   "interrupted": "tab:gray", "failed": "tab:red", "not_run": "tab:gray"}
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _md_table(df: pd.DataFrame) -> str:
-    if df is None or df.empty:
-        return "_none_\n"
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _html_table(df: pd.DataFrame) -> str:
-    if df is None or df.empty:
-        return "<p><em>none</em></p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
-                   for row in df.itertuples(index=False))
-    return f"<table class='t'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _img(png: bytes | None, alt: str) -> str:
-    if not png:
-        return ""
-    return (f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'/>"
-            f"<figcaption>{html.escape(alt)}</figcaption></figure>")
 
 
 def _search_info(search) -> dict:
@@ -117,7 +77,7 @@ def search_table(records: list[dict], search) -> pd.DataFrame:
             "test_accuracy": m.get("accuracy"), "test_f1_macro": m.get("f1_macro"),
             "train_s": (r.get("timings") or {}).get("fit_s") or (
                 sum(float(h.get("epoch_train_s") or 0) for h in r.get("history") or []) or None),
-            "tune_trial_id": s.get("tune_trial_id"), "reason": r.get("reason") or r.get("error"),
+            "tune_trial_id": s.get("tune_trial_id"), "reason": r.get("error"),
         })
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -320,86 +280,82 @@ def metric_by_epoch(records: list[dict], search) -> bytes | None:
 
 # ---------------------------------------------------------------------------------------------- report
 
-def build_search_report(records: list[dict], run_info: dict, search) -> dict[str, bytes]:
-    """Every search-report file as bytes, keyed by name relative to ``report/``."""
-    info = _search_info(search)
+def _figures(df: pd.DataFrame, records: list[dict], info: dict) -> dict[str, bytes]:
     metric = info.get("metric", "val_f1_macro")
-    search_records = [r for r in records if r.get("search")]
-    df = search_table(search_records, info)
-    best = best_summary(search_records, df, info, run_info)
     figures: dict[str, bytes] = {}
     for name in info.get("space", {}):
         png = metric_vs_hyperparameter(df, name, info) if not df.empty else None
         if png:
             figures[f"plots/search_{metric}_vs_{name}.png"] = png
     for key, png in (("plots/search_parallel_coordinates.png", None if df.empty else parallel_coordinates(df, info)),
-                     ("plots/search_metric_by_epoch.png", metric_by_epoch(search_records, info))):
+                     ("plots/search_metric_by_epoch.png", metric_by_epoch(records, info))):
         if png:
             figures[key] = png
+    return figures
+
+
+def _settings(info: dict, run_info: dict, df: pd.DataFrame) -> list[tuple[str, object]]:
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
+    return [
+        ("architecture", info.get("architecture")), ("node type", info.get("node_type")),
+        ("algorithm", info.get("algorithm")), ("scheduler", info.get("scheduler")),
+        ("metric", f"{info.get('metric', 'val_f1_macro')} ({info.get('mode')})"), ("samples", info.get("num_samples")),
+        ("epochs per trial (max)", info.get("epochs")),
+        ("grace period / reduction factor", f"{info.get('grace_period')} / {info.get('reduction_factor')}"
+         if info.get("scheduler") == "asha" else "-"),
+        ("max concurrent trials", info.get("max_concurrent_trials") or "-"),
+        ("time budget (s)", info.get("time_budget_s") or "-"),
+        ("started", run_info.get("started")), ("finished", run_info.get("finished")),
+        ("trials", ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"),
+        ("epochs trained", _epochs_trained(df, info)),
+    ]
+
+
+def _best_table(best: dict | None, metric: str) -> pd.DataFrame:
+    if not best:
+        return pd.DataFrame()
+    return pd.DataFrame([{"trial": best["trial_id"], "status": best["status"], "epochs run": best["epochs_run"],
+                          metric: best["value"], **{k: _cell(v) for k, v in best["hyperparameters"].items()},
+                          **({f"test {k}": v for k, v in best["test_metrics"].items() if k in ("accuracy", "f1_macro")}
+                             if best["test_metrics"] else {})}])
+
+
+def _sections(df: pd.DataFrame, info: dict, best: dict | None, figures: dict[str, bytes]) -> list[Section]:
+    metric = info.get("metric", "val_f1_macro")
+    best_blocks: list = [Table(_best_table(best, metric), empty="no trial reported the metric")]
+    if best:
+        best_blocks.append(Text(f"Rule: {best['rule']}. Trials stopped early compete with the value they reported "
+                                "last.", style="note"))
+    space = pd.DataFrame([{"setting": n, "distribution": next(iter(d)), "values": json.dumps(next(iter(d.values())))}
+                          for n, d in info.get("space", {}).items()])
+    shown = df[[c for c in df.columns if c != "tune_trial_id"]] if not df.empty else df
+    return [
+        Section("Best configuration", best_blocks),
+        Section("Search space", [Table(space)]),
+        Section("Figures", [Figure(key, key.rsplit("/", 1)[-1][:-4].replace("search_", ""), png)
+                            for key, png in figures.items()]),
+        Section("All trials (best first)", [Table(shown)]),
+    ]
+
+
+def build_search_report(records: list[dict], run_info: dict, search) -> dict[str, bytes]:
+    """Every search-report file as bytes, keyed by name relative to ``report/``; the pages are rendered by the
+    same renderer as the study report (``report.render``)."""
+    info = _search_info(search)
+    search_records = [r for r in records if r.get("search")]
+    df = search_table(search_records, info)
+    best = best_summary(search_records, df, info, run_info)
+    figures = _figures(df, search_records, info)
     synthetic = run_info.get("dataset_source") == "synthetic" or any(
         (r.get("data") or {}).get("synthetic") for r in search_records)
     title = f"Search: {run_info.get('experiment')} / {run_info.get('run_id')}"
-    settings = {
-        "architecture": info.get("architecture"), "node type": info.get("node_type"),
-        "algorithm": info.get("algorithm"), "scheduler": info.get("scheduler"),
-        "metric": f"{metric} ({info.get('mode')})", "samples": info.get("num_samples"),
-        "epochs per trial (max)": info.get("epochs"),
-        "grace period / reduction factor": f"{info.get('grace_period')} / {info.get('reduction_factor')}"
-        if info.get("scheduler") == "asha" else "-",
-        "max concurrent trials": info.get("max_concurrent_trials") or "-",
-        "time budget (s)": info.get("time_budget_s") or "-",
-        "started": run_info.get("started"), "finished": run_info.get("finished"),
-        "trials": ", ".join(f"{k} {v}" for k, v in counts.items()) or "none",
-        "epochs trained": _epochs_trained(df, info),
-    }
-    space = pd.DataFrame([{"setting": n, "distribution": next(iter(d)), "values": json.dumps(next(iter(d.values())))}
-                          for n, d in info.get("space", {}).items()])
-    best_table = pd.DataFrame()
-    if best:
-        best_table = pd.DataFrame([{"trial": best["trial_id"], "status": best["status"],
-                                    "epochs run": best["epochs_run"], metric: best["value"],
-                                    **{k: _cell(v) for k, v in best["hyperparameters"].items()},
-                                    **({f"test {k}": v for k, v in best["test_metrics"].items()
-                                        if k in ("accuracy", "f1_macro")} if best["test_metrics"] else {})}])
-    show_cols = [c for c in df.columns if c not in ("tune_trial_id",)] if not df.empty else []
-
-    md = [f"# {title}\n"]
-    if synthetic:
-        md.append(f"> **{SYNTHETIC_NOTE}**\n")
-    md.append("\n".join(f"- **{k}**: {v}" for k, v in settings.items()) + "\n")
-    md.append("\n## Best configuration\n\n" + (_md_table(best_table) if best else "_no trial reported the metric_\n"))
-    if best:
-        md.append(f"\nRule: {best['rule']}. Trials stopped early compete with the value they reported last.\n")
-    md.append("\n## Search space\n\n" + _md_table(space))
-    md.append("\n## All trials (best first)\n\n" + _md_table(df[show_cols] if show_cols else df))
-    md.append("\n## Figures\n\n" + "\n".join(f"![{k}]({k})" for k in figures) + "\n")
-
-    page = [
-        "<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table.t{border-collapse:collapse;font-size:13px}"
-        "table.t td,table.t th{border:1px solid #ccc;padding:3px 6px}.warn{background:#fff3cd;padding:.6em;"
-        "border:1px solid #e0c060}figure{display:inline-block;margin:6px}img{max-width:560px}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-    ]
-    if synthetic:
-        page.append(f"<p class='warn'><strong>{html.escape(SYNTHETIC_NOTE)}</strong></p>")
-    page.append("<ul>" + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>"
-                                 for k, v in settings.items()) + "</ul>")
-    page.append("<h2>Best configuration</h2>"
-                + (_html_table(best_table) if best else "<p>No trial reported the metric.</p>"))
-    if best:
-        page.append(f"<p>Rule: {html.escape(best['rule'])}. Trials stopped early compete with the value they reported "
-                    "last.</p>")
-    page.append("<h2>Search space</h2>" + _html_table(space))
-    page.append("<h2>Figures</h2>" + "".join(_img(png, key.rsplit("/", 1)[-1][:-4].replace("search_", ""))
-                                            for key, png in figures.items()))
-    page.append("<h2>All trials (best first)</h2>" + _html_table(df[show_cols] if show_cols else df))
-    page.append(f"<p>Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p></body></html>")
-
+    lead = ([Text(SYNTHETIC_NOTE, style="warn", strong=True)] if synthetic else []) + \
+        [KeyValues(_settings(info, run_info, df))]
+    body = _sections(df, info, best, figures)
+    footer = f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}. This page loads nothing from the network."
     files = {
-        "search.html": "\n".join(page).encode(),
-        "search.md": "\n".join(md).encode(),
+        "search.html": render_html(title, "", lead, body, footer).encode(),
+        "search.md": render_markdown(title, "", lead, body, footer).encode(),
         "trials.csv": df.to_csv(index=False).encode(),
         "best.json": json.dumps(best, indent=1, default=str).encode(),
     }
@@ -415,7 +371,7 @@ def write_search_report(store: Store, paths: RunPaths, search=None, extra_info: 
         import yaml
 
         search = (yaml.safe_load(store.get_text(paths.spec)) or {}).get("search") or {}
-    files = build_search_report(read_trial_records(store, paths), run_info, search)
+    files = build_search_report([r.to_dict() for r in read_trial_records(store, paths)], run_info, search)
     for name in sorted(files, key=lambda n: n == "search.html"):
         ext = "." + name.rsplit(".", 1)[-1]
         store.put_bytes(paths.report(name), files[name], CONTENT_TYPES.get(ext))

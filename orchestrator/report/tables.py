@@ -96,7 +96,7 @@ def trial_table(records: list[dict]) -> pd.DataFrame:
             "resumed": r.get("resumed_from_checkpoint"),
             "price_per_hour": price,
             "cost_usd": float(price) * float(total) / 3600 if price is not None and total is not None else None,
-            "reason": r.get("reason") or r.get("error"),
+            "reason": r.get("error"),
         })
     df = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
     for col in FLOAT_COLUMNS:

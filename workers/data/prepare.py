@@ -23,7 +23,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from workers.augment import AugmentorSettings, augment_chunk, chunk_seed
+from workers.augment import augment_chunk, chunk_seed
+from workers.config import AugmentationSpec, AugmentorSpec
 from workers.data.shards import SHUFFLE_BLOCK, ShardWriter
 from workers.data.sources import (DatasetError, ImageListing, LoadedDataset, check_classes, decode_image, keep_decoded,
                                   list_dataset, local_root)
@@ -88,8 +89,7 @@ def augmentor_meta(augmentation: str, augmentation_settings: dict) -> dict | Non
     """Which Augmentor mode ran and with how many samples per class (None when the stage is not ``augmentor``)."""
     if augmentation != "augmentor":
         return None
-    settings = AugmentorSettings.from_settings(augmentation_settings)
-    return {"mode": settings.mode, "samples_per_class": settings.samples_per_class}
+    return AugmentationSpec.model_validate(augmentation_settings).augmentor.model_dump()
 
 
 def preparation_key(dataset: dict, split: dict, augmentation: str, augmentation_settings: dict) -> str:
@@ -295,7 +295,7 @@ def decode_stage(ex: Executor, dataset: dict, notify: Callable[[str], None]) -> 
     return Catalog(keep_decoded(data, ok), loc[ok], blocks)
 
 
-def augment_stage(ex: Executor, cat: Catalog, train: np.ndarray, settings: AugmentorSettings, seed: int,
+def augment_stage(ex: Executor, cat: Catalog, train: np.ndarray, settings: AugmentorSpec, seed: int,
                   notify: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Generate each class's share in chunks of ``AUGMENT_CHUNK``; returns (locations, labels, ids) of the
     generated rows (their blocks are appended to ``cat.blocks``)."""
@@ -381,7 +381,7 @@ def run_preparation(dataset: dict, split: dict, augmentation: str, augmentation_
     t1 = time.perf_counter()
     aug_loc, aug_labels, aug_ids = np.zeros((0, 2), np.int64), np.zeros(0, np.int64), []
     if augmentation == "augmentor":
-        settings = AugmentorSettings.from_settings(augmentation_settings)
+        settings = AugmentationSpec.model_validate(augmentation_settings).augmentor
         aug_loc, aug_labels, aug_ids = augment_stage(ex, cat, train, settings, seed, notify)
     t_aug = time.perf_counter() - t1
     train_loc = np.concatenate([cat.loc[train], aug_loc])

@@ -227,7 +227,9 @@ def find_file(root: Path, explicit: str | None, names: Iterable[str], pattern: s
 
 
 def _resolved_endpoint(endpoint_url: str | None) -> str | None:
-    return endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    from workers.settings import s3_endpoint
+
+    return s3_endpoint(endpoint_url)
 
 
 def s3_cache_dir(uri: str, endpoint_url: str | None = None) -> Path:
@@ -238,24 +240,10 @@ def s3_cache_dir(uri: str, endpoint_url: str | None = None) -> Path:
     return default_cache_root() / "s3" / hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
-def mirror_s3(uri: str, endpoint_url: str | None = None) -> tuple[Path, list[str]]:
-    """Copy every object under an ``s3://bucket/prefix`` (or the single object ``s3://bucket/key``) to local disk.
+def _s3_objects(uri: str, endpoint: str | None, where: str):
+    """(store, object keys, single file name or "") under an ``s3://bucket/prefix``, or the one object it names."""
+    from workers.storage import StorageError, open_store
 
-    Returns the local folder (or file) and the object keys that were not copied (unsafe names). The copy is
-    built in a temporary folder whose ``.complete`` marker is written last, then renamed into place, so a
-    finished mirror is reused by every later load (it is not refreshed when the bucket changes: delete the
-    folder, or use a new prefix, for new data).
-    """
-    from orchestrator.storage import StorageError, check_key, open_store
-
-    root = s3_cache_dir(uri, endpoint_url)
-    marker = root / ".complete"
-    if marker.is_file():
-        info = json.loads(marker.read_text())
-        return root / info.get("file", ""), list(info.get("not_copied", []))
-
-    endpoint = _resolved_endpoint(endpoint_url)
-    where = f"'{uri}' (endpoint {endpoint or 'AWS default'})"
     try:
         store = open_store(uri.rstrip("/"), endpoint_url=endpoint)
         keys = [k for k in store.list("") if not k.endswith("/")]
@@ -272,7 +260,28 @@ def mirror_s3(uri: str, endpoint_url: str | None = None) -> tuple[Path, list[str
         raise DatasetError(f"dataset.path: cannot read {where}: {type(err).__name__}: {err}") from None
     if not keys:
         raise DatasetError(f"dataset.path: no objects under {where}")
+    return store, keys, single
 
+
+def mirror_s3(uri: str, endpoint_url: str | None = None) -> tuple[Path, list[str]]:
+    """Copy every object under an ``s3://bucket/prefix`` (or the single object ``s3://bucket/key``) to local disk.
+
+    Returns the local folder (or file) and the object keys that were not copied (unsafe names). The copy is
+    built in a temporary folder whose ``.complete`` marker is written last, then renamed into place, so a
+    finished mirror is reused by every later load (it is not refreshed when the bucket changes: delete the
+    folder, or use a new prefix, for new data).
+    """
+    from workers.storage import check_key
+
+    root = s3_cache_dir(uri, endpoint_url)
+    marker = root / ".complete"
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        return root / info.get("file", ""), list(info.get("not_copied", []))
+
+    endpoint = _resolved_endpoint(endpoint_url)
+    where = f"'{uri}' (endpoint {endpoint or 'AWS default'})"
+    store, keys, single = _s3_objects(uri, endpoint, where)
     safe, unsafe = [], []
     for key in keys:
         try:

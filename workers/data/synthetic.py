@@ -99,7 +99,10 @@ def write_synthetic_isic(root: Path, *, samples_per_class: int, image_size: tupl
 
 
 def default_cache_root() -> Path:
-    return Path(os.environ.get("SKINLESION_CACHE", Path.home() / ".cache" / "skinlesion-orchestrator"))
+    """This node's disk cache (``workers.settings.cache_root``)."""
+    from workers.settings import cache_root
+
+    return cache_root()
 
 
 @register_source("synthetic")

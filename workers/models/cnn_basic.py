@@ -1,8 +1,6 @@
 """Seed 001 basic CNN: Conv2D 32/64/128 (3x3, ReLU, valid padding) each followed by max-pooling, Dense 128."""
 from __future__ import annotations
 
-import keras
-from keras import layers
 
 from workers.models.common import classifier_head, image_input
 from workers.models.registry import register_model
@@ -17,6 +15,8 @@ def cnn_basic(input_shape, num_classes, filters: tuple[int, ...] | list[int] = (
     Layer for layer the Sequential model of the paper (its summary: 126x126x32 after the first convolution of
     a 128x128 input, i.e. valid padding); only the min-max scaling in front comes from ``image_input``.
     """
+    import keras
+    from keras import layers
     inputs, x = image_input(input_shape)
     for i, f in enumerate(filters):
         x = layers.Conv2D(int(f), 3, padding="valid", activation=activation, name=f"conv{i + 1}")(x)

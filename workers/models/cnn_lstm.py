@@ -1,8 +1,6 @@
 """Seed 000 proposed model: CNN feature extractor feeding an LSTM over spatial positions."""
 from __future__ import annotations
 
-import keras
-from keras import layers
 
 from workers.models.common import classifier_head, image_input
 from workers.models.registry import register_model
@@ -13,6 +11,8 @@ def cnn_lstm(input_shape, num_classes, filters: int = 64, lstm_units: int = 32, 
              dense_units: int = 128, activation: str = "tanh"):
     """Seed 000 CNN-LSTM: 3 x (Conv2D 64 tanh, MaxPool), reshape to a sequence, LSTM 32 (return_sequences),
     Dropout 0.2, Flatten, Dense 128 relu, softmax."""
+    import keras
+    from keras import layers
     inputs, x = image_input(input_shape)
     for i in range(3):
         x = layers.Conv2D(filters, 3, padding="same", activation=activation, name=f"conv{i + 1}")(x)

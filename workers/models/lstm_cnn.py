@@ -1,8 +1,6 @@
 """Seed 000 LSTM-CNN (its reference [10]): an LSTM reads image rows, convolutions follow."""
 from __future__ import annotations
 
-import keras
-from keras import layers
 
 from workers.models.common import classifier_head, image_input
 from workers.models.registry import register_model
@@ -13,6 +11,8 @@ def lstm_cnn(input_shape, num_classes, lstm_units: int = 64, filters: int = 32, 
              dropout: float | None = None):
     """LSTM-CNN: rows as time steps (H steps of W*C features), LSTM (return_sequences), then 2 x Conv2D + pool,
     Flatten, Dense, softmax."""
+    import keras
+    from keras import layers
     h, w, c = input_shape
     inputs, x = image_input(input_shape)
     x = layers.Reshape((h, w * c), name="rows_as_steps")(x)

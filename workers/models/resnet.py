@@ -1,14 +1,14 @@
 """ResNet backbones from keras.applications with a global-average-pool softmax head (seeds 000, 003)."""
 from __future__ import annotations
 
-import keras
-from keras import layers
 
 from workers.models.common import classifier_head, image_input
 from workers.models.registry import register_model
 
 
 def _resnet(application, name, input_shape, num_classes, weights_path: str | None, dropout: float | None):
+    import keras
+    from keras import layers
     inputs, x = image_input(input_shape)
     backbone = application(include_top=False, weights=None, input_shape=input_shape)
     if weights_path:
@@ -23,10 +23,12 @@ def _resnet(application, name, input_shape, num_classes, weights_path: str | Non
 @register_model("resnet50", min_input_size=32, seed="000")
 def resnet50(input_shape, num_classes, weights_path: str | None = None, dropout: float | None = None):
     """ResNet-50 backbone (optionally ImageNet weights from a local file), GAP, softmax."""
+    import keras
     return _resnet(keras.applications.ResNet50, "resnet50", input_shape, num_classes, weights_path, dropout)
 
 
 @register_model("resnet152", min_input_size=32, seed="003")
 def resnet152(input_shape, num_classes, weights_path: str | None = None, dropout: float | None = None):
     """ResNet-152 backbone (optionally ImageNet weights from a local file), GAP, softmax."""
+    import keras
     return _resnet(keras.applications.ResNet152, "resnet152", input_shape, num_classes, weights_path, dropout)

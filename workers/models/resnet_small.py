@@ -1,8 +1,6 @@
 """Seed 002 small residual network: three residual "parameter layers" of Conv2D, BatchNorm, MaxPool, ReLU."""
 from __future__ import annotations
 
-import keras
-from keras import layers
 
 from workers.models.common import classifier_head, image_input
 from workers.models.registry import register_model
@@ -10,6 +8,7 @@ from workers.models.registry import register_model
 
 def _residual_block(x, filters: int, name: str):
     """Conv3x3 -> BatchNorm -> MaxPool(2) on the main path, a strided 1x1 projection on the shortcut, add, ReLU."""
+    from keras import layers
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     y = layers.BatchNormalization(name=f"{name}_bn")(y)
     y = layers.MaxPooling2D(2, padding="same", name=f"{name}_pool")(y)
@@ -28,6 +27,8 @@ def resnet_small(input_shape, num_classes, filters: tuple[int, ...] | list[int] 
     The paper gives the block recipe but no widths; 32/64/128 filters are this implementation's choice
     (``filters`` overrides them, one block per entry).
     """
+    import keras
+    from keras import layers
     inputs, x = image_input(input_shape)
     for i, f in enumerate(filters):
         x = _residual_block(x, int(f), name=f"block{i + 1}")

@@ -6,8 +6,6 @@ blocks ``1x1 -> grouped 3x3 (stride) -> 1x1 -> SE -> + shortcut -> ReLU`` with o
 """
 from __future__ import annotations
 
-import keras
-from keras import layers
 
 from workers.models.common import classifier_head, image_input
 from workers.models.registry import register_model
@@ -22,6 +20,7 @@ _BN_EPS = 1e-5
 
 
 def _conv_bn(x, filters: int, kernel: int, *, strides: int = 1, groups: int = 1, relu: bool = True, name: str):
+    from keras import layers
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", groups=groups, use_bias=False,
                       name=f"{name}_conv")(x)
     x = layers.BatchNormalization(epsilon=_BN_EPS, name=f"{name}_bn")(x)
@@ -30,6 +29,7 @@ def _conv_bn(x, filters: int, kernel: int, *, strides: int = 1, groups: int = 1,
 
 def squeeze_excite(x, reduction: int = 16, name: str = "se"):
     """Squeeze-and-excitation: GAP -> Dense(C/r, ReLU) -> Dense(C, sigmoid) -> channel-wise rescale of ``x``."""
+    from keras import layers
     channels = x.shape[-1]
     s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(x)
     s = layers.Dense(max(1, channels // reduction), activation="relu", name=f"{name}_reduce")(s)
@@ -38,6 +38,7 @@ def squeeze_excite(x, reduction: int = 16, name: str = "se"):
 
 
 def _bottleneck(x, planes: int, *, strides: int, cardinality: int, base_width: int, reduction: int, name: str):
+    from keras import layers
     width = cardinality * base_width * planes // 64  # 32x4d: 128, 256, 512, 1024
     out_channels = planes * 4
     shortcut = x
@@ -54,6 +55,8 @@ def _bottleneck(x, planes: int, *, strides: int, cardinality: int, base_width: i
 def se_resnext_backbone(input_shape, blocks=STAGE_BLOCKS[101], cardinality: int = 32, base_width: int = 4,
                         reduction: int = 16, name: str = "se_resnext_backbone") -> keras.Model:
     """Feature extractor (no pooling, no head) as its own Model so ``load_weights`` can target it alone."""
+    import keras
+    from keras import layers
     if len(blocks) != 4 or any(int(b) < 1 for b in blocks):
         raise ValueError(f"blocks must be four positive stage lengths, got {blocks!r}")
     inputs = keras.Input(shape=input_shape, name="features_in")
@@ -76,6 +79,8 @@ def se_resnext101(input_shape, num_classes, weights_path: str | None = None, dro
     ``depth`` (50/101/152) or an explicit ``blocks`` list of four stage lengths builds other depths (tests use
     ``blocks=(1, 1, 1, 1)``). ``weights_path`` is a local weights file for the backbone (never downloaded).
     """
+    import keras
+    from keras import layers
     if blocks is None:
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"depth must be one of {sorted(STAGE_BLOCKS)} (or pass blocks=...), got {depth}")

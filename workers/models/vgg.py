@@ -1,8 +1,6 @@
 """VGG16 backbone from keras.applications with a global-average-pool softmax head (seed 003)."""
 from __future__ import annotations
 
-import keras
-from keras import layers
 
 from workers.models.common import classifier_head, image_input
 from workers.models.registry import register_model
@@ -17,6 +15,8 @@ def vgg16(input_shape, num_classes, weights_path: str | None = None, dropout: fl
     1x1 "Conv6" (128/256/512 filters in the paper) in front of the pooling. Nothing is ever downloaded:
     the application is built with ``weights=None`` and ``weights_path`` (a no-top weights file) is loaded locally.
     """
+    import keras
+    from keras import layers
     inputs, x = image_input(input_shape)
     backbone = keras.applications.VGG16(include_top=False, weights=None, input_shape=input_shape)
     if weights_path:

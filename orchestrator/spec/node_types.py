@@ -144,7 +144,9 @@ def head_cluster_config() -> dict | None:
     """
     import os
 
-    path = os.environ.get("SKINLESION_CLUSTER_CONFIG") or os.path.expanduser(BOOTSTRAP_CONFIG)
+    from workers.settings import cluster_config_path
+
+    path = cluster_config_path() or os.path.expanduser(BOOTSTRAP_CONFIG)
     if not os.path.isfile(path):
         return None
     try:

@@ -5,7 +5,7 @@ import hashlib
 import itertools
 import json
 
-from orchestrator.spec import ExperimentSpec
+from orchestrator.spec.schema import ExperimentSpec
 from workers.config import TrialConfig
 
 

@@ -11,12 +11,13 @@ import json
 import numpy as np
 import pandas as pd
 
+from orchestrator.errors import BadInput
 from orchestrator.records import RunPaths, read_trial_records
-from orchestrator.storage import Store
+from workers.storage import Store
 from workers.metrics import compute_metrics
 
 
-class EnsembleError(ValueError):
+class EnsembleError(BadInput):
     """Trials that cannot be ensembled, phrased for the user in one line."""
 
 
@@ -41,7 +42,7 @@ def average_probabilities(predictions: dict[str, pd.DataFrame]) -> tuple[pd.Data
 def build_ensemble(store: Store, paths: RunPaths, trial_ids: list[str] | None = None, top: int | None = None,
                    by: str = "f1_macro") -> dict:
     """Ensemble the given trials (or the ``top`` completed ones by ``by``); store and return its record."""
-    completed = [r for r in read_trial_records(store, paths) if r.get("status") == "completed"]
+    completed = [r.to_dict() for r in read_trial_records(store, paths) if r.completed]
     if trial_ids:
         known = {r["trial_id"] for r in completed}
         missing = [t for t in trial_ids if t not in known]
@@ -62,33 +63,3 @@ def build_ensemble(store: Store, paths: RunPaths, trial_ids: list[str] | None = 
     store.put_text(f"{paths.root}/ensembles/{name}/predictions.csv", averaged.to_csv(index=False), "text/csv")
     store.put_text(f"{paths.root}/ensembles/{name}/record.json", json.dumps(record, indent=1), "application/json")
     return record
-
-
-def add_commands(sub) -> None:
-    import os
-
-    e = sub.add_parser("ensemble", help="average the test probabilities of finished trials and score the ensemble")
-    e.add_argument("run", help="run id or experiment/run_id")
-    e.add_argument("--trials", nargs="+", help="trial ids to combine (default: all completed, or --top)")
-    e.add_argument("--top", type=int, help="combine the best K completed trials")
-    e.add_argument("--by", default="f1_macro", help="metric that ranks trials for --top (default f1_macro)")
-    e.add_argument("--store", default=os.environ.get("ORCHESTRATOR_STORE", "results"))
-    e.add_argument("--endpoint-url", default=None)
-    e.set_defaults(func=_cmd_ensemble)
-
-
-def _cmd_ensemble(args) -> int:
-    from orchestrator.cli import UserError, _find_run, _open_store, out
-
-    store = _open_store(args.store, args.endpoint_url)
-    paths = _find_run(store, args.run)
-    try:
-        record = build_ensemble(store, paths, args.trials, args.top, args.by)
-    except EnsembleError as err:
-        raise UserError(str(err)) from None
-    m = record["metrics"]
-    out.print(f"{record['name']} ({len(record['members'])} trials): accuracy {m['accuracy']:.4f}, "
-              f"macro F1 {m['f1_macro']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}")
-    key = f"{paths.root}/ensembles/{record['name']}/record.json"
-    out.print(f"Stored under {store.url(key)}")
-    return 0

@@ -13,119 +13,13 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
+from orchestrator.errors import SpecError
+from workers.config import (AugmentationSpec, DatasetSpec, ModelSpec, RandomAugmentSpec, SplitSpec,  # noqa: F401
+                            TrainingSpec, _Strict)
+
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 AUGMENTATIONS = ("none", "random", "augmentor")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
-
-
-class SpecError(ValueError):
-    """A problem with an experiment file, phrased for the user in one line."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatasetSpec(_Strict):
-    """Where the images come from and how classes are mapped."""
-
-    source: Literal["synthetic", "isic_folder", "ham10000", "isic2019", "dermamnist"] = "synthetic"
-    path: str | None = None
-    image_size: tuple[int, int] = (32, 32)
-    classes: Literal["all", "binary_melanoma"] | list[str] = "all"
-    drop_classes: list[str] = Field(default_factory=list)
-    samples_per_class: int = Field(default=40, ge=2, description="synthetic only: images of the largest class")
-    synthetic_seed: int = 0
-    metadata_csv: str | None = None
-    endpoint_url: str | None = None
-
-    @field_validator("image_size")
-    @classmethod
-    def _size_positive(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if min(v) < 8 or max(v) > 1024:
-            raise ValueError("image_size must be two integers between 8 and 1024, e.g. [120, 120]")
-        return v
-
-    @model_validator(mode="after")
-    def _path_required(self) -> "DatasetSpec":
-        if self.source != "synthetic" and not self.path:
-            raise ValueError(f"dataset.path is required for source '{self.source}'")
-        if self.path and (".." in Path(self.path).parts):
-            raise ValueError("dataset.path must not contain '..'")
-        return self
-
-
-class SplitSpec(_Strict):
-    """Stratified split; augmentation only ever touches the training part."""
-
-    test_fraction: float = Field(default=0.2, gt=0, lt=1)
-    val_fraction: float = Field(default=0.1, ge=0, lt=1)
-    use_source_test: bool = False
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _fractions_fit(self) -> "SplitSpec":
-        if self.test_fraction + self.val_fraction >= 0.9:
-            raise ValueError("split.test_fraction + split.val_fraction must be below 0.9")
-        return self
-
-
-class RandomAugmentSpec(_Strict):
-    flip: bool = True
-    rotation: float = Field(default=0.1, ge=0, le=0.5)
-    zoom: float = Field(default=0.1, ge=0, le=0.5)
-
-
-class AugmentorSpec(_Strict):
-    """The ``augmentor`` stage: ``top_up`` every training class to ``samples_per_class`` images, or ``add``
-    ``samples_per_class`` generated images to every class (seed 000's "added 500 samples per class")."""
-
-    mode: Literal["top_up", "add"] = "top_up"
-    samples_per_class: int = Field(default=500, ge=1)
-
-
-class AugmentationSpec(_Strict):
-    augmentor: AugmentorSpec = AugmentorSpec()
-    random: RandomAugmentSpec = RandomAugmentSpec()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_samples_per_class(cls, data: Any) -> Any:
-        """The older ``augmentor_samples_per_class: N`` means ``augmentor: {mode: top_up, samples_per_class: N}``."""
-        if isinstance(data, dict) and "augmentor_samples_per_class" in data:
-            if "augmentor" in data:
-                raise ValueError("give augmentation.augmentor or the older augmentor_samples_per_class, not both")
-            data = dict(data)
-            data["augmentor"] = {"mode": "top_up", "samples_per_class": data.pop("augmentor_samples_per_class")}
-        return data
-
-
-class TrainingSpec(_Strict):
-    """Hyperparameters shared by every trial unless a search or model override changes them."""
-
-    batch_size: int = Field(default=32, ge=1, le=65536)
-    learning_rate: float = Field(default=1e-3, gt=0, le=10)
-    optimizer: Literal["adam", "sgd", "rmsprop", "adamw"] = "adam"
-    dropout: float | None = Field(default=None, ge=0, lt=1)
-    class_weights: bool = False
-    mixed_precision: Literal["auto", "off", "bfloat16"] = "auto"
-
-
-class ModelSpec(_Strict):
-    """Per-architecture settings (pretrained weights and builder keyword arguments)."""
-
-    weights: Literal["none", "imagenet"] = "none"
-    weights_path: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _weights_need_path(self) -> "ModelSpec":
-        if self.weights == "imagenet" and not self.weights_path:
-            raise ValueError(
-                "weights: imagenet needs weights_path (a local file or s3:// URI); "
-                "nothing is downloaded at run time. Use weights: none to train from scratch"
-            )
-        return self
 
 
 class NodeTypeSpec(_Strict):
@@ -172,9 +66,13 @@ class ExecutionSpec(_Strict):
 
 
 class StorageSpec(_Strict):
+    """Where a run's records and report go; ``local_dir`` keeps Tune state of embedded runs with a remote store
+    and everything a remote store could not take."""
+
     uri: str = "results"
     endpoint_url: str | None = None
     region: str | None = None
+    local_dir: str = "results-local"
 
 
 SEARCH_TRAINING_SETTINGS = ("learning_rate", "batch_size", "dropout", "optimizer", "augmentation", "class_weights")

@@ -13,7 +13,6 @@ flags. A Ray authentication token, when one is needed, is sent as an HTTP header
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import ipaddress
 import os
@@ -28,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlparse
+
+from orchestrator.errors import BadInput
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -48,9 +49,7 @@ JOB_ENV = {"PYTHONUNBUFFERED": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUT
 
 
 def _user_error(message: str) -> Exception:
-    from orchestrator.cli import UserError  # lazily: cli imports this module
-
-    return UserError(message)
+    return BadInput(message)
 
 
 def default_address() -> str:
@@ -104,7 +103,7 @@ def _check_address(address: str) -> str:
 
 
 def connect(address: str):
-    """A ``JobSubmissionClient`` for ``address``, or one clear ``UserError`` line when it cannot be reached."""
+    """A ``JobSubmissionClient`` for ``address``, or one clear ``BadInput`` line when it cannot be reached."""
     address = _check_address(address)
     try:
         from ray.job_submission import JobSubmissionClient
@@ -268,14 +267,11 @@ def submit_job(spec_file: str, address: str, store: str | None = None, strict: b
 
     ``run_id`` continues an earlier run of the same file in the same store (its finished trials are kept).
     """
-    from orchestrator.spec import SpecError, load_spec
+    from orchestrator.spec.schema import load_spec
 
     notify = notify or (lambda m: print(m, file=sys.stderr))
     address = _check_address(address)
-    try:
-        spec = load_spec(spec_file)
-    except SpecError as err:
-        raise _user_error(str(err)) from None
+    spec = load_spec(spec_file)
     root = Path(working_dir).resolve() if working_dir else find_working_dir()
     if root is None:
         notify("note: not inside a project checkout: only the experiment file is uploaded (the cluster's "
@@ -319,162 +315,66 @@ def _quiet_ray_upload_logs():
             lg.setLevel(level)
 
 
-# --------------------------------------------------------------------------------------------- queue commands
-def _fmt_time(ms: int | None) -> str:
-    if not ms:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _duration(start_ms: int | None, end_ms: int | None) -> str:
-    if not start_ms:
-        return "-"
-    seconds = int(((end_ms or time.time() * 1000) - start_ms) / 1000)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def _status_name(status) -> str:
+# --------------------------------------------------------------------------------------------- the job queue
+def status_name(status) -> str:
     return getattr(status, "value", str(status))
 
 
-def cmd_list(args) -> int:
-    from rich.table import Table
-
-    from orchestrator.cli import out
-
-    client = connect(args.address)
-    jobs = _call(args.address, "listing jobs", client.list_jobs)
-    jobs = sorted(jobs, key=lambda j: j.start_time or 0)
-    table = Table(title=f"Jobs on {args.address}")
-    for col in ("job id", "status", "experiment", "started", "duration", "entrypoint"):
-        table.add_column(col, overflow="fold")
-    for job in jobs:
-        jid = job.submission_id or job.job_id or "?"
-        table.add_row(jid, _status_name(job.status), (job.metadata or {}).get("experiment", "-"),
-                      _fmt_time(job.start_time), _duration(job.start_time, job.end_time), job.entrypoint)
-    out.print(table)
-    return 0
+def list_jobs(address: str) -> list:
+    """Every job on the cluster (queued, running and ended), oldest first (Ray's ``JobDetails``)."""
+    client = connect(address)
+    return sorted(_call(address, "listing jobs", client.list_jobs), key=lambda j: j.start_time or 0)
 
 
-def cmd_status(args) -> int:
-    from orchestrator.cli import out
-
-    client = connect(args.address)
-    deadline = time.monotonic() + args.timeout if args.timeout else None
+def job_info(address: str, job_id: str, *, wait: bool = False, timeout: float | None = None):
+    """A job's ``JobInfo``; with ``wait`` once it has ended (a one-line error after ``timeout`` seconds)."""
+    client = connect(address)
+    deadline = time.monotonic() + timeout if timeout else None
     while True:
-        info = _call(args.address, "reading the job", client.get_job_info, args.job_id)
-        status = _status_name(info.status)
-        if not args.wait or status in TERMINAL:
-            break
+        info = _call(address, "reading the job", client.get_job_info, job_id)
+        status = status_name(info.status)
+        if not wait or status in TERMINAL:
+            return info
         if deadline and time.monotonic() > deadline:
-            raise _user_error(f"job {args.job_id} is still {status} after {args.timeout:g}s")
+            raise _user_error(f"job {job_id} is still {status} after {timeout:g}s")
         time.sleep(2)
-    meta = info.metadata or {}
-    out.print(f"job:        {args.job_id}")
-    out.print(f"status:     {status}" + (f" ({' '.join(info.message.split())})" if info.message else ""))
-    out.print(f"experiment: {meta.get('experiment', '-')}")
-    out.print(f"store:      {meta.get('store', '-')}")
-    out.print(f"started:    {_fmt_time(info.start_time)}   ended: {_fmt_time(info.end_time)}   "
-              f"duration: {_duration(info.start_time, info.end_time)}")
-    out.print(f"entrypoint: {info.entrypoint}", soft_wrap=True)
-    if getattr(info, "driver_node_id", None):
-        out.print(f"driver on:  node {info.driver_node_id}")
-    if status == "FAILED" and getattr(info, "error_type", None):
-        out.print(f"error:      {info.error_type}")
-    out.print(f"logs:       orchestrator logs {args.job_id} --address {args.address}")
-    return 1 if status in ("FAILED", "STOPPED") else 0
 
 
-def cmd_logs(args) -> int:
-    client = connect(args.address)
-    if not args.follow:
-        text = _call(args.address, "reading the logs", client.get_job_logs, args.job_id)
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return 0
-    _call(args.address, "reading the job", client.get_job_status, args.job_id)  # a clear error for a bad id
+def job_logs(address: str, job_id: str) -> str:
+    """The driver output of a job so far."""
+    return _call(address, "reading the logs", connect(address).get_job_logs, job_id)
+
+
+def follow_logs(address: str, job_id: str, write: Callable[[str], None]) -> str:
+    """Stream a job's driver output to ``write`` until it ends; returns its final status."""
+    import logging
+
+    client = connect(address)
+    _call(address, "reading the job", client.get_job_status, job_id)  # a clear error for a bad id
 
     async def follow() -> None:
-        async for chunk in client.tail_job_logs(args.job_id):
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
-
-    import logging
+        async for chunk in client.tail_job_logs(job_id):
+            write(chunk)
 
     logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
     try:
         asyncio.run(follow())
     except Exception as err:
-        raise _user_error(f"following the logs of {args.job_id} failed: {_one_line(err)}") from None
-    status = _status_name(_call(args.address, "reading the job", client.get_job_status, args.job_id))
-    print(f"\n[job {args.job_id} {status}]", file=sys.stderr)
-    return 0 if status == "SUCCEEDED" else 1
+        raise _user_error(f"following the logs of {job_id} failed: {_one_line(err)}") from None
+    return status_name(_call(address, "reading the job", client.get_job_status, job_id))
 
 
-def cmd_cancel(args) -> int:
-    from orchestrator.cli import out
-
-    client = connect(args.address)
-    status = _status_name(_call(args.address, "reading the job", client.get_job_status, args.job_id))
+def cancel_job(address: str, job_id: str) -> tuple[str, bool]:
+    """Stop a queued or running job; returns (its status before, whether a stop was requested)."""
+    client = connect(address)
+    status = status_name(_call(address, "reading the job", client.get_job_status, job_id))
     if status in TERMINAL:
-        out.print(f"Job {args.job_id} already ended ({status}); nothing to cancel.")
-        return 0
-    _call(args.address, "cancelling the job", client.stop_job, args.job_id)
-    out.print(f"Cancel requested for job {args.job_id} (was {status}). Finished trials stay in the store; to "
-              "continue, submit the same file again with --run-id RUN_ID (the run id is in 'orchestrator logs').")
-    return 0
+        return status, False
+    _call(address, "cancelling the job", client.stop_job, job_id)
+    return status, True
 
 
 def dashboard_url(address: str) -> str:
     """The dashboard URL for ``address`` (checked to answer)."""
     client = connect(address)
     return getattr(client, "_address", None) or address
-
-
-def cmd_dashboard(args) -> int:
-    from orchestrator.cli import out
-
-    url = dashboard_url(args.address)
-    out.print(url)
-    if args.open:
-        import webbrowser
-
-        if not webbrowser.open(url):
-            print(f"could not open a browser; open {url} yourself", file=sys.stderr)
-    return 0
-
-
-def add_commands(sub) -> None:
-    """Add list, status, logs, cancel and dashboard to the ``orchestrator`` command line."""
-
-    def address_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--address", default=default_address(),
-                       help="Ray dashboard / Jobs API (default: $RAY_ADDRESS or http://127.0.0.1:8265; for a "
-                            "`ray up` cluster run 'ray dashboard ray-cluster.yaml' first)")
-
-    ls = sub.add_parser("list", help="list the jobs (submitted studies) on a cluster, queued, running and ended")
-    address_arg(ls)
-    ls.set_defaults(func=cmd_list)
-
-    st = sub.add_parser("status", help="state of one submitted job")
-    st.add_argument("job_id")
-    st.add_argument("--wait", action="store_true", help="block until the job ends (exit 0 succeeded, 1 otherwise)")
-    st.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
-    address_arg(st)
-    st.set_defaults(func=cmd_status)
-
-    lg = sub.add_parser("logs", help="driver output of a submitted job")
-    lg.add_argument("job_id")
-    lg.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
-    address_arg(lg)
-    lg.set_defaults(func=cmd_logs)
-
-    cn = sub.add_parser("cancel", help="stop a queued or running job (finished trials are kept)")
-    cn.add_argument("job_id")
-    address_arg(cn)
-    cn.set_defaults(func=cmd_cancel)
-
-    db = sub.add_parser("dashboard", help="print the Ray dashboard URL of a cluster")
-    db.add_argument("--open", action="store_true", help="also open it in a browser")
-    address_arg(db)
-    db.set_defaults(func=cmd_dashboard)

@@ -8,7 +8,7 @@ local directory, so the local copy of a run is complete even when the outage beg
 """
 from __future__ import annotations
 
-from orchestrator.storage import LocalStore, Store, StorageError
+from workers.storage import LocalStore, Store, StorageError
 
 
 class FallbackStore(Store):

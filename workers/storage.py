@@ -19,6 +19,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 from urllib.parse import urlparse
 
+from workers.settings import s3_endpoint
+
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.=+@ ,-]+$")
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s\"']+@")
 # Codes worth another try: throttling, server-side trouble and timeouts. Anything else (403, 404, bad request,
@@ -167,7 +169,7 @@ class S3Store(Store):
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        self.endpoint_url = s3_endpoint(endpoint_url)
         self.retries = retries
         self.backoff_s = backoff_s
         self.region, self.connect_timeout_s, self.read_timeout_s = region, connect_timeout_s, read_timeout_s

@@ -1,15 +1,15 @@
 """Tune callbacks on the coordinator: live rich progress, and writing each trial's record as it finishes."""
 from __future__ import annotations
 
-import json
-
 from ray.tune import Callback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from orchestrator.records import RunPaths, write_trial_record
-from orchestrator.storage import Store
+from workers.storage import Store
+from orchestrator.execution.trainable import read_checkpoint_record
 from workers.config import TrialConfig
+from workers.records import TrialRecord, TrialStatus
 
 
 def _trial_id(trial) -> str:
@@ -17,7 +17,10 @@ def _trial_id(trial) -> str:
 
 
 class TrialRecorder(Callback):
-    """Stores every finished or failed trial at once, so no finished work is lost if the driver dies."""
+    """Stores every finished or failed trial at once, so no finished work is lost if the driver dies.
+
+    A completed trial's record comes from its final checkpoint (``report_trial_record``); the recorder adds
+    what only the coordinator knows (retries, node address, how many trials shared the node) and writes it."""
 
     def __init__(self, store: Store, paths: RunPaths, trials: dict[str, TrialConfig]):
         self.store, self.paths, self.trials = store, paths, trials
@@ -25,11 +28,13 @@ class TrialRecorder(Callback):
         self.written: set[str] = set()
         self.running_on: dict[str, set[str]] = {}  # node ip -> trial ids running there
         self.max_sharing: dict[str, int] = {}  # trial id -> most trials seen on its node at once (itself included)
+        self.node_ip: dict[str, str] = {}
 
     def _note_node(self, tid: str, node_ip: str | None) -> None:
         if not node_ip:
             return
         self._forget(tid)
+        self.node_ip[tid] = node_ip
         here = self.running_on.setdefault(node_ip, set())
         here.add(tid)
         for other in here:
@@ -44,17 +49,20 @@ class TrialRecorder(Callback):
         self.retries[tid] = self.retries.get(tid, 0) + 1
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._note_node(_trial_id(trial), result.get("node_ip"))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
         tid = _trial_id(trial)
-        self._note_node(tid, result.get("node_ip"))
-        if "record" not in result:
-            return
-        record = json.loads(result["record"])
-        record["retries"] = self.retries.get(record["trial_id"], 0)
-        record["trials_sharing_node"] = self.max_sharing.get(tid, 1)
-        record["node_ip"] = result.get("node_ip")
-        write_trial_record(self.store, self.paths, record)
-        self.written.add(record["trial_id"])
         self._forget(tid)
+        final = read_checkpoint_record(trial.checkpoint)
+        if final is None:
+            self._write_failed(tid, "the trial ended without reporting its record")
+            return
+        record, predictions = final
+        record = record.model_copy(update={"retries": self.retries.get(tid, 0), "node_ip": self.node_ip.get(tid),
+                                           "trials_sharing_node": self.max_sharing.get(tid, 1)})
+        write_trial_record(self.store, self.paths, record, predictions)
+        self.written.add(tid)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tid = _trial_id(trial)
@@ -68,9 +76,9 @@ class TrialRecorder(Callback):
                 self._write_failed(tid, "the trial ended without reporting a result")
 
     def _write_failed(self, tid: str, error: str) -> None:
-        write_trial_record(self.store, self.paths, {
-            "trial_id": tid, "config": self.trials[tid].to_dict(), "status": "failed",
-            "error": error, "retries": self.retries.get(tid, 0)})
+        write_trial_record(self.store, self.paths, TrialRecord(
+            trial_id=tid, config=self.trials[tid].to_dict(), status=TrialStatus.FAILED, error=error,
+            retries=self.retries.get(tid, 0), node_ip=self.node_ip.get(tid)))
         self.written.add(tid)
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from orchestrator.records import cache_key_path
-from orchestrator.storage import Store, open_store
 from workers.config import TrialConfig
+from workers.settings import cache_root
+from workers.storage import Store, open_store
 
 
 class PreparationError(RuntimeError):
@@ -87,15 +88,13 @@ def prepare_setting(store: Store, key: str, trial: TrialConfig, executor, notify
         meta = index.get("meta") or {}
         return {"key": key, "hit": True, "seconds": 0.0, "saved_s": meta.get("prepare_s"), "meta": _summary(meta)}
     notify(f"Preparing {key} ({trial.augmentation}) with {executor.workers} worker(s)")
-    args = (trial.dataset, trial.split, trial.augmentation, trial.augmentation_settings)
+    args = trial.preparation_args()
     t = time.perf_counter()
     local_path = getattr(store, "local_path", None)
     if local_path is not None:
         index = prepare_shards(*args, local_path(cache_key_path(key)), executor=executor, notify=notify)
     else:  # built on this node's disk (which keeps it as its fetched copy), then uploaded, index last
-        from workers.data.synthetic import default_cache_root
-
-        target = default_cache_root() / "prepared" / key
+        target = cache_root() / "prepared" / key
         index = prepare_shards(*args, target, executor=executor, notify=notify)
         for name in sorted(index["files"]) + [INDEX]:
             store.put_file(f"{cache_key_path(key)}/{name}", target / name)
@@ -114,7 +113,7 @@ def prepare_settings(trials: list[TrialConfig], store_settings: dict, notify: Ca
 
     keys: dict[str, TrialConfig] = {}
     for trial in trials:
-        keys.setdefault(preparation_key(trial.dataset, trial.split, trial.augmentation, trial.augmentation_settings), trial)
+        keys.setdefault(preparation_key(*trial.preparation_args()), trial)
     notify(f"Preparing data: {len(keys)} distinct setting(s)")
     store = open_store(**store_settings)
     executor = executor or RayExecutor()
@@ -136,14 +135,12 @@ def fetch_prepared(store: Store, key: str, target: Path) -> Path:
     verified, then renamed into place (a concurrent fetch of the same key wins or loses whole)."""
     import json
 
-    from workers.data.shards import INDEX, ShardError, verify_shards
+    from workers.data.shards import INDEX, ShardError, check_free_space, verify_shards
 
     prefix = cache_key_path(key)
     index_text = store.get_text(f"{prefix}/{INDEX}")
     index = json.loads(index_text)
     target.parent.mkdir(parents=True, exist_ok=True)
-    from workers.data.shards import check_free_space
-
     check_free_space(target.parent, sum(int(e["bytes"]) for e in index["files"].values()))
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
     try:
@@ -167,13 +164,12 @@ def open_prepared(store_settings: dict, key: str):
     """``key``'s prepared data as a ``ShardedDataset`` (checksums verified): in place on a local store, else
     from this node's copy, fetched from the store the first time (and again if the copy is found corrupt)."""
     from workers.data.shards import INDEX, ShardError, open_sharded
-    from workers.data.synthetic import default_cache_root
 
     store = open_store(**store_settings)
     local_path = getattr(store, "local_path", None)
     if local_path is not None:
         return open_sharded(local_path(cache_key_path(key)))
-    target = default_cache_root() / "prepared" / key
+    target = cache_root() / "prepared" / key
     if not (target / INDEX).is_file():
         fetch_prepared(store, key, target)
     try:

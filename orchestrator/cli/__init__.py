@@ -1,0 +1,40 @@
+"""The ``orchestrator`` command: a thin layer over the library (``orchestrator.Study``, ``Search``, ``runs``,
+``cluster.jobs``). Every error maps to its exit code in ``main`` (``orchestrator.errors.exit_code``):
+0 success, 1 some trials failed or the store could not be written, 2 bad input (one line; nothing started),
+130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter, if a trial loads it here
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from orchestrator.cli import jobs_commands, search_commands, study_commands
+
+    parser = argparse.ArgumentParser(prog="orchestrator", description="Hardware and architecture studies for "
+                                     "skin-lesion classification on a Ray cluster.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    study_commands.add_commands(sub)
+    search_commands.add_commands(sub)
+    jobs_commands.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from orchestrator.cli.output import error_line
+    from orchestrator.errors import Interrupted, OrchestratorError, exit_code
+    from workers.storage import StorageError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (OrchestratorError, StorageError) as err:
+        error_line(str(err))
+        return exit_code(err)
+    except KeyboardInterrupt:
+        error_line("interrupted; finished trials are stored; continue with 'orchestrator resume RUN'")
+        return exit_code(Interrupted())
+

@@ -1,0 +1,126 @@
+"""``list``, ``status``, ``logs``, ``cancel`` and ``dashboard``: the Ray Jobs queue of a cluster
+(``orchestrator.cluster.jobs``)."""
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+
+from orchestrator.cli.output import out
+from orchestrator.cluster import jobs
+
+
+def _fmt_time(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(start_ms: int | None, end_ms: int | None) -> str:
+    if not start_ms:
+        return "-"
+    seconds = int(((end_ms or time.time() * 1000) - start_ms) / 1000)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def cmd_list(args) -> int:
+    from rich.table import Table
+
+    table = Table(title=f"Jobs on {args.address}")
+    for col in ("job id", "status", "experiment", "started", "duration", "entrypoint"):
+        table.add_column(col, overflow="fold")
+    for job in jobs.list_jobs(args.address):
+        table.add_row(job.submission_id or job.job_id or "?", jobs.status_name(job.status),
+                      (job.metadata or {}).get("experiment", "-"), _fmt_time(job.start_time),
+                      _duration(job.start_time, job.end_time), job.entrypoint)
+    out.print(table)
+    return 0
+
+
+def cmd_status(args) -> int:
+    info = jobs.job_info(args.address, args.job_id, wait=args.wait, timeout=args.timeout)
+    status, meta = jobs.status_name(info.status), info.metadata or {}
+    out.print(f"job:        {args.job_id}")
+    out.print(f"status:     {status}" + (f" ({' '.join(info.message.split())})" if info.message else ""))
+    out.print(f"experiment: {meta.get('experiment', '-')}")
+    out.print(f"store:      {meta.get('store', '-')}")
+    out.print(f"started:    {_fmt_time(info.start_time)}   ended: {_fmt_time(info.end_time)}   "
+              f"duration: {_duration(info.start_time, info.end_time)}")
+    out.print(f"entrypoint: {info.entrypoint}", soft_wrap=True)
+    if getattr(info, "driver_node_id", None):
+        out.print(f"driver on:  node {info.driver_node_id}")
+    if status == "FAILED" and getattr(info, "error_type", None):
+        out.print(f"error:      {info.error_type}")
+    out.print(f"logs:       orchestrator logs {args.job_id} --address {args.address}")
+    return 1 if status in ("FAILED", "STOPPED") else 0
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def cmd_logs(args) -> int:
+    if not args.follow:
+        _write(jobs.job_logs(args.address, args.job_id))
+        return 0
+    status = jobs.follow_logs(args.address, args.job_id, _write)
+    print(f"\n[job {args.job_id} {status}]", file=sys.stderr)
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def cmd_cancel(args) -> int:
+    status, stopped = jobs.cancel_job(args.address, args.job_id)
+    if not stopped:
+        out.print(f"Job {args.job_id} already ended ({status}); nothing to cancel.")
+        return 0
+    out.print(f"Cancel requested for job {args.job_id} (was {status}). Finished trials stay in the store; to "
+              "continue, submit the same file again with --run-id RUN_ID (the run id is in 'orchestrator logs').")
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    url = jobs.dashboard_url(args.address)
+    out.print(url)
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(url):
+            print(f"could not open a browser; open {url} yourself", file=sys.stderr)
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Add list, status, logs, cancel and dashboard to the ``orchestrator`` command line."""
+
+    def address_arg(p) -> None:
+        p.add_argument("--address", default=jobs.default_address(),
+                       help="Ray dashboard / Jobs API (default: $RAY_ADDRESS or http://127.0.0.1:8265; for a "
+                            "`ray up` cluster run 'ray dashboard ray-cluster.yaml' first)")
+
+    ls = sub.add_parser("list", help="list the jobs (submitted studies) on a cluster, queued, running and ended")
+    address_arg(ls)
+    ls.set_defaults(func=cmd_list)
+
+    st = sub.add_parser("status", help="state of one submitted job")
+    st.add_argument("job_id")
+    st.add_argument("--wait", action="store_true", help="block until the job ends (exit 0 succeeded, 1 otherwise)")
+    st.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
+    address_arg(st)
+    st.set_defaults(func=cmd_status)
+
+    lg = sub.add_parser("logs", help="driver output of a submitted job")
+    lg.add_argument("job_id")
+    lg.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
+    address_arg(lg)
+    lg.set_defaults(func=cmd_logs)
+
+    cn = sub.add_parser("cancel", help="stop a queued or running job (finished trials are kept)")
+    cn.add_argument("job_id")
+    address_arg(cn)
+    cn.set_defaults(func=cmd_cancel)
+
+    db = sub.add_parser("dashboard", help="print the Ray dashboard URL of a cluster")
+    db.add_argument("--open", action="store_true", help="also open it in a browser")
+    address_arg(db)
+    db.set_defaults(func=cmd_dashboard)

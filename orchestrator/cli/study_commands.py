@@ -1,0 +1,164 @@
+"""``submit``, ``resume``, ``report``, ``runs`` and ``ensemble``: thin wrappers over ``orchestrator.Study``
+and ``orchestrator.runs``."""
+from __future__ import annotations
+
+import sys
+
+from orchestrator.cli.output import error_line, out, say
+from orchestrator.errors import BadInput
+from workers.settings import default_store
+
+
+def _print_plan(plan, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("#", "trial id", "arch", "epochs", "node", "aug", "framework", "repeat", "resources"):
+        table.add_column(col)
+    for i, p in enumerate(plan.trials, 1):
+        t = p.trial
+        table.add_row(str(i), t.trial_id, t.architecture, str(t.epochs), t.node_type, t.augmentation, t.framework,
+                      str(t.repeat), ", ".join(f"{k}={v:g}" for k, v in p.bundle.items()))
+    out.print(table)
+
+
+def _confirm_huge(n: int, yes: bool) -> bool:
+    from orchestrator.study import HUGE_GRID
+
+    if n <= HUGE_GRID or yes:
+        return True
+    if not sys.stdin.isatty():
+        raise BadInput(f"the grid has {n} trials (over {HUGE_GRID}); pass --yes to run it")
+    return input(f"The grid has {n} trials. Run them all? [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _finish(result) -> int:
+    if result.store_problem:
+        error_line(result.store_problem)
+        return 1
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items()))
+    out.print(f"Run {result.run_id} finished ({counts}).")
+    out.print(f"Report: {result.report_url}")
+    return 1 if result.num_failed else 0
+
+
+def cmd_submit(args) -> int:
+    from orchestrator.study import Study
+
+    remote = bool(args.address and args.address.startswith(("http://", "https://")) and not args.local_driver)
+    if args.address and args.address.startswith("ray://") and not args.local_driver:
+        raise BadInput("--address ray://... needs --local-driver (or give the dashboard address http://HEAD:8265 "
+                       "to submit a Ray Job)")
+    study = Study.from_file(args.file, store=args.store, run_id=args.run_id, address=args.address,
+                            cluster_config=args.cluster_config)
+    plan = study.plan()
+    if args.dry_run:
+        _print_plan(plan, f"{study.spec.name}: {len(plan)} trials (dry run, nothing started)")
+        return 0
+    if not _confirm_huge(len(plan), args.yes):
+        error_line("cancelled")
+        return 1
+    if remote:
+        job_id = study.submit(args.address, strict=args.strict, store=args.store, notify=say)
+        out.print(f"Submitted job {job_id} to {args.address}. Follow it with: orchestrator logs {job_id} --follow "
+                  f"--address {args.address}")
+        return 0
+    return _finish(study.run(strict=args.strict, notify=say))
+
+
+def cmd_resume(args) -> int:
+    from orchestrator.study import Study
+
+    study = Study.resume(args.run, store=args.store, endpoint_url=args.endpoint_url, address=args.address,
+                         cluster_config=args.cluster_config)
+    return _finish(study.run(notify=say))
+
+
+def cmd_report(args) -> int:
+    from orchestrator.runs import find_run, open_existing_store, publish_run, rebuild_report
+
+    store = open_existing_store(args.store, args.endpoint_url)
+    paths = find_run(store, args.run)
+    if args.upload:
+        target = open_existing_store(args.upload, args.endpoint_url)
+        publish_run(store, paths, target)
+        store = target
+    out.print(f"Report: {rebuild_report(store, paths, args.compare)}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from rich.table import Table
+
+    from orchestrator.records import list_runs
+    from orchestrator.runs import open_existing_store
+
+    store = open_existing_store(args.store, args.endpoint_url)
+    table = Table(title=f"Runs in {store.uri}")
+    for col in ("experiment", "run id"):
+        table.add_column(col)
+    for exp, rid in list_runs(store):
+        table.add_row(exp, rid)
+    out.print(table)
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from orchestrator.report.ensemble import build_ensemble
+    from orchestrator.runs import find_run, open_existing_store
+
+    store = open_existing_store(args.store, args.endpoint_url)
+    paths = find_run(store, args.run)
+    record = build_ensemble(store, paths, args.trials, args.top, args.by)
+    m = record["metrics"]
+    out.print(f"{record['name']} ({len(record['members'])} trials): accuracy {m['accuracy']:.4f}, "
+              f"macro F1 {m['f1_macro']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}")
+    key = f"{paths.root}/ensembles/{record['name']}/record.json"
+    out.print(f"Stored under {store.url(key)}")
+    return 0
+
+
+def store_args(parser) -> None:
+    parser.add_argument("--store", default=default_store(),
+                        help="store holding the run (directory or s3://bucket/prefix; default: $ORCHESTRATOR_STORE or results)")
+    parser.add_argument("--endpoint-url", default=None, help="S3 endpoint (MinIO, GCS interoperability, ...)")
+
+
+def add_commands(sub) -> None:
+    s = sub.add_parser("submit", help="run an experiment file (embedded local Ray, or a cluster with --address)")
+    s.add_argument("file")
+    s.add_argument("--dry-run", action="store_true", help="validate, print the trial table and resource requests, run nothing")
+    s.add_argument("--address", help="Ray cluster: http://HEAD:8265 submits a Ray Job; ray://... or auto joins as driver")
+    s.add_argument("--local-driver", action="store_true", help="with --address: drive the study from this process")
+    s.add_argument("--run-id", help="reuse a run id (continue a run)")
+    s.add_argument("--store", help="override storage.uri (a directory or s3://bucket/prefix)")
+    s.add_argument("--strict", action="store_true", help="fail if any trial cannot run on this cluster")
+    s.add_argument("--yes", action="store_true", help="run grids of more than 500 trials without asking")
+    s.add_argument("--cluster-config", help="a `ray up` config: its node types count as feasible (autoscaling clusters)")
+    s.set_defaults(func=cmd_submit)
+
+    r = sub.add_parser("resume", help="continue an interrupted run; completed trials are kept")
+    r.add_argument("run", help="run id or experiment/run_id")
+    r.add_argument("--address")
+    r.add_argument("--cluster-config", help="a `ray up` config: its node types count as feasible")
+    store_args(r)
+    r.set_defaults(func=cmd_resume)
+
+    rep = sub.add_parser("report", help="rebuild a run's report from its stored trial records")
+    rep.add_argument("run")
+    rep.add_argument("--compare", help="a second run to put side by side")
+    rep.add_argument("--upload", metavar="STORE_URI", help="publish the run's records and report to another store")
+    store_args(rep)
+    rep.set_defaults(func=cmd_report)
+
+    ls = sub.add_parser("runs", help="list runs in a store")
+    store_args(ls)
+    ls.set_defaults(func=cmd_runs)
+
+    e = sub.add_parser("ensemble", help="average the test probabilities of finished trials and score the ensemble")
+    e.add_argument("run", help="run id or experiment/run_id")
+    e.add_argument("--trials", nargs="+", help="trial ids to combine (default: all completed, or --top)")
+    e.add_argument("--top", type=int, help="combine the best K completed trials")
+    e.add_argument("--by", default="f1_macro", help="metric that ranks trials for --top (default f1_macro)")
+    store_args(e)
+    e.set_defaults(func=cmd_ensemble)

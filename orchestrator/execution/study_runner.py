@@ -1,0 +1,128 @@
+"""Execute a study with Ray Tune: feasibility, shared data preparation, trials, retries, resume, records."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from orchestrator.errors import StudyError
+from orchestrator.execution.run_steps import RunSession
+from orchestrator.records import RunPaths, completed_trial_ids, read_trial_records, write_trial_record
+from orchestrator.spec.grid import expand_grid
+from orchestrator.spec.schema import ExperimentSpec
+from workers.config import TrialConfig
+from workers.records import TrialRecord, TrialStatus
+from workers.storage import Store
+
+Trainable = Callable[[dict], None]
+
+
+@dataclass
+class RunOutcome:
+    """What a finished (or resumed) run left in the store."""
+
+    paths: RunPaths
+    store: Store
+    records: list[TrialRecord]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _study_trainable(trainable: Trainable) -> Trainable:
+    """Tune's function: picks the trial's prepared-data key, then runs ``trainable`` (see ``TrialTask``)."""
+
+    def run(config: dict) -> None:
+        trial = config["trial"]
+        trainable({"trial": trial, "store": config["store"], "cache_key": config["cache_keys"][trial["trial_id"]]})
+
+    run.__name__ = getattr(trainable, "__name__", "trial")
+    return run
+
+
+def _pending_trials(session: RunSession, trials: list[TrialConfig], infeasible: dict[str, str]) -> list[TrialConfig]:
+    """Trials still to run; infeasible ones get their record now, completed ones (a resume) are kept."""
+    done = completed_trial_ids(session.store, session.paths)
+    for trial in trials:
+        if trial.trial_id in infeasible and trial.trial_id not in done:
+            write_trial_record(session.store, session.paths, TrialRecord(
+                trial_id=trial.trial_id, config=trial.to_dict(), status=TrialStatus.INFEASIBLE,
+                error=infeasible[trial.trial_id]))
+    pending = [t for t in trials if t.trial_id not in infeasible and t.trial_id not in done]
+    if done:
+        session.notify(f"Resuming: {len(done)} trial(s) already completed are kept, {len(pending)} to run")
+    return pending
+
+
+def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dict[str, str], trainable: Trainable,
+                show_progress: bool) -> None:
+    """One Tune run over ``pending``; every trial's record is stored as it ends."""
+    from ray import tune
+
+    from orchestrator.execution.callbacks import StudyProgress, TrialRecorder
+    from orchestrator.execution.metrics_export import MetricsExportCallback
+    from orchestrator.execution.placement import trial_resources
+
+    spec = session.spec
+    storage_path, fs = session.tune_storage()
+    recorder = TrialRecorder(session.store, session.paths, {t.trial_id: t for t in pending})
+    progress = StudyProgress(pending, enabled=show_progress)
+    tuner = tune.Tuner(
+        tune.with_resources(_study_trainable(trainable), trial_resources(pending)),
+        param_space={"trial": tune.grid_search([t.to_dict() for t in pending]), "store": session.settings,
+                     "cache_keys": cache_keys},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=spec.execution.max_concurrent_trials,
+            reuse_actors=len({t.framework for t in pending}) == 1,
+            trial_name_creator=lambda t: t.config["trial"]["trial_id"],
+            trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
+        ),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=storage_path, storage_filesystem=fs,
+            failure_config=tune.FailureConfig(max_failures=spec.execution.max_retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[recorder, progress, MetricsExportCallback(spec.name, session.paths.run_id, pending)],
+            verbose=0, log_to_file=True,
+        ),
+    )
+    with progress:
+        tuner.fit()
+    recorder.write_missing()
+
+
+def execute_study(
+    spec: ExperimentSpec,
+    *,
+    run_id: str | None = None,
+    address: str | None = None,
+    strict: bool = False,
+    show_progress: bool = True,
+    notify: Callable[[str], None] = print,
+    num_cpus: int | None = None,
+    trials: list[TrialConfig] | None = None,
+    cluster_config: dict | None = None,
+    trainable: Trainable | None = None,
+) -> RunOutcome:
+    """Run every trial of ``spec`` (skipping ones already completed under ``run_id``) and store records.
+
+    ``trials`` replaces the spec's grid (a search's best configuration); ``cluster_config`` (a ``ray up``
+    config) adds the node types an autoscaler may still launch; ``trainable`` replaces the trial trainable
+    (``orchestrator.execution.trainable.trial_trainable``, whose reporting contract it must follow)."""
+    from orchestrator.execution.data_cache import preparation_key_of
+    from orchestrator.execution.placement import place_trials
+    from orchestrator.execution.trainable import trial_trainable
+
+    session = RunSession.open(spec, run_id=run_id, address=address, notify=notify)
+    trials = expand_grid(spec) if trials is None else trials
+    session.connect(num_cpus)
+    nodes, trials, infeasible = place_trials(spec, trials, cluster_config, notify)
+    if infeasible and strict:
+        raise StudyError(f"{len(infeasible)} trial(s) cannot run on this cluster (--strict): {next(iter(infeasible.values()))}")
+    session.begin("study", nodes, len(trials))
+    notify(f"Run {session.paths.run_id}: {len(trials)} trials ({len(infeasible)} not runnable here), "
+           f"store {session.store.uri}")
+    pending = _pending_trials(session, trials, infeasible)
+    session.prepare_data(pending)
+    if pending:
+        keys = {t.trial_id: preparation_key_of(t) for t in pending}
+        _run_trials(session, pending, keys, trainable or trial_trainable, show_progress)
+    records = read_trial_records(session.store, session.paths)
+    counts = session.finish(records)
+    return RunOutcome(paths=session.paths, store=session.store, records=records, counts=counts)

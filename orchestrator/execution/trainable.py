@@ -1,0 +1,109 @@
+"""The Ray Tune function trainable of a study trial, and the reporting contract every trainable follows.
+
+Tune calls ``trial_trainable(config)`` with ``config = {"trial": TrialConfig dict, "store": store settings,
+"cache_key": prepared-data key}`` (``TrialTask``). Per epoch it reports the epoch's metrics with a checkpoint
+(so a killed worker resumes from its last epoch). At the end ``report_trial_record`` reports the final
+metrics with a checkpoint holding ``record.json`` and ``predictions.csv``; the coordinator's recorder stores
+them. Tune's results carry metrics only, never the record itself.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers.config import TrialConfig
+from workers.records import TrialRecord
+
+RECORD_FILE = "record.json"
+PREDICTIONS_FILE = "predictions.csv"
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """What a trainable is handed: the trial, how to open the run's store, and its prepared data's key."""
+
+    trial: TrialConfig
+    store: dict
+    cache_key: str | None
+
+    @classmethod
+    def from_config(cls, config: dict) -> "TrialTask":
+        return cls(TrialConfig.from_dict(config["trial"]), config["store"], config.get("cache_key"))
+
+
+def numeric(row: dict) -> dict:
+    """The numeric entries of a result row (what Tune, its schedulers and searchers take)."""
+    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def report_trial_record(record: TrialRecord, predictions_csv: str | None = None) -> None:
+    """Final report of a trial: the last epoch's and the test metrics, plus a checkpoint holding the record."""
+    from ray import tune
+
+    last = numeric(record.history[-1]) if record.history else {}
+    final = {**last, **{f"test_{k}": v for k, v in numeric(record.metrics).items()}, "done": True}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / RECORD_FILE).write_text(record.model_dump_json())
+        if predictions_csv:
+            (Path(tmp) / PREDICTIONS_FILE).write_text(predictions_csv)
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def read_checkpoint_record(checkpoint) -> tuple[TrialRecord, str | None] | None:
+    """(record, predictions CSV) from a trial's final checkpoint; None for an epoch checkpoint."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        path = Path(folder) / RECORD_FILE
+        if not path.exists():
+            return None
+        predictions = Path(folder) / PREDICTIONS_FILE
+        return (TrialRecord.model_validate_json(path.read_text()),
+                predictions.read_text() if predictions.exists() else None)
+
+
+def _limit_threads(cpus: float) -> None:
+    n = str(max(1, int(cpus)))
+    for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+        os.environ[var] = n
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+
+def _epoch_reporter():
+    from ray import tune
+
+    def on_epoch(row: dict, save) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            save(tmp)
+            tune.report(numeric(row), checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    return on_epoch
+
+
+def trial_trainable(config: dict) -> None:
+    """Run one study trial under Tune (see the module docstring for ``config``)."""
+    import ray
+    from ray import tune
+
+    from orchestrator.execution.data_cache import load_prepared, resolve_weights
+    from workers.train import run_trial
+
+    task = TrialTask.from_config(config)
+    _limit_threads(task.trial.resources.get("CPU", 1))
+    t = time.perf_counter()
+    data = load_prepared(task.store, task.cache_key)
+    data_load_s = time.perf_counter() - t
+    checkpoint = tune.get_checkpoint()
+    resume_dir = checkpoint.to_directory() if checkpoint else None
+    result = run_trial(
+        task.trial, data=data, on_epoch=_epoch_reporter(), resume_dir=resume_dir,
+        weights_path=resolve_weights(task.trial, task.store),
+        data_timings={"data_load_s": data_load_s, "prepare_s": 0.0, "augment_s": float(data.meta.get("augment_s", 0.0))},
+    )
+    record = result.record.model_copy(update={
+        "node_id": ray.get_runtime_context().get_node_id(), "resumed_from_checkpoint": resume_dir is not None,
+        "tune_trial_id": tune.get_context().get_trial_id()})
+    report_trial_record(record, result.predictions_csv)

@@ -1,0 +1,46 @@
+"""Runs already in a store: open the store, find a run, list runs, rebuild or publish a run's report."""
+from __future__ import annotations
+
+from orchestrator.errors import BadInput, RunNotFound
+from orchestrator.records import RunPaths, list_runs
+from workers.storage import Store, open_store
+
+
+def open_existing_store(uri: str, endpoint_url: str | None = None) -> Store:
+    """A store given on the command line or to the API; a one-line ``BadInput`` for a bad URI."""
+    try:
+        return open_store(uri, endpoint_url=endpoint_url)
+    except ValueError as err:
+        raise BadInput(str(err)) from None
+
+
+def find_run(store: Store, run: str) -> RunPaths:
+    """The run named ``run_id`` or ``experiment/run_id`` in ``store``."""
+    if "/" in run:
+        experiment, run_id = run.split("/", 1)
+        paths = RunPaths(experiment, run_id)
+        if store.exists(paths.run_info):
+            return paths
+        raise RunNotFound(f"run '{run}' not found in store {store.uri} (see 'orchestrator runs --store {store.uri}')")
+    matches = [RunPaths(e, r) for e, r in list_runs(store) if r == run]
+    if not matches:
+        raise RunNotFound(f"run '{run}' not found in store {store.uri} (see 'orchestrator runs --store {store.uri}')")
+    return matches[0]
+
+
+def publish_run(store: Store, paths: RunPaths, target: Store) -> None:
+    """Copy a run's files as they are to ``target`` (its report is rebuilt there; Tune state stays behind)."""
+    skip = (f"{paths.root}/report/", f"{paths.root}/tune/")
+    for key in store.list(f"{paths.root}/"):
+        if not key.startswith(skip):
+            target.put_bytes(key, store.get_bytes(key))
+
+
+def rebuild_report(store: Store, paths: RunPaths, compare: str | None = None) -> str:
+    """Write the run's report (or, with ``compare``, a side-by-side comparison with that run); returns its URL."""
+    from orchestrator.report import write_report
+    from orchestrator.report.compare import write_comparison
+
+    if compare:
+        return write_comparison(store, paths, find_run(store, compare))
+    return write_report(store, paths)

@@ -1,0 +1,79 @@
+"""``Search``: a Ray Tune hyperparameter search over an experiment file's ``search:`` block, as a library call.
+
+    from orchestrator import Search
+    result = Search.from_file("experiments/tune_cnn_lstm.yaml").run()
+    result.best            # {"trial_id", "metric", "value", "hyperparameters", ...}
+    Search.from_file(path).resume(result.paths.run_id)   # continue a stopped search
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from orchestrator.search.runner import SearchError, SearchOutcome
+
+if TYPE_CHECKING:
+    from orchestrator.spec.schema import ExperimentSpec
+
+SearchResult = SearchOutcome
+
+
+@dataclass(frozen=True)
+class SearchPlanRow:
+    """One setting of the space: its distribution, values and the Tune domain it becomes."""
+
+    setting: str
+    distribution: str
+    values: list
+    tune_domain: str
+
+
+class Search:
+    """A hyperparameter search of an experiment spec with a ``search:`` block."""
+
+    def __init__(self, spec: "ExperimentSpec", *, address: str | None = None, num_cpus: int | None = None):
+        if spec.search is None:
+            raise SearchError(f"experiment '{spec.name}': no 'search:' block; add one (see experiments/tune_cnn_lstm.yaml)")
+        self.spec, self.address, self.num_cpus = spec, address, num_cpus
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, store: str | None = None, **kwargs: Any) -> "Search":
+        from orchestrator.spec.schema import load_spec
+        from orchestrator.study import with_store
+
+        return cls(with_store(load_spec(path), store), **kwargs)
+
+    def plan(self) -> list[SearchPlanRow]:
+        """The space as Tune will sample it (starts nothing)."""
+        from orchestrator.search.space import whole_number
+        from orchestrator.spec.schema import model_search_params
+
+        s = self.spec.search
+        params = model_search_params(s.architecture)
+        rows = []
+        for name in s.space:
+            kind, values = s.resolved(name)
+            domain = {"choice": "choice", "grid": "grid_search"}.get(kind) or (
+                {"uniform": "randint", "loguniform": "lograndint"}[kind] if whole_number(name, params) else kind)
+            rows.append(SearchPlanRow(name, kind, values, f"tune.{domain}"))
+        return rows
+
+    def run(self, *, notify: Callable[[str], None] = print) -> SearchResult:
+        """Run the search; every trial's record is stored as it ends, the report is written at the end."""
+        from orchestrator.search.runner import run_search
+
+        return run_search(self.spec, address=self.address, notify=notify, num_cpus=self.num_cpus)
+
+    def resume(self, run_id: str, *, notify: Callable[[str], None] = print) -> SearchResult:
+        """Continue a stopped search; finished trials are kept."""
+        from orchestrator.search.runner import run_search
+
+        return run_search(self.spec, run_id=run_id, address=self.address, resume=True, notify=notify,
+                          num_cpus=self.num_cpus)
+
+    def study_best(self, result: SearchResult, *, notify: Callable[[str], None] = print) -> SearchResult:
+        """Re-run the best configuration full-length (``search.then_study_repeats`` repeats) and report it."""
+        from orchestrator.search.runner import then_study
+
+        return then_study(self.spec, result, address=self.address, notify=notify)

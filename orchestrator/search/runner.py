@@ -1,0 +1,226 @@
+"""Ray Tune hyperparameter search over an experiment file's ``search:`` block.
+
+The block (``orchestrator.spec.schema.SearchSpec``) becomes a Tune search space over one architecture on one
+node type; random search (``BasicVariantGenerator``) or ``OptunaSearch`` samples it and an ``ASHAScheduler``
+(or FIFO) stops poor trials early. Each trial is the study's own trainable with the sampled values as
+``TrialConfig.overrides``, so it reports per-epoch metrics and checkpoints exactly like a study trial.
+
+Every trial is recorded in the store like a study trial, with a ``search`` entry (sampled hyperparameters,
+epochs run, last metrics); trials the scheduler stops are recorded from their last result (``stopped_early``).
+The report (``search.html``, ``search.md``, ``trials.csv``, ``best.json``, plots) lands in the run's
+``report/``. Tune's own state lives in ``<experiment>/<run_id>/tune``; a stopped search continues with
+``resume=True`` (``Tuner.restore``), finished trials kept.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from orchestrator.errors import StudyError
+from orchestrator.execution.run_steps import RunSession
+from orchestrator.records import RunPaths, read_trial_records
+from orchestrator.search.space import base_trial, n_trials, trial_for_sample, tune_space
+from orchestrator.spec.schema import ExperimentSpec
+from workers.config import TrialConfig
+from workers.records import FINAL_STATUSES, TrialRecord
+
+
+class SearchError(StudyError):
+    """A search that cannot start or resume."""
+
+
+@dataclass
+class SearchOutcome:
+    paths: RunPaths
+    store: Any
+    records: list[TrialRecord]
+    best: dict | None
+    report_uri: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+    study: Any = None
+    study_report_uri: str | None = None
+
+
+def search_trainable(config: dict) -> None:
+    """Tune function trainable of a search: the study trainable, with the sampled values applied."""
+    from ray import tune
+
+    from orchestrator.execution.trainable import trial_trainable
+
+    trial = trial_for_sample(config["base"], config["hp"], tune.get_context().get_trial_id())
+    trial_trainable({"trial": trial, "store": config["store"], "cache_key": config["cache_keys"][trial["augmentation"]]})
+
+
+def _stored_spec(session: RunSession) -> ExperimentSpec:
+    import yaml
+
+    from orchestrator.spec.schema import parse_spec
+
+    store, paths = session.store, session.paths
+    if not store.exists(paths.spec):
+        raise SearchError(f"no search run '{paths.run_id}' of experiment '{paths.experiment}' in store {store.uri}")
+    return parse_spec(yaml.safe_load(store.get_text(paths.spec)), store.url(paths.spec))
+
+
+def _scheduler(search):
+    from orchestrator.search.callbacks import FinishingASHAScheduler
+
+    if search.scheduler != "asha":
+        return None
+    return FinishingASHAScheduler(time_attr="epoch", metric=search.metric, mode=search.mode, max_t=search.epochs,
+                                  grace_period=search.grace_period, reduction_factor=search.reduction_factor)
+
+
+def _algorithm_and_concurrency(spec: ExperimentSpec, base: TrialConfig, nodes):
+    from ray.tune.search import BasicVariantGenerator
+
+    from orchestrator.execution.placement import trial_bundle
+
+    search = spec.search
+    concurrency = search.max_concurrent_trials or spec.execution.max_concurrent_trials
+    if search.algorithm != "optuna":
+        return BasicVariantGenerator(random_state=spec.seed), concurrency
+    from optuna import logging as optuna_logging
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna_logging.set_verbosity(optuna_logging.WARNING)
+    if concurrency is None:  # a model-based searcher needs results before it suggests more
+        wanted = trial_bundle(base.resources)
+        slots = sum(int(min(n.resources.get(k, 0) // v for k, v in wanted.items())) for n in nodes)
+        concurrency = max(1, min(slots, search.num_samples))
+    return OptunaSearch(metric=search.metric, mode=search.mode, seed=spec.seed), concurrency
+
+
+def _new_tuner(session: RunSession, trainable, base: TrialConfig, cache_keys: dict, nodes, recorder):
+    from ray import tune
+
+    spec, search = session.spec, session.spec.search
+    storage_path, fs = session.tune_storage()
+    algorithm, concurrency = _algorithm_and_concurrency(spec, base, nodes)
+    return tune.Tuner(
+        trainable,
+        param_space={"hp": tune_space(search), "base": base.to_dict(), "store": session.settings, "cache_keys": cache_keys},
+        tune_config=tune.TuneConfig(
+            search_alg=algorithm, scheduler=_scheduler(search), num_samples=search.num_samples,
+            max_concurrent_trials=concurrency, time_budget_s=search.time_budget_s, reuse_actors=True,
+            trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=storage_path, storage_filesystem=fs,
+            failure_config=tune.FailureConfig(max_failures=spec.execution.max_retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[recorder], verbose=0, log_to_file=True,
+        ),
+    )
+
+
+def _restored_tuner(session: RunSession, trainable, recorder):
+    from ray import tune
+
+    storage_path, fs = session.tune_storage()
+    path = f"{storage_path}/tune"
+    if not tune.Tuner.can_restore(path, storage_filesystem=fs):
+        raise SearchError(f"run '{session.paths.run_id}' has no Tune state to resume at {path}")
+    tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs)
+    local = getattr(tuner, "_local_tuner", None)  # the restored config holds unpickled copies of old callbacks
+    if local is not None:
+        local.get_run_config().callbacks = [recorder]
+    done = sum(1 for r in read_trial_records(session.store, session.paths) if r.status.value in FINAL_STATUSES)
+    recorder.finished = done
+    session.notify(f"Resuming: {done} finished trial(s) are kept")
+    return tuner
+
+
+def _prepare(session: RunSession, base: TrialConfig) -> dict[str, str]:
+    """Prepared data for every augmentation stage the search samples; stage -> cache key."""
+    from orchestrator.execution.data_cache import preparation_key_of
+
+    search = session.spec.search
+    stages = list(dict.fromkeys(search.resolved("augmentation")[1])) if "augmentation" in search.space \
+        else [base.augmentation]
+    trials = [base.replace(augmentation=a) for a in stages]
+    session.prepare_data(trials)
+    return {t.augmentation: preparation_key_of(t) for t in trials}
+
+
+def _open_session(spec: ExperimentSpec, run_id, address, resume, notify) -> tuple[RunSession, ExperimentSpec]:
+    if spec.search is None:
+        raise SearchError(f"experiment '{spec.name}' has no 'search:' block (see experiments/tune_cnn_lstm.yaml)")
+    if resume and not run_id:
+        raise SearchError("resume needs the run id of the search to continue")
+    session = RunSession.open(spec, run_id=run_id, address=address, notify=notify)
+    if resume:
+        stored = _stored_spec(session)
+        if stored.search != spec.search:
+            notify("The file's search block differs from the stored run's; continuing with the stored one")
+        session.spec = stored.model_copy(update={"storage": spec.storage})
+    return session, session.spec
+
+
+def run_search(spec: ExperimentSpec, *, run_id: str | None = None, address: str | None = None, resume: bool = False,
+               notify: Callable[[str], None] = print, num_cpus: int | None = None) -> SearchOutcome:
+    """Run (or, with ``resume=True``, continue) the hyperparameter search of ``spec.search``."""
+    from ray import tune
+
+    from orchestrator.execution.placement import place_trials, trial_resources
+    from orchestrator.report.search import write_search_report
+    from orchestrator.search.callbacks import SearchRecorder
+
+    session, spec = _open_session(spec, run_id, address, resume, notify)
+    search, total = spec.search, n_trials(spec.search)
+    session.connect(num_cpus)
+    nodes, (base,), infeasible = place_trials(spec, [base_trial(spec)], notify=notify)
+    if infeasible:
+        raise SearchError(f"search.node_type: {next(iter(infeasible.values()))}")
+    session.begin("search", nodes, total, search=search.model_dump(mode="json"))
+    notify(f"Search {session.paths.run_id}: {search.architecture} on {search.node_type}, {search.algorithm} search, "
+           f"{search.scheduler} scheduler, {total} trials of up to {search.epochs} epochs, {search.metric} "
+           f"({search.mode}); store {session.store.uri}")
+    cache_keys = _prepare(session, base)
+    trainable = tune.with_resources(search_trainable, trial_resources([base]))
+    recorder = SearchRecorder(session.store, session.settings, session.paths, search, total, notify)
+    tuner = _restored_tuner(session, trainable, recorder) if resume else \
+        _new_tuner(session, trainable, base, cache_keys, nodes, recorder)
+    tuner.fit()
+    unfinished = recorder.write_missing(search.time_budget_s)
+    records = [r for r in read_trial_records(session.store, session.paths) if r.search]
+    counts = session.finish(records)
+    url = write_search_report(session.store, session.paths, search)
+    best = json.loads(session.store.get_text(session.paths.report("best.json")))
+    return SearchOutcome(paths=session.paths, store=session.store, records=records, best=best, report_uri=url,
+                         counts=counts, interrupted=unfinished > 0)
+
+
+def best_trials(spec: ExperimentSpec, best: dict) -> list[TrialConfig]:
+    """The best configuration as full-length study trials, ``search.then_study_repeats`` repeats."""
+    base = base_trial(spec).to_dict()
+    trials = []
+    for repeat in range(spec.search.then_study_repeats):
+        trial = trial_for_sample(base, best["hyperparameters"], "best")
+        trial.update(epochs=spec.search.epochs, repeat=repeat, seed=spec.seed * 1000 + repeat)
+        digest = hashlib.sha256(json.dumps({k: v for k, v in trial.items() if k != "trial_id"}, sort_keys=True,
+                                           default=str).encode()).hexdigest()[:8]
+        trial["trial_id"] = (f"{trial['architecture']}-best-e{trial['epochs']}-{trial['node_type']}-"
+                             f"{trial['augmentation']}-{trial['framework']}-r{repeat}-{digest}")
+        trials.append(TrialConfig.from_dict(trial))
+    return trials
+
+
+def then_study(spec: ExperimentSpec, outcome: SearchOutcome, *, address: str | None = None,
+               notify: Callable[[str], None] = print) -> SearchOutcome:
+    """Re-run the best configuration as a full-length study (run id ``<search run id>-best``) and report it."""
+    from orchestrator.execution.study_runner import execute_study
+    from orchestrator.report import write_report
+
+    if not outcome.best:
+        raise SearchError("no trial of the search reported its metric, so there is no best configuration to study")
+    trials = best_trials(spec, outcome.best)
+    notify(f"Study of the best configuration ({outcome.best['trial_id']}): {len(trials)} trial(s) of "
+           f"{spec.search.epochs} epochs")
+    study = execute_study(spec, trials=trials, run_id=f"{outcome.paths.run_id}-best", address=address, notify=notify)
+    outcome.study = study
+    outcome.study_report_uri = write_report(study.store, study.paths)
+    return outcome

@@ -1,0 +1,195 @@
+"""The library's front door: ``Study`` runs an experiment file's grid, ``StudyResult`` is what it leaves.
+
+    from orchestrator import Study
+    study = Study.from_file("experiments/quickstart.yaml")
+    study.plan()                 # the trials and their Ray bundles; starts nothing
+    result = study.run()         # embedded local Ray, or the cluster of ``address``
+    result.dataframe(); result.best("f1_macro"); result.report_url
+
+``Study.resume(run_id, store=...)`` continues an interrupted run; completed trials are kept, not re-run.
+The command line (``orchestrator.cli``) is a thin layer over this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from orchestrator.errors import BadInput, StudyError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from orchestrator.records import RunPaths
+    from orchestrator.spec.schema import ExperimentSpec
+    from workers.config import TrialConfig
+    from workers.records import TrialRecord
+    from workers.storage import Store
+
+HUGE_GRID = 500  # grids larger than this need an explicit confirmation on the command line
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One trial of a plan and the Ray bundle it will request."""
+
+    trial: "TrialConfig"
+    bundle: dict[str, float]
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What ``Study.run`` would do, computed without starting anything."""
+
+    experiment: str
+    trials: list[PlannedTrial]
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+
+@dataclass
+class StudyResult:
+    """A finished (or resumed) run: its records, status counts and report."""
+
+    paths: "RunPaths"
+    store: "Store"
+    records: list["TrialRecord"]
+    counts: dict[str, int] = field(default_factory=dict)
+    report_url: str | None = None
+    store_problem: str | None = None  # set when a remote store went down and results were kept locally
+
+    @property
+    def run_id(self) -> str:
+        return self.paths.run_id
+
+    @property
+    def experiment(self) -> str:
+        return self.paths.experiment
+
+    @property
+    def num_failed(self) -> int:
+        return self.counts.get("failed", 0)
+
+    def dataframe(self) -> "pd.DataFrame":
+        """One row per trial: settings, status, metrics, timings, device (the report's results table)."""
+        from orchestrator.report.tables import trial_table
+
+        return trial_table([r.to_dict() for r in self.records])
+
+    def best(self, metric: str = "f1_macro", mode: str = "max") -> "TrialRecord | None":
+        """The completed trial with the best test ``metric`` (None if no completed trial has it)."""
+        scored = [r for r in self.records if r.completed and isinstance(r.metrics.get(metric), (int, float))]
+        if not scored:
+            return None
+        pick = max if mode == "max" else min
+        return pick(scored, key=lambda r: r.metrics[metric])
+
+
+class Study:
+    """A study of an experiment spec: plan it, run it, resume it."""
+
+    def __init__(self, spec: "ExperimentSpec", *, file: str | Path | None = None, run_id: str | None = None,
+                 address: str | None = None, cluster_config: dict | str | None = None,
+                 trainable: Callable[[dict], None] | None = None, num_cpus: int | None = None):
+        self.spec, self.file, self.run_id = spec, Path(file) if file else None, run_id
+        self.address, self.trainable, self.num_cpus = address, trainable, num_cpus
+        self.cluster_config = _load_cluster_config(cluster_config)
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, store: str | None = None, **kwargs: Any) -> "Study":
+        """A study of an experiment file; ``store`` overrides its ``storage.uri``."""
+        from orchestrator.spec.schema import load_spec
+
+        return cls(with_store(load_spec(path), store), file=path, **kwargs)
+
+    @classmethod
+    def resume(cls, run: str, *, store: str = "results", endpoint_url: str | None = None, **kwargs: Any) -> "Study":
+        """The study of a stored run (``run_id`` or ``experiment/run_id``), to be continued with ``run()``."""
+        import yaml
+
+        from orchestrator.runs import find_run, open_existing_store
+        from orchestrator.spec.schema import parse_spec
+
+        opened = open_existing_store(store, endpoint_url)
+        paths = find_run(opened, run)
+        spec = parse_spec(yaml.safe_load(opened.get_text(paths.spec)), opened.url(paths.spec))
+        storage = spec.storage.model_copy(update={"uri": store, "endpoint_url": endpoint_url or spec.storage.endpoint_url})
+        return cls(spec.model_copy(update={"storage": storage}), run_id=paths.run_id, **kwargs)
+
+    def trials(self) -> list["TrialConfig"]:
+        """Every trial of the grid (pure: the same file gives the same trial ids)."""
+        from orchestrator.spec.grid import expand_grid
+
+        return expand_grid(self.spec)
+
+    def plan(self) -> StudyPlan:
+        """The dry run: every trial and the Ray bundle it requests. Starts nothing, imports no framework."""
+        from orchestrator.execution.placement import trial_bundle
+
+        return StudyPlan(self.spec.name, [PlannedTrial(t, trial_bundle(t.resources)) for t in self.trials()])
+
+    def check_inputs(self) -> None:
+        """Files the study reads are there (local dataset folder, weights files); ``BadInput`` names the first
+        missing one. Remote (s3://) inputs are checked when the data is prepared."""
+        spec = self.spec
+        if spec.dataset.path and "://" not in spec.dataset.path and not Path(spec.dataset.path).exists():
+            raise BadInput(f"dataset.path: '{spec.dataset.path}' does not exist")
+        for arch, model in spec.models.items():
+            if model.weights_path and "://" not in model.weights_path and not Path(model.weights_path).is_file():
+                raise BadInput(f"models.{arch}.weights_path: file '{model.weights_path}' does not exist")
+
+    def run(self, *, strict: bool = False, show_progress: bool = True,
+            notify: Callable[[str], None] = print) -> StudyResult:
+        """Run every trial not yet completed, store its record as it ends, then write the report."""
+        from orchestrator.execution.study_runner import execute_study
+        from orchestrator.report import write_report
+
+        self.check_inputs()
+        outcome = execute_study(self.spec, run_id=self.run_id, address=self.address, strict=strict,
+                                show_progress=show_progress, notify=notify, num_cpus=self.num_cpus,
+                                cluster_config=self.cluster_config, trainable=self.trainable)
+        self.run_id = outcome.paths.run_id
+        url = write_report(outcome.store, outcome.paths)  # a remote store that fails falls back to local disk
+        return StudyResult(outcome.paths, outcome.store, outcome.records, outcome.counts, url,
+                           _store_problem(outcome, url, self.spec))
+
+    def submit(self, address: str, *, strict: bool = False, store: str | None = None,
+               notify: Callable[[str], None] | None = None) -> str:
+        """Queue the study on a remote cluster as a Ray Job; returns the job id at once."""
+        from orchestrator.cluster.jobs import submit_job
+
+        if self.file is None:
+            raise StudyError("only a study made with Study.from_file can be submitted as a Ray Job")
+        self.check_inputs()
+        return submit_job(str(self.file), address=address, store=store, strict=strict, run_id=self.run_id,
+                          notify=notify)
+
+
+def with_store(spec: "ExperimentSpec", store: str | None) -> "ExperimentSpec":
+    """``spec`` with ``storage.uri`` replaced by ``store`` (unchanged when None)."""
+    if not store:
+        return spec
+    return spec.model_copy(update={"storage": spec.storage.model_copy(update={"uri": store})})
+
+
+def _load_cluster_config(config: dict | str | None) -> dict | None:
+    if config is None or isinstance(config, dict):
+        return config
+    from orchestrator.spec.node_types import load_cluster_config
+
+    try:
+        return load_cluster_config(config)
+    except ValueError as err:
+        raise BadInput(str(err)) from None
+
+
+def _store_problem(outcome, url: str, spec: "ExperimentSpec") -> str | None:
+    store = outcome.store
+    if not getattr(store, "degraded", False):
+        return None
+    local = store.fallback
+    endpoint = f" --endpoint-url {spec.storage.endpoint_url}" if spec.storage.endpoint_url else ""
+    return (f"the store {store.uri} became unreachable ({store.error}); results and report are kept locally under "
+            f"{local.uri}/{outcome.paths.root} (report: {url}); publish them with 'orchestrator report "
+            f"{outcome.paths.run_id} --store {local.uri} --upload {store.uri}{endpoint}'")

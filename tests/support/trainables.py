@@ -1,0 +1,52 @@
+"""Trainables handed to ``Study(..., trainable=...)`` by tests and benchmarks.
+
+They follow the product's reporting contract (``orchestrator.execution.trainable``): per-epoch results with a
+checkpoint, then ``report_trial_record``. Ray workers import this module by value (cloudpickle), so it needs
+not be importable on the worker.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import cloudpickle
+
+from orchestrator.execution.trainable import TrialTask, report_trial_record, trial_trainable
+from workers.records import TrialRecord, TrialStatus
+
+cloudpickle.register_pickle_by_value(__import__(__name__, fromlist=["_"]))
+
+
+def sleep_trainable(config: dict) -> None:
+    """Sleeps ``models.<arch>.params.seconds`` (default 1 s) and completes: orchestration overhead alone."""
+    task = TrialTask.from_config(config)
+    time.sleep(float(task.trial.model.params.get("seconds", 1.0)))
+    report_trial_record(TrialRecord(trial_id=task.trial.trial_id, config=task.trial.to_dict(),
+                                    status=TrialStatus.COMPLETED, pid=os.getpid()))
+
+
+def crash_once_after_first_epoch(marker_dir: str):
+    """The real trainable, except that each trial's first attempt dies right after its first checkpoint (a worker
+    process killed mid-trial). ``marker_dir`` remembers which trials already crashed."""
+
+    def trainable(config: dict) -> None:
+        from ray import tune
+
+        marker = Path(marker_dir) / f"crashed-{config['trial']['trial_id']}"
+        report = tune.report
+
+        def report_then_crash(metrics, *args, **kwargs):
+            report(metrics, *args, **kwargs)
+            if metrics.get("epoch") == 1 and not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                os._exit(1)
+
+        tune.report = report_then_crash
+        try:
+            trial_trainable(config)
+        finally:
+            tune.report = report
+
+    return trainable

@@ -1,0 +1,42 @@
+"""Every setting the product reads from the environment, in one place.
+
+| variable | read where | meaning |
+| --- | --- | --- |
+| ``SKINLESION_CACHE`` | every node | this node's disk cache (synthetic data, prepared data and weights fetched from
+  a remote store); default ``~/.cache/skinlesion-orchestrator`` |
+| ``SKINLESION_SIMULATED_DEVICE`` | worker nodes | set by ``infra/local_cluster.sh`` on nodes that only pretend to have
+  an accelerator: their trials are marked ``simulated`` and not refused for computing on the CPU |
+| ``SKINLESION_CLUSTER_CONFIG`` | the driver | a ``ray up`` config whose node types count as runnable (default
+  ``~/ray_bootstrap_config.yaml`` on a head node) |
+| ``ORCHESTRATOR_STORE`` | the CLI | default ``--store`` of ``resume``, ``report``, ``runs``, ``ensemble`` (default ``results``) |
+| ``AWS_*``, ``AWS_ENDPOINT_URL[_S3]`` | every node | boto3's own credential chain and endpoint, never copied anywhere |
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """This node's disk cache."""
+    return Path(os.environ.get("SKINLESION_CACHE") or Path.home() / ".cache" / "skinlesion-orchestrator")
+
+
+def simulated_device() -> str | None:
+    """The accelerator this node only simulates (local test cluster), or None."""
+    return os.environ.get("SKINLESION_SIMULATED_DEVICE") or None
+
+
+def cluster_config_path() -> str | None:
+    """An explicitly named ``ray up`` config, or None."""
+    return os.environ.get("SKINLESION_CLUSTER_CONFIG") or None
+
+
+def default_store() -> str:
+    """The store the CLI's run-reading commands use when ``--store`` is not given."""
+    return os.environ.get("ORCHESTRATOR_STORE") or "results"
+
+
+def s3_endpoint(explicit: str | None = None) -> str | None:
+    """An S3 endpoint: the explicit one, else boto3's standard ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``."""
+    return explicit or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
