@@ -37,27 +37,44 @@ QUICKSTART = {"source": "synthetic", "samples_per_class": 60}
 SPLIT = {"test_fraction": 0.2, "val_fraction": 0.1, "seed": 0}
 
 
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (Linux ``/proc``)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in task.read_text().split()]
+            except OSError:
+                continue
+    return out
+
+
+def _kb(path: str, field: str) -> int:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 class TreeMemory:
-    """Samples the memory of this process and all its descendants in a thread; peaks in MB."""
+    """Samples the memory of this process and all its descendants in a thread (Linux ``/proc``); peaks in MB."""
 
     def __init__(self, interval_s: float = 0.5):
-        import psutil
-
-        self.psutil, self.interval_s = psutil, interval_s
+        self.interval_s = interval_s
         self.peak_pss = self.peak_rss = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
-        me = self.psutil.Process()
-        pss = rss = 0
-        for proc in [me] + me.children(recursive=True):
-            try:
-                info = proc.memory_full_info()
-                pss, rss = pss + getattr(info, "pss", info.rss), rss + info.rss
-            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
-                continue
-        self.peak_pss, self.peak_rss = max(self.peak_pss, pss / 2**20), max(self.peak_rss, rss / 2**20)
+        pids = _descendants(os.getpid())
+        pss = sum(_kb(f"/proc/{pid}/smaps_rollup", "Pss") for pid in pids)
+        rss = sum(_kb(f"/proc/{pid}/status", "VmRSS") for pid in pids)
+        self.peak_pss, self.peak_rss = max(self.peak_pss, pss / 1024), max(self.peak_rss, rss / 1024)
 
     def _run(self) -> None:
         while not self._stop.is_set():
