@@ -19,6 +19,7 @@ from workers.records import TrialRecord
 
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.csv"
+FINAL_KEY = "final_report"  # marks the last result of a trial (Tune itself sets "done" when it stops a trial)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def report_trial_record(record: TrialRecord, predictions_csv: str | None = None)
     from ray import tune
 
     last = numeric(record.history[-1]) if record.history else {}
-    final = {**last, **{f"test_{k}": v for k, v in numeric(record.metrics).items()}, "done": True}
+    final = {**last, **{f"test_{k}": v for k, v in numeric(record.metrics).items()}, FINAL_KEY: True}
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / RECORD_FILE).write_text(record.model_dump_json())
         if predictions_csv:
