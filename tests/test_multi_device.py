@@ -116,3 +116,60 @@ def test_multi_device_cli_refuses_bad_batch_with_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "training.batch_size: 6 does not divide by the 4" in err
     assert not (tmp_path / "store").exists()
+
+
+# Runs in the subprocess: a Ray cluster of its own (ray.cluster_utils) with a head, a "gpu" node that advertises a
+# GPU the backends cannot see, and a "gpusim" node that simulates its GPU like infra/local_cluster.sh's gpu node.
+_PROBE_SCRIPT = r"""
+import json, sys
+import ray
+from ray.cluster_utils import Cluster
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": {"node_kind_head": 1}})
+cluster.add_node(num_cpus=1, num_gpus=1, resources={"node_kind_gpu": 1})
+cluster.add_node(num_cpus=1, num_gpus=1, resources={"node_kind_gpusim": 1},
+                 env_vars={"SKINLESION_SIMULATED_DEVICE": "gpu"})
+ray.init(address=cluster.address)
+from orchestrator.execution.study_runner import StudyError, execute_study
+from orchestrator.spec.schema import parse_spec
+
+spec = parse_spec(json.loads(sys.argv[1]))
+lines = []
+try:
+    execute_study(spec, address=cluster.address, show_progress=False, notify=lines.append, strict=True)
+    strict = None
+except StudyError as err:
+    strict = str(err)
+outcome = execute_study(spec, address=cluster.address, show_progress=False, notify=lines.append)
+run_info = json.loads(outcome.store.get_text(outcome.paths.run_info))
+print("RESULT " + json.dumps({"strict": strict, "lines": lines, "records": outcome.records,
+                              "probes": run_info["device_probes"]}, default=str))
+"""
+
+
+@pytest.mark.slow
+def test_multi_device_probe_marks_gpu_node_without_gpu_misconfigured(tmp_path):
+    node_types = {"gpu": {"resources": {"CPU": 1, "GPU": 1}, "framework": "auto"},
+                  "gpusim": {"resources": {"CPU": 1, "GPU": 1}, "framework": "tensorflow"}}
+    spec = tiny_spec_dict(store=str(tmp_path / "store"), node_types=node_types,
+                          grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["gpu", "gpusim"]})
+    env = {k: v for k, v in os.environ.items() if k not in ("SKINLESION_SIMULATED_DEVICE", "RAY_ADDRESS")}
+    proc = subprocess.run([sys.executable, "-c", _PROBE_SCRIPT, json.dumps(spec)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-5000:]
+    result = json.loads(lines[-1][len("RESULT "):])
+
+    assert result["strict"] and "failed the device probe (--strict)" in result["strict"]
+    probes = {p["node_type"]: p for p in result["probes"]}
+    assert probes["gpu"]["ok"] is False and probes["gpu"]["kind"] == "cpu" and not probes["gpu"]["simulated"]
+    assert "asks for a gpu" in probes["gpu"]["error"]
+    assert probes["gpusim"]["ok"] is True and probes["gpusim"]["simulated"] == "gpu"
+    assert probes["gpusim"]["backend"] == "tensorflow"
+    records = {r["config"]["node_type"]: r for r in result["records"]}
+    gpu = records["gpu"]
+    assert gpu["status"] == "misconfigured" and "device probe of node type 'gpu' failed" in gpu["reason"]
+    assert "metrics" not in gpu and "device" not in gpu  # never started
+    assert records["gpusim"]["status"] == "completed" and records["gpusim"]["device"]["simulated"] == "gpu"
+    console = "\n".join(result["lines"])
+    assert "Device probe gpu / auto: FAILED" in console and "Device probe gpusim / tensorflow: ok" in console

@@ -92,6 +92,7 @@ def build_report(records: list[dict], run_info: dict, generated: str | None = No
         "dataset": document.dataset_info(records, run_info), "nodes": run_info.get("nodes") or [],
         "environment": run_info.get("environment") or environment_info(),
         "counts": counts, "prices": document.node_prices(records),
+        "device_probes": run_info.get("device_probes") or [],
     }
 
     t1 = table_accuracy_by_epochs(df)
@@ -135,7 +136,7 @@ def build_report(records: list[dict], run_info: dict, generated: str | None = No
 
     summary = {
         **{k: header[k] for k in ("experiment", "run_id", "started", "finished", "generated", "address", "nodes",
-                                  "environment", "counts")},
+                                  "environment", "counts", "device_probes")},
         "dataset": header["dataset"], "synthetic_data": header["dataset"]["synthetic"],
         "node_type_prices": header["prices"],
         "best_by_f1": best, "best_by_accuracy": best_acc,
