@@ -144,6 +144,8 @@ outcome = execute_study(spec, address=cluster.address, show_progress=False, noti
 run_info = json.loads(outcome.store.get_text(outcome.paths.run_info))
 print("RESULT " + json.dumps({"strict": strict, "lines": lines, "records": outcome.records,
                               "probes": run_info["device_probes"]}, default=str))
+ray.shutdown()
+cluster.shutdown()
 """
 
 
@@ -173,3 +175,22 @@ def test_multi_device_probe_marks_gpu_node_without_gpu_misconfigured(tmp_path):
     assert records["gpusim"]["status"] == "completed" and records["gpusim"]["device"]["simulated"] == "gpu"
     console = "\n".join(result["lines"])
     assert "Device probe gpu / auto: FAILED" in console and "Device probe gpusim / tensorflow: ok" in console
+
+
+def test_multi_device_probe_results_name_trials_and_header_lines():
+    from orchestrator.execution.device_probe import misconfigured_trials, probe_summary, probe_targets
+    from orchestrator.spec.grid import expand_grid
+
+    spec = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn"], "epochs": [1, 2], "node_types": ["cpu", "gpu"]}))
+    trials = expand_grid(spec)
+    assert sorted(probe_targets(trials)) == [("cpu", "tensorflow"), ("gpu", "auto")]
+    probes = [
+        {"node_type": "cpu", "framework": "tensorflow", "ok": True, "status": "ok", "backend": "tensorflow",
+         "kind": "cpu", "count": 2, "names": ["Xeon", "Xeon"], "simulated": None, "error": None},
+        {"node_type": "gpu", "framework": "auto", "ok": False, "status": "ok", "error": "backend 'jax' sees no gpu"},
+    ]
+    bad = misconfigured_trials(trials, probes)
+    assert sorted(bad) == sorted(t.trial_id for t in trials if t.node_type == "gpu")
+    assert all("backend 'jax' sees no gpu" in reason for reason in bad.values())
+    assert probe_summary(probes[0]) == "cpu / tensorflow: ok - tensorflow sees 2 cpu: Xeon"
+    assert probe_summary(probes[1]) == "gpu / auto: FAILED - backend 'jax' sees no gpu"
