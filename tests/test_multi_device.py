@@ -31,10 +31,10 @@ from workers.distribution import data_parallel, plan_devices
 from workers.train import build_model, compile_model, run_trial
 
 trial = expand_grid(parse_spec(json.loads(sys.argv[1])))[0]
-record = run_trial(trial)
+record = run_trial(trial).record.to_dict()
 import keras
 
-data = prepare_data(trial.dataset, trial.split, trial.augmentation, trial.augmentation_settings)
+data = prepare_data(*trial.preparation_args())
 x, y = data.x_train[:16], data.y_train[:16]
 losses = {}
 for name, resources in (("one", {"CPU": 1}), ("four", trial.resources)):
@@ -46,7 +46,6 @@ for name, resources in (("one", {"CPU": 1}), ("four", trial.resources)):
         loss = float(model.train_on_batch(x, y)[0])
         placed = len(model.trainable_variables[0].value.sharding.device_set)
         losses[name] = {"devices": plan.count, "loss": loss, "weights_on": placed}
-record.pop("predictions_csv", None)
 print("RESULT " + json.dumps({"record": record, "losses": losses}, default=str))
 """
 
@@ -67,13 +66,13 @@ def four_device_run(tmp_path_factory):
 
 def test_data_parallel_trial_trains_over_all_four_devices(four_device_run):
     record = four_device_run["record"]
-    assert record["status"] == "completed", record.get("reason")
+    assert record["status"] == "completed", record.get("error")
     device = record["device"]
     assert device["devices_used"] == 4 and device["data_parallel"] is True
     assert device["device_names"] == ["cpu:0", "cpu:1", "cpu:2", "cpu:3"]
     assert device["global_batch"] == 16 and device["per_device_batch"] == 16 // 4
-    assert device["simulated"] == "gpu" and record["backend"] == "jax"
-    assert record["execution"] == {"steps_per_execution": 1, "jit_compile": True}
+    assert device["simulated"] == "gpu" and device["backend"] == "jax"
+    assert device["steps_per_execution"] == 1 and device["jit_compile"] is True
     assert record["data"]["n_train"] % 4 == 0 and len(record["history"]) == 2
     assert 0 <= record["metrics"]["accuracy"] <= 1
 
@@ -142,7 +141,7 @@ except StudyError as err:
     strict = str(err)
 outcome = execute_study(spec, address=cluster.address, show_progress=False, notify=lines.append)
 run_info = json.loads(outcome.store.get_text(outcome.paths.run_info))
-print("RESULT " + json.dumps({"strict": strict, "lines": lines, "records": outcome.records,
+print("RESULT " + json.dumps({"strict": strict, "lines": lines, "records": [r.to_dict() for r in outcome.records],
                               "probes": run_info["device_probes"]}, default=str))
 ray.shutdown()
 cluster.shutdown()
@@ -170,8 +169,8 @@ def test_multi_device_probe_marks_gpu_node_without_gpu_misconfigured(tmp_path):
     assert probes["gpusim"]["backend"] == "tensorflow"
     records = {r["config"]["node_type"]: r for r in result["records"]}
     gpu = records["gpu"]
-    assert gpu["status"] == "misconfigured" and "device probe of node type 'gpu' failed" in gpu["reason"]
-    assert "metrics" not in gpu and "device" not in gpu  # never started
+    assert gpu["status"] == "misconfigured" and "device probe of node type 'gpu' failed" in gpu["error"]
+    assert not gpu.get("metrics") and not gpu.get("device")  # never started
     assert records["gpusim"]["status"] == "completed" and records["gpusim"]["device"]["simulated"] == "gpu"
     console = "\n".join(result["lines"])
     assert "Device probe gpu / auto: FAILED" in console and "Device probe gpusim / tensorflow: ok" in console

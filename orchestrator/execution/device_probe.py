@@ -101,14 +101,11 @@ def probe_summary(probe: dict) -> str:
 
 def preflight(trials: list[TrialConfig], live: list[NodeCapacity], notify: Callable[[str], None] = print,
               timeout_s: float = PROBE_TIMEOUT_S) -> ProbeOutcome:
-    """Probe the node types of ``trials`` (ones that use a Keras backend), say what was found, and name the
-    trials of node types that failed. Needs ``ray.init``."""
-    from orchestrator.execution.trainable import SLEEP_ARCHITECTURE
-
-    real = [t for t in trials if t.architecture != SLEEP_ARCHITECTURE]
-    if not real:
+    """Probe the node types of ``trials``, say what was found, and name the trials of node types that failed.
+    Needs ``ray.init``."""
+    if not trials:
         return ProbeOutcome()
-    probes = run_probes(real, live, timeout_s)
+    probes = run_probes(trials, live, timeout_s)
     for probe in probes:
         notify("Device probe " + probe_summary(probe))
-    return ProbeOutcome(probes=probes, misconfigured=misconfigured_trials(real, probes))
+    return ProbeOutcome(probes=probes, misconfigured=misconfigured_trials(trials, probes))
