@@ -106,7 +106,7 @@ def test_node_types_map_to_resources_and_default_frameworks():
                                      execution={"cpus_per_trial": None}))
     by_node = {t.node_type: t for t in expand_grid(spec)}
     assert by_node["cpu"].resources == {"CPU": 1} and by_node["cpu"].framework == "tensorflow"
-    assert by_node["gpu"].resources == {"CPU": 1, "GPU": 1} and by_node["gpu"].framework == "jax"
+    assert by_node["gpu"].resources == {"CPU": 1, "GPU": 1} and by_node["gpu"].framework == "auto"  # resolved on the node
     assert by_node["tpu"].resources == {"CPU": 1, "TPU": 1} and by_node["tpu"].framework == "jax"
 
 

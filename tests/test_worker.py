@@ -99,5 +99,18 @@ def test_unavailable_framework_is_a_clear_error(monkeypatch):
 def test_a_tpu_trial_refuses_a_backend_that_cannot_drive_a_tpu(monkeypatch):
     monkeypatch.delenv("SKINLESION_SIMULATED_DEVICE", raising=False)
     trial = _trial(grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["tpu"], "frameworks": ["tensorflow"]})
-    with pytest.raises(RuntimeError, match="TPU trials run on the jax backend"):
-        run_trial(trial)
+    record = run_trial(trial).record
+    assert record.status == "misconfigured" and "TPU trials run on the jax backend" in record.error
+    assert not record.metrics and not record.history  # nothing was trained
+
+
+def test_multi_device_mismatch_is_misconfigured_unless_the_spec_allows_it(monkeypatch):
+    monkeypatch.delenv("SKINLESION_SIMULATED_DEVICE", raising=False)
+    grid = {"architectures": ["cnn"], "epochs": [1], "node_types": ["gpu"], "frameworks": ["tensorflow"]}
+    record = run_trial(_trial(grid=grid)).record  # this machine has no GPU
+    assert record.status == "misconfigured" and "asks for a gpu" in record.error, record.error
+    assert "allow_device_mismatch" in record.error and not record.metrics
+    allowed = run_trial(_trial(grid=grid, execution={"allow_device_mismatch": True})).record
+    assert allowed.completed and allowed.device.mismatch is True
+    device = allowed.to_dict()["device"]
+    assert device["devices_used"] == 1 and device["steps_per_execution"] == 1

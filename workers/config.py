@@ -80,6 +80,8 @@ class TrainingSpec(_Strict):
     dropout: float | None = Field(default=None, ge=0, lt=1)
     class_weights: bool = False
     mixed_precision: Literal["auto", "off", "bfloat16"] = "auto"
+    steps_per_execution: int | None = Field(default=None, ge=1, le=10000, description=(
+        "training steps per compiled call; unset: chosen per device kind (workers.distribution)"))
 
 
 class ModelSpec(_Strict):
@@ -120,6 +122,7 @@ class TrialConfig(_Strict):
     accelerator: str | None = None
     price_per_hour: float | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
+    allow_device_mismatch: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (what crosses to Ray workers and into records)."""

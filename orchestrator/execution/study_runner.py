@@ -5,9 +5,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from orchestrator.errors import StudyError
+from orchestrator.execution.device_probe import preflight
 from orchestrator.execution.run_steps import RunSession
 from orchestrator.records import RunPaths, completed_trial_ids, read_trial_records, write_trial_record
 from orchestrator.spec.grid import expand_grid
+from orchestrator.spec.node_types import cluster_nodes
 from orchestrator.spec.schema import ExperimentSpec
 from workers.config import TrialConfig
 from workers.records import TrialRecord, TrialStatus
@@ -37,15 +39,17 @@ def _study_trainable(trainable: Trainable) -> Trainable:
     return run
 
 
-def _pending_trials(session: RunSession, trials: list[TrialConfig], infeasible: dict[str, str]) -> list[TrialConfig]:
-    """Trials still to run; infeasible ones get their record now, completed ones (a resume) are kept."""
+def _pending_trials(session: RunSession, trials: list[TrialConfig],
+                    not_run: dict[str, tuple[TrialStatus, str]]) -> list[TrialConfig]:
+    """Trials still to run; infeasible and misconfigured ones get their record now, completed ones (a resume)
+    are kept."""
     done = completed_trial_ids(session.store, session.paths)
     for trial in trials:
-        if trial.trial_id in infeasible and trial.trial_id not in done:
+        if trial.trial_id in not_run and trial.trial_id not in done:
+            status, error = not_run[trial.trial_id]
             write_trial_record(session.store, session.paths, TrialRecord(
-                trial_id=trial.trial_id, config=trial.to_dict(), status=TrialStatus.INFEASIBLE,
-                error=infeasible[trial.trial_id]))
-    pending = [t for t in trials if t.trial_id not in infeasible and t.trial_id not in done]
+                trial_id=trial.trial_id, config=trial.to_dict(), status=status, error=error))
+    pending = [t for t in trials if t.trial_id not in not_run and t.trial_id not in done]
     if done:
         session.notify(f"Resuming: {len(done)} trial(s) already completed are kept, {len(pending)} to run")
     return pending
@@ -115,10 +119,16 @@ def execute_study(
     nodes, trials, infeasible = place_trials(spec, trials, cluster_config, notify)
     if infeasible and strict:
         raise StudyError(f"{len(infeasible)} trial(s) cannot run on this cluster (--strict): {next(iter(infeasible.values()))}")
-    session.begin("study", nodes, len(trials))
-    notify(f"Run {session.paths.run_id}: {len(trials)} trials ({len(infeasible)} not runnable here), "
+    probed = preflight([t for t in trials if t.trial_id not in infeasible], cluster_nodes(), notify)
+    if probed.misconfigured and strict:
+        raise StudyError(f"{len(probed.misconfigured)} trial(s) failed the device probe (--strict): "
+                         f"{next(iter(probed.misconfigured.values()))}")
+    not_run = {tid: (TrialStatus.INFEASIBLE, why) for tid, why in infeasible.items()} | \
+        {tid: (TrialStatus.MISCONFIGURED, why) for tid, why in probed.misconfigured.items()}
+    session.begin("study", nodes, len(trials), device_probes=probed.probes)
+    notify(f"Run {session.paths.run_id}: {len(trials)} trials ({len(not_run)} not runnable here), "
            f"store {session.store.uri}")
-    pending = _pending_trials(session, trials, infeasible)
+    pending = _pending_trials(session, trials, not_run)
     session.prepare_data(pending)
     if pending:
         keys = {t.trial_id: preparation_key_of(t) for t in pending}

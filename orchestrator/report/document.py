@@ -10,6 +10,7 @@ from datetime import datetime
 import pandas as pd
 
 from orchestrator.report.render import Details, Figure, KeyValues, Section, Table, Text
+from orchestrator.execution.device_probe import probe_summary
 from orchestrator.report.tables import (CHECK_MISMATCH, CHECK_OK, CHECK_SIMULATED, CHECK_UNKNOWN, SETTING,
                                         format_scores, mean_sd_text, setting_label)
 
@@ -141,6 +142,8 @@ def facts(header: dict) -> KeyValues:
         rows.append(("Split (after augmentation)", split))
     rows += [
         ("Trials", ", ".join(f"{v} {k}" for k, v in header["counts"].items()) or "none"),
+        *([("Device probes", "; ".join(probe_summary(p) for p in header["device_probes"]))]
+          if header.get("device_probes") else []),
         ("Node type prices", ", ".join(f"{k} ${v:g}/h" for k, v in header["prices"].items()) or "not given"),
         ("Versions", f"python {env.get('python', '?')}, "
                      + ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())),

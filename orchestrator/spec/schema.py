@@ -26,14 +26,14 @@ class NodeTypeSpec(_Strict):
     """How a node type maps to Ray resources, its default Keras backend and its price."""
 
     resources: dict[str, float]
-    framework: Literal["tensorflow", "jax", "torch"] = "tensorflow"
+    framework: Literal["auto", "tensorflow", "jax", "torch"] = "tensorflow"
     price_per_hour: float | None = Field(default=None, ge=0, description="USD per hour; unknown when unset")
     accelerator: str | None = None
 
 
 DEFAULT_NODE_TYPES: dict[str, NodeTypeSpec] = {
     "cpu": NodeTypeSpec(resources={"CPU": 1}, framework="tensorflow", price_per_hour=0.19),
-    "gpu": NodeTypeSpec(resources={"CPU": 1, "GPU": 1}, framework="jax", price_per_hour=2.48),
+    "gpu": NodeTypeSpec(resources={"CPU": 1, "GPU": 1}, framework="auto", price_per_hour=2.48),
     "tpu": NodeTypeSpec(resources={"CPU": 1, "TPU": 1}, framework="jax", price_per_hour=1.20),
 }
 
@@ -63,6 +63,7 @@ class ExecutionSpec(_Strict):
     exclusive_nodes: bool = False
     cpus_per_trial: float | None = Field(default=None, gt=0)
     trial_timeout_s: float | None = Field(default=None, gt=0)
+    allow_device_mismatch: bool = False
 
 
 class StorageSpec(_Strict):
@@ -273,6 +274,7 @@ class ExperimentSpec(_Strict):
         for i, nt in enumerate(self.grid.node_types):
             if nt not in node_types:
                 raise _FieldError(f"grid.node_types[{i}]", f"unknown node type '{nt}' (valid: {', '.join(node_types)})")
+        _check_devices(self)
         return self
 
     def resolved_node_types(self) -> dict[str, NodeTypeSpec]:
@@ -281,6 +283,36 @@ class ExperimentSpec(_Strict):
 
     def model_spec(self, arch: str) -> ModelSpec:
         return self.models.get(arch, ModelSpec())
+
+
+def _check_devices(spec: "ExperimentSpec") -> None:
+    """Every trial's global batch splits evenly over the devices its node type gives it, and PyTorch (one
+    device per trial) is never asked to use several."""
+    from workers.distribution import accelerator_count, batch_split_problem
+
+    node_types = spec.resolved_node_types()
+    used = [(name, spec.training.batch_size, "training.batch_size") for name in spec.grid.node_types]
+    if spec.search is not None and "batch_size" in spec.search.space:
+        kind, values = spec.search.resolved("batch_size")
+        if kind in ("choice", "grid"):
+            used += [(spec.search.node_type, int(v), "search.space.batch_size") for v in values]
+    elif spec.search is not None:
+        used.append((spec.search.node_type, spec.training.batch_size, "training.batch_size"))
+    for name, batch, field in used:
+        devices = accelerator_count(node_types[name].resources)
+        problem = batch_split_problem(batch, devices, f"a '{name}' trial ({_resources_text(node_types[name])})")
+        if problem:
+            raise _FieldError(field, problem)
+    for name in dict.fromkeys(spec.grid.node_types):
+        nt = node_types[name]
+        torch = "torch" in spec.grid.frameworks or ("auto" in spec.grid.frameworks and nt.framework == "torch")
+        if torch and accelerator_count(nt.resources) > 1:
+            raise _FieldError("grid.frameworks", f"torch trains on one device, but node type '{name}' gives "
+                              f"{accelerator_count(nt.resources)} ({_resources_text(nt)}); use jax or tensorflow")
+
+
+def _resources_text(nt: NodeTypeSpec) -> str:
+    return ", ".join(f"{k}: {v:g}" for k, v in nt.resources.items())
 
 
 class _FieldError(ValueError):
