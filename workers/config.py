@@ -24,7 +24,8 @@ class DatasetSpec(_Strict):
     image_size: tuple[int, int] = (32, 32)
     classes: Literal["all", "binary_melanoma"] | list[str] = "all"
     drop_classes: list[str] = Field(default_factory=list)
-    samples_per_class: int = Field(default=40, ge=2, description="synthetic only: images of the largest class")
+    samples_per_class: int = Field(default=40, ge=2, le=5000,
+                                   description="synthetic only: images of the largest class (at most 5000)")
     synthetic_seed: int = 0
     metadata_csv: str | None = None
     endpoint_url: str | None = None
@@ -67,7 +68,7 @@ class RandomAugmentSpec(_Strict):
 
 
 class AugmentationSpec(_Strict):
-    augmentor_samples_per_class: int = Field(default=500, ge=1)
+    augmentor_samples_per_class: int = Field(default=500, ge=1, le=100_000)
     random: RandomAugmentSpec = RandomAugmentSpec()
 
 

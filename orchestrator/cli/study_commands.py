@@ -32,10 +32,15 @@ def _confirm_huge(n: int, yes: bool) -> bool:
     return input(f"The grid has {n} trials. Run them all? [y/N] ").strip().lower() in ("y", "yes")
 
 
-def _finish(result) -> int:
+def _finish(result, store: str) -> int:
     if result.store_problem:
         error_line(result.store_problem)
         return 1
+    if result.unfinished:
+        out.print(f"Report of the finished trials: {result.report_url}")
+        error_line(f"interrupted: {len(result.unfinished)} trial(s) did not finish and are not recorded; finished "
+                   f"trials are stored; continue with 'orchestrator resume {result.run_id} --store {store}'")
+        return 130
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items()))
     out.print(f"Run {result.run_id} finished ({counts}).")
     out.print(f"Report: {result.report_url}")
@@ -63,7 +68,7 @@ def cmd_submit(args) -> int:
         out.print(f"Submitted job {job_id} to {args.address}. Follow it with: orchestrator logs {job_id} --follow "
                   f"--address {args.address}")
         return 0
-    return _finish(study.run(strict=args.strict, notify=say))
+    return _finish(study.run(strict=args.strict, notify=say), study.spec.storage.uri)
 
 
 def cmd_resume(args) -> int:
@@ -71,13 +76,13 @@ def cmd_resume(args) -> int:
 
     study = Study.resume(args.run, store=args.store, endpoint_url=args.endpoint_url, address=args.address,
                          cluster_config=args.cluster_config)
-    return _finish(study.run(notify=say))
+    return _finish(study.run(notify=say), args.store)
 
 
 def cmd_report(args) -> int:
-    from orchestrator.runs import find_run, open_existing_store, publish_run, rebuild_report
+    from orchestrator.runs import find_run, open_existing_store, open_runs_store, publish_run, rebuild_report
 
-    store = open_existing_store(args.store, args.endpoint_url)
+    store = open_runs_store(args.store, args.endpoint_url)
     paths = find_run(store, args.run)
     if args.upload:
         target = open_existing_store(args.upload, args.endpoint_url)
@@ -91,9 +96,9 @@ def cmd_runs(args) -> int:
     from rich.table import Table
 
     from orchestrator.records import list_runs
-    from orchestrator.runs import open_existing_store
+    from orchestrator.runs import open_runs_store
 
-    store = open_existing_store(args.store, args.endpoint_url)
+    store = open_runs_store(args.store, args.endpoint_url)
     table = Table(title=f"Runs in {store.uri}")
     for col in ("experiment", "run id"):
         table.add_column(col)
@@ -105,9 +110,9 @@ def cmd_runs(args) -> int:
 
 def cmd_ensemble(args) -> int:
     from orchestrator.report.ensemble import build_ensemble
-    from orchestrator.runs import find_run, open_existing_store
+    from orchestrator.runs import find_run, open_runs_store
 
-    store = open_existing_store(args.store, args.endpoint_url)
+    store = open_runs_store(args.store, args.endpoint_url)
     paths = find_run(store, args.run)
     record = build_ensemble(store, paths, args.trials, args.top, args.by)
     m = record["metrics"]

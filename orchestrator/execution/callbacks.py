@@ -70,10 +70,11 @@ class TrialRecorder(Callback):
         if tid not in self.written:
             self._write_failed(tid, error_text(trial))
 
-    def write_missing(self) -> None:
-        for tid in self.trials:
-            if tid not in self.written and not self.store.exists(self.paths.trial(tid, "record.json")):
-                self._write_failed(tid, "the trial ended without reporting a result")
+    def unfinished(self) -> list[str]:
+        """Trials Tune left without an ending (the run was interrupted): nothing is recorded for them, so a
+        resume runs them."""
+        return [tid for tid in self.trials
+                if tid not in self.written and not self.store.exists(self.paths.trial(tid, "record.json"))]
 
     def _write_failed(self, tid: str, error: str) -> None:
         write_trial_record(self.store, self.paths, TrialRecord(

@@ -26,6 +26,7 @@ class RunOutcome:
     store: Store
     records: list[TrialRecord]
     counts: dict[str, int] = field(default_factory=dict)
+    unfinished: list[str] = field(default_factory=list)  # trials an interruption left to a resume
 
 
 def _study_trainable(trainable: Trainable) -> Trainable:
@@ -56,13 +57,15 @@ def _pending_trials(session: RunSession, trials: list[TrialConfig],
 
 
 def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dict[str, str], trainable: Trainable,
-                show_progress: bool) -> None:
-    """One Tune run over ``pending``; every trial's record is stored as it ends."""
+                show_progress: bool) -> list[str]:
+    """One Tune run over ``pending``; every trial's record is stored as it ends. Returns the trials an
+    interruption (Ctrl-C) left unfinished."""
     from ray import tune
 
     from orchestrator.execution.callbacks import StudyProgress, TrialRecorder
     from orchestrator.execution.metrics_export import MetricsExportCallback
     from orchestrator.execution.placement import trial_resources
+    from orchestrator.execution.ray_runtime import credentials_kept_out_of_runtime_env
 
     spec = session.spec
     storage_path, fs = session.tune_storage()
@@ -86,9 +89,9 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
             verbose=0, log_to_file=True,
         ),
     )
-    with progress:
+    with progress, credentials_kept_out_of_runtime_env():
         tuner.fit()
-    recorder.write_missing()
+    return recorder.unfinished()
 
 
 def execute_study(
@@ -108,14 +111,25 @@ def execute_study(
 
     ``trials`` replaces the spec's grid (a search's best configuration); ``cluster_config`` (a ``ray up``
     config) adds the node types an autoscaler may still launch; ``trainable`` replaces the trial trainable
-    (``orchestrator.execution.trainable.trial_trainable``, whose reporting contract it must follow)."""
-    from orchestrator.execution.data_cache import preparation_key_of
-    from orchestrator.execution.placement import place_trials
+    (``orchestrator.execution.trainable.trial_trainable``, whose reporting contract it must follow). An
+    embedded Ray started here is shut down on every exit path."""
     from orchestrator.execution.trainable import trial_trainable
 
     session = RunSession.open(spec, run_id=run_id, address=address, notify=notify)
     trials = expand_grid(spec) if trials is None else trials
-    session.connect(num_cpus)
+    try:
+        session.connect(num_cpus)
+        return _execute(session, trials, strict, show_progress, cluster_config, trainable or trial_trainable)
+    finally:
+        session.close()
+
+
+def _execute(session: RunSession, trials: list[TrialConfig], strict: bool, show_progress: bool,
+             cluster_config: dict | None, trainable: Trainable) -> RunOutcome:
+    from orchestrator.execution.data_cache import preparation_key_of
+    from orchestrator.execution.placement import place_trials
+
+    spec, notify = session.spec, session.notify
     nodes, trials, infeasible = place_trials(spec, trials, cluster_config, notify)
     if infeasible and strict:
         raise StudyError(f"{len(infeasible)} trial(s) cannot run on this cluster (--strict): {next(iter(infeasible.values()))}")
@@ -130,9 +144,8 @@ def execute_study(
            f"store {session.store.uri}")
     pending = _pending_trials(session, trials, not_run)
     session.prepare_data(pending)
-    if pending:
-        keys = {t.trial_id: preparation_key_of(t) for t in pending}
-        _run_trials(session, pending, keys, trainable or trial_trainable, show_progress)
+    unfinished = _run_trials(session, pending, {t.trial_id: preparation_key_of(t) for t in pending}, trainable,
+                             show_progress) if pending else []
     records = read_trial_records(session.store, session.paths)
-    counts = session.finish(records)
-    return RunOutcome(paths=session.paths, store=session.store, records=records, counts=counts)
+    counts = session.finish(records, **({"interrupted": True, "unfinished": unfinished} if unfinished else {}))
+    return RunOutcome(paths=session.paths, store=session.store, records=records, counts=counts, unfinished=unfinished)

@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
 from orchestrator.errors import SpecError
+from orchestrator.spec.yaml_loader import YAMLInputError, load_yaml
 from workers.config import (AugmentationSpec, DatasetSpec, ModelSpec, RandomAugmentSpec, SplitSpec,  # noqa: F401
                             TrainingSpec, _Strict)
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_EPOCHS = 10_000  # per trial; the seed studies use 10-100
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch: no trailing newline
 AUGMENTATIONS = ("none", "random", "augmentor")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 
@@ -42,7 +44,7 @@ class GridSpec(_Strict):
     """The axes the study crosses; every combination becomes trials (x repeats)."""
 
     architectures: list[str] = Field(min_length=1)
-    epochs: list[int] = Field(min_length=1)
+    epochs: list[StrictInt] = Field(min_length=1)
     node_types: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1)
     augmentation: list[Literal["none", "random", "augmentor"]] = Field(default_factory=lambda: ["none"], min_length=1)
     frameworks: list[Literal["auto", "tensorflow", "jax", "torch"]] = Field(default_factory=lambda: ["auto"], min_length=1)
@@ -51,9 +53,9 @@ class GridSpec(_Strict):
     @field_validator("epochs")
     @classmethod
     def _epochs_positive(cls, v: list[int]) -> list[int]:
-        bad = [e for e in v if e <= 0]
+        bad = [e for e in v if not 1 <= e <= MAX_EPOCHS]
         if bad:
-            raise ValueError(f"every epoch count must be a positive integer, got {bad[0]}")
+            raise ValueError(f"every epoch count must be a whole number from 1 to {MAX_EPOCHS}, got {bad[0]}")
         return v
 
 
@@ -74,6 +76,16 @@ class StorageSpec(_Strict):
     endpoint_url: str | None = None
     region: str | None = None
     local_dir: str = "results-local"
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        from workers.storage import check_store_uri
+
+        try:
+            return check_store_uri(v)
+        except ValueError as err:
+            raise ValueError(str(err).removeprefix("storage.uri: ")) from None
 
 
 SEARCH_TRAINING_SETTINGS = ("learning_rate", "batch_size", "dropout", "optimizer", "augmentation", "class_weights")
@@ -250,7 +262,7 @@ class ExperimentSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not SAFE_NAME.match(v):
+        if not SAFE_NAME.fullmatch(v):
             raise ValueError("name may hold only letters, digits, '_', '-', '.' (1-64 chars, no '/')")
         return v
 
@@ -360,17 +372,23 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate an experiment file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as err:
         raise SpecError(f"{path}: cannot read experiment file ({err.strerror})") from None
+    return parse_spec(parse_yaml(raw, str(path)), str(path))
+
+
+def parse_yaml(raw: str | bytes, source: str):
+    """A YAML document read strictly (see ``spec.yaml_loader``); one-line ``SpecError`` on bad input."""
     try:
-        data = yaml.safe_load(text)
+        return load_yaml(raw)
+    except YAMLInputError as err:
+        raise SpecError(f"{source}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "invalid YAML"
-        raise SpecError(f"{path}: YAML syntax error{where}: {problem}") from None
-    return parse_spec(data, str(path))
+        raise SpecError(f"{source}: YAML syntax error{where}: {problem}") from None
 
 
 def spec_to_yaml(spec: ExperimentSpec) -> str:
