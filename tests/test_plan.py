@@ -126,3 +126,13 @@ def test_the_estimate_is_stored_in_run_json(tmp_path):
     est = plan.plan_study(spec, expand_grid(spec), store)
     assert est["rows"][0]["throughput_source"].startswith("measured")
     assert json.loads(json.dumps(est)) == est  # JSON-ready for run.json
+
+
+@pytest.mark.slow
+def test_execute_study_refuses_over_budget_before_writing(ray_session, tiny_spec, tmp_path):
+    from orchestrator.execution.study_runner import StudyError, execute_study
+
+    spec = tiny_spec(execution={"budget_usd": 1e-9})
+    with pytest.raises(StudyError, match=r"execution\.budget_usd: the study's estimated cost"):
+        execute_study(spec, show_progress=False, notify=lambda m: None)
+    assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]  # no spec.yaml, no run.json
