@@ -16,6 +16,7 @@ from orchestrator.spec.grid import expand_grid
 from orchestrator.spec.node_types import NodeCapacity, load_cluster_config
 from orchestrator.spec.schema import load_spec, parse_spec
 from tests.conftest import tiny_spec_dict
+from workers.records import TrialRecord
 from workers.storage import LocalStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,23 +117,23 @@ def test_an_unknown_price_cannot_be_checked_against_a_budget():
     assert "cannot be estimated" in plan.budget_refusal(est, 10.0)
 
 
-def test_the_estimate_is_stored_in_run_json(tmp_path):
-    # execute_study stores plan_study's dict as run.json["estimate"]; the report reads it back from there
+def test_plan_study_reads_earlier_measurements_from_the_store(tmp_path):
     store, paths = LocalStore(tmp_path), RunPaths("tiny", "r1")
     spec = parse_spec(tiny_spec_dict(store=str(tmp_path)))
     earlier = {"trial_id": "t0", "status": "completed", "config": expand_grid(spec)[0].to_dict(),
                "timings": {"images_per_s": 400.0, "steady_epoch_s": 0.1, "total_s": 3.0}}
-    write_trial_record(store, paths, earlier)
+    write_trial_record(store, paths, TrialRecord.model_validate(earlier))
     est = plan.plan_study(spec, expand_grid(spec), store)
     assert est["rows"][0]["throughput_source"].startswith("measured")
-    assert json.loads(json.dumps(est)) == est  # JSON-ready for run.json
+    assert json.loads(json.dumps(est)) == est  # JSON-ready: execute_study stores it in run.json
 
 
 @pytest.mark.slow
 def test_execute_study_refuses_over_budget_before_writing(ray_session, tiny_spec, tmp_path):
-    from orchestrator.execution.study_runner import StudyError, execute_study
+    from orchestrator.errors import OverBudget
+    from orchestrator.execution.study_runner import execute_study
 
     spec = tiny_spec(execution={"budget_usd": 1e-9})
-    with pytest.raises(StudyError, match=r"execution\.budget_usd: the study's estimated cost"):
+    with pytest.raises(OverBudget, match=r"execution\.budget_usd: the study's estimated cost"):
         execute_study(spec, show_progress=False, notify=lambda m: None)
     assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]  # no spec.yaml, no run.json
