@@ -43,9 +43,19 @@ class StudyPlan:
 
     experiment: str
     trials: list[PlannedTrial]
+    estimate: dict | None = None  # wall time and cost per node type and in total (orchestrator.execution.plan)
 
     def __len__(self) -> int:
         return len(self.trials)
+
+    def check_budget(self, budget_usd: float | None, field: str = "execution.budget_usd") -> None:
+        """``OverBudget`` (one line) when the estimated cost exceeds ``budget_usd`` or cannot be estimated."""
+        from orchestrator.errors import OverBudget
+        from orchestrator.execution.plan import budget_refusal
+
+        refusal = budget_refusal(self.estimate, budget_usd, field) if self.estimate else None
+        if refusal:
+            raise OverBudget(refusal)
 
 
 @dataclass
@@ -128,10 +138,18 @@ class Study:
         return expand_grid(self.spec)
 
     def plan(self) -> StudyPlan:
-        """The dry run: every trial and the Ray bundle it requests. Starts nothing, imports no framework."""
+        """The dry run: every trial, the Ray bundle it requests, and the estimated wall time and cost on the
+        cluster config's node types (else this machine), from throughput measured in the store where there is
+        some, else the reference figures. Starts nothing, imports no framework."""
+        from orchestrator.execution import plan
         from orchestrator.execution.placement import trial_bundle
+        from orchestrator.execution.run_steps import store_settings
+        from workers.storage import open_store
 
-        return StudyPlan(self.spec.name, [PlannedTrial(t, trial_bundle(t.resources)) for t in self.trials()])
+        trials = self.trials()
+        pools = plan.cluster_pools([], self.cluster_config) if self.cluster_config else None
+        estimate = plan.plan_study(self.spec, trials, open_store(**store_settings(self.spec)), pools)
+        return StudyPlan(self.spec.name, [PlannedTrial(t, trial_bundle(t.resources)) for t in trials], estimate)
 
     def check_inputs(self) -> None:
         """What can be checked before anything starts: the dataset's layout and class names (by listing), a local
@@ -209,6 +227,13 @@ def _check_store_writable(spec: "ExperimentSpec") -> None:
     except OSError as err:
         raise BadInput(f"storage.uri: '{existing}' is not writable ({err.strerror}); give a directory you can "
                        "write") from None
+
+
+def with_budget(spec: "ExperimentSpec", budget_usd: float | None) -> "ExperimentSpec":
+    """``spec`` with ``execution.budget_usd`` replaced by ``budget_usd`` (unchanged when None)."""
+    if budget_usd is None:
+        return spec
+    return spec.model_copy(update={"execution": spec.execution.model_copy(update={"budget_usd": budget_usd})})
 
 
 def _load_cluster_config(config: dict | str | None) -> dict | None:

@@ -94,12 +94,12 @@ class _EpochMonitor:
     """Times each epoch's training pass, then validates and hands the epoch's metrics to ``on_epoch``."""
 
     def __init__(self, keras, data, plan: DevicePlan, on_epoch: EpochCallback | None, save_checkpoint,
-                 history: list[dict]):
+                 history: list[dict], clock: Callable[[], float]):
         from workers.metrics import compute_metrics
 
         self.compute_metrics = compute_metrics
         self.data, self.plan, self.on_epoch = data, plan, on_epoch
-        self.save_checkpoint, self.history = save_checkpoint, history
+        self.save_checkpoint, self.history, self.clock = save_checkpoint, history, clock
         monitor = self
 
         class _Callback(keras.callbacks.Callback):
@@ -123,20 +123,27 @@ class _EpochMonitor:
             row.update({
                 "val_loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(probs)), self.data.y_val], eps, 1)))),
                 "val_accuracy": m["accuracy"],
+                "val_balanced_accuracy": m["isic"]["balanced_multiclass_accuracy"],
                 "val_f1_macro": m["f1_macro"],
                 "val_s": time.perf_counter() - t,
             })
+        row["wall_s"] = self.clock()  # since the trial started, validation of this epoch included
         self.history.append(row)
         if self.on_epoch is not None:
             self.on_epoch(row, self.save_checkpoint)
 
 
 def _predictions_csv(ids: list[str], y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> str:
+    """One row per test image; probabilities at full float32 precision, so that
+    ``workers.metrics.rescore_predictions_csv`` gives back exactly the record's metrics."""
+    from workers.metrics import format_probability
+
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["image_id", "true_class", "predicted_class"] + [f"p_{c}" for c in class_names])
     for image_id, t, p in zip(ids, y_true, probs):
-        writer.writerow([image_id, class_names[int(t)], class_names[int(np.argmax(p))]] + [f"{v:.6f}" for v in p])
+        writer.writerow([image_id, class_names[int(t)], class_names[int(np.argmax(p))]]
+                        + [format_probability(v) for v in p])
     return buf.getvalue()
 
 
@@ -149,6 +156,7 @@ def run_trial(
     resume_dir: str | Path | None = None,
     weights_path: str | None = None,
     data_timings: dict | None = None,
+    started: float | None = None,
 ) -> "TrialResult":
     """Train, evaluate and time one trial; return its record (metrics, history, timings, device) and the
     test predictions as CSV.
@@ -158,8 +166,12 @@ def run_trial(
     A trial whose device is not the kind its node type asks for trains nothing: its record has status
     ``misconfigured`` and the reason (see ``workers.device.device_problem``). With several devices it trains
     data parallel over all of them, ``training.batch_size`` being the global batch.
+    ``started`` is the ``time.perf_counter()`` reading when the trial started (before the caller loaded its
+    data; default: now): every history row's ``wall_s`` counts from it, as MLPerf's time to train does. A
+    resumed trial's clock goes on from the ``wall_s`` of its last checkpointed epoch.
     """
     t_start = time.perf_counter()
+    started = t_start if started is None else started
     timings: dict[str, float] = dict(data_timings or {})
     keras, backend = _start_backend(config)
     data = _ensure_data(config, data, timings)
@@ -172,9 +184,10 @@ def run_trial(
     plan = plan_devices(keras, backend, device["used"]["kind"], config.resources,
                         int(config.hparam("batch_size")))
     with data_parallel(keras, plan):
-        trained = _train(keras, config, data, plan, device, timings, on_epoch, resume_dir, weights_path)
+        trained = _train(keras, config, data, plan, device, timings, on_epoch, resume_dir, weights_path, started)
         t = time.perf_counter()
-        probs = predict_sharded(trained.model, data.x_test, plan.global_batch, plan.count)
+        probs = np.asarray(predict_sharded(trained.model, data.x_test, plan.global_batch, plan.count),
+                           dtype=np.float32)  # the values predictions.csv stores, so rescoring it is exact
         timings["eval_s"] = time.perf_counter() - t
         if checkpoint_dir:
             trained.save_checkpoint(str(checkpoint_dir))
@@ -246,8 +259,10 @@ def _build(keras, config: TrialConfig, data, plan: DevicePlan, device: dict, wei
     return _Trained(model, history, start_epoch, save_checkpoint, settings, int(len(data.y_train)))
 
 
-def _train(keras, config, data, plan: DevicePlan, device, timings, on_epoch, resume_dir, weights_path) -> _Trained:
-    """Build, compile and fit over every device of ``plan``; fills ``timings`` (build, fit, throughput)."""
+def _train(keras, config, data, plan: DevicePlan, device, timings, on_epoch, resume_dir, weights_path,
+           started: float) -> _Trained:
+    """Build, compile and fit over every device of ``plan``; fills ``timings`` (build, fit, throughput).
+    Each history row's ``wall_s`` counts from ``started`` (a resumed trial's from its checkpoint's clock)."""
     t = time.perf_counter()
     trained = _build(keras, config, data, plan, device, weights_path, resume_dir)
     timings["build_s"] = time.perf_counter() - t
@@ -256,7 +271,9 @@ def _train(keras, config, data, plan: DevicePlan, device, timings, on_epoch, res
     if len(rows) < len(y_train):  # the last batch must split evenly over the devices too
         x_train, y_train = x_train[rows], y_train[rows]
     trained.n_train = int(len(rows))
-    monitor = _EpochMonitor(keras, data, plan, on_epoch, trained.save_checkpoint, trained.history)
+    clock_base = float(trained.history[-1].get("wall_s") or 0.0) if trained.history else 0.0
+    monitor = _EpochMonitor(keras, data, plan, on_epoch, trained.save_checkpoint, trained.history,
+                            clock=lambda: clock_base + time.perf_counter() - started)
     class_weight = class_weight_map(y_train, data.num_classes) if config.hparam("class_weights") else None
     t = time.perf_counter()
     if trained.start_epoch < config.epochs:

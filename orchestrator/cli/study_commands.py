@@ -48,7 +48,8 @@ def _finish(result, store: str) -> int:
 
 
 def cmd_submit(args) -> int:
-    from orchestrator.study import Study
+    from orchestrator.execution.plan import format_plan
+    from orchestrator.study import Study, with_budget
 
     remote = bool(args.address and args.address.startswith(("http://", "https://")) and not args.local_driver)
     if args.address and args.address.startswith("ray://") and not args.local_driver:
@@ -56,9 +57,14 @@ def cmd_submit(args) -> int:
                        "to submit a Ray Job)")
     study = Study.from_file(args.file, store=args.store, run_id=args.run_id, address=args.address,
                             cluster_config=args.cluster_config)
+    study.spec = with_budget(study.spec, args.max_cost)
     plan = study.plan()
     if args.dry_run:
         _print_plan(plan, f"{study.spec.name}: {len(plan)} trials (dry run, nothing started)")
+        out.print(format_plan(plan.estimate), soft_wrap=True, markup=False)
+    plan.check_budget(study.spec.execution.budget_usd, "--max-cost" if args.max_cost is not None else
+                      "execution.budget_usd")
+    if args.dry_run:
         return 0
     if not _confirm_huge(len(plan), args.yes):
         error_line("cancelled")
@@ -132,7 +138,8 @@ def store_args(parser) -> None:
 def add_commands(sub) -> None:
     s = sub.add_parser("submit", help="run an experiment file (embedded local Ray, or a cluster with --address)")
     s.add_argument("file")
-    s.add_argument("--dry-run", action="store_true", help="validate, print the trial table and resource requests, run nothing")
+    s.add_argument("--dry-run", action="store_true", help="validate, print the trial table, resource requests and the "
+                   "estimated time and cost, run nothing")
     s.add_argument("--address", help="Ray cluster: http://HEAD:8265 submits a Ray Job; ray://... or auto joins as driver")
     s.add_argument("--local-driver", action="store_true", help="with --address: drive the study from this process")
     s.add_argument("--run-id", help="reuse a run id (continue a run)")
@@ -140,6 +147,8 @@ def add_commands(sub) -> None:
     s.add_argument("--strict", action="store_true", help="fail if any trial cannot run on this cluster")
     s.add_argument("--yes", action="store_true", help="run grids of more than 500 trials without asking")
     s.add_argument("--cluster-config", help="a `ray up` config: its node types count as feasible (autoscaling clusters)")
+    s.add_argument("--max-cost", type=float, metavar="USD", help="refuse the study if its estimated cost exceeds this "
+                   "(overrides execution.budget_usd)")
     s.set_defaults(func=cmd_submit)
 
     r = sub.add_parser("resume", help="continue an interrupted run; completed trials are kept")

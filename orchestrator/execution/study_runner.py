@@ -4,10 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from orchestrator.errors import StudyError
+from orchestrator.errors import OverBudget, StudyError
 from orchestrator.execution.device_probe import preflight
 from orchestrator.execution.run_steps import RunSession
 from orchestrator.records import RunPaths, completed_trial_ids, read_trial_records, write_trial_record
+from orchestrator.execution import plan
 from orchestrator.spec.grid import expand_grid
 from orchestrator.spec.node_types import cluster_nodes
 from orchestrator.spec.schema import ExperimentSpec
@@ -133,13 +134,18 @@ def _execute(session: RunSession, trials: list[TrialConfig], strict: bool, show_
     nodes, trials, infeasible = place_trials(spec, trials, cluster_config, notify)
     if infeasible and strict:
         raise StudyError(f"{len(infeasible)} trial(s) cannot run on this cluster (--strict): {next(iter(infeasible.values()))}")
+    estimate = plan.plan_study(spec, trials, session.store, plan.pools_from_nodes(nodes, cluster_config))
+    refusal = plan.budget_refusal(estimate, spec.execution.budget_usd)
+    if refusal:
+        raise OverBudget(refusal)
     probed = preflight([t for t in trials if t.trial_id not in infeasible], cluster_nodes(), notify)
     if probed.misconfigured and strict:
         raise StudyError(f"{len(probed.misconfigured)} trial(s) failed the device probe (--strict): "
                          f"{next(iter(probed.misconfigured.values()))}")
     not_run = {tid: (TrialStatus.INFEASIBLE, why) for tid, why in infeasible.items()} | \
         {tid: (TrialStatus.MISCONFIGURED, why) for tid, why in probed.misconfigured.items()}
-    session.begin("study", nodes, len(trials), device_probes=probed.probes)
+    session.begin("study", nodes, len(trials), device_probes=probed.probes, estimate=estimate,
+                  target=spec.report.target.model_dump() | {"mode": spec.report.target.mode})
     notify(f"Run {session.paths.run_id}: {len(trials)} trials ({len(not_run)} not runnable here), "
            f"store {session.store.uri}")
     pending = _pending_trials(session, trials, not_run)

@@ -103,6 +103,7 @@ def trial_trainable(config: dict) -> None:
         task.trial, data=data, on_epoch=_epoch_reporter(), resume_dir=resume_dir,
         weights_path=resolve_weights(task.trial, task.store),
         data_timings={"data_load_s": data_load_s, "prepare_s": 0.0, "augment_s": float(data.meta.get("augment_s", 0.0))},
+        started=t,
     )
     record = result.record.model_copy(update={
         "node_id": ray.get_runtime_context().get_node_id(), "resumed_from_checkpoint": resume_dir is not None,

@@ -200,3 +200,38 @@ def confusion_matrix(matrix: list[list[int]], class_names: list[str], title: str
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     return png_bytes(fig)
+
+
+@_plain
+def time_to_target(ttt: pd.DataFrame, target_label: str) -> bytes | None:
+    """Time (left) and cost (right) to the target per architecture, bars grouped by node type, sd error bars;
+    for each architecture (and augmentation) the largest epoch budget that has a reaching repeat."""
+    if ttt is None or ttt.empty:
+        return None
+    rows = ttt.dropna(subset=["time_to_target_s"])
+    if rows.empty:
+        return None
+    rows = rows[rows["epochs"] == rows.groupby(["architecture", "augmentation"])["epochs"].transform("max")]
+    several_aug = rows["augmentation"].nunique() > 1
+    rows = rows.assign(group=[f"{a} / {g}" if several_aug else str(a)
+                              for a, g in zip(rows["architecture"], rows["augmentation"])])
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    for ax, col, label in ((axes[0], "time_to_target_s", "seconds to target"),
+                           (axes[1], "cost_to_target_usd", "USD to target")):
+        mean = rows.pivot_table(index="group", columns="node_type", values=col, aggfunc="mean")
+        sd = rows.pivot_table(index="group", columns="node_type", values=f"{col}_sd", aggfunc="mean") \
+            .reindex_like(mean).fillna(0)
+        n, x = len(mean.columns), np.arange(len(mean.index))
+        width = 0.8 / max(n, 1)
+        for i, node in enumerate(mean.columns):
+            ax.bar(x + (i - (n - 1) / 2) * width, mean[node], width, yerr=sd[node], capsize=3, label=_label(node))
+        ax.set_xticks(x, [str(g) for g in mean.index], rotation=20 if len(x) > 4 else 0)
+        values = mean.to_numpy(dtype=float)
+        values = values[np.isfinite(values) & (values > 0)]
+        if values.size and values.max() / values.min() > 30:
+            ax.set_yscale("log")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(title="node type")
+    fig.suptitle(f"Time and cost to {target_label} (mean ± sd over repeats that reached it)", fontsize=9)
+    return png_bytes(fig)

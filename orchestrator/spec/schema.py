@@ -66,6 +66,26 @@ class ExecutionSpec(_Strict):
     cpus_per_trial: float | None = Field(default=None, gt=0)
     trial_timeout_s: float | None = Field(default=None, gt=0)
     allow_device_mismatch: bool = False
+    budget_usd: float | None = Field(default=None, gt=0, description="refuse a study whose estimated cost exceeds it")
+
+
+# Per-epoch history columns a time-to-target may use, and whether higher values are better.
+TARGET_METRICS = {"val_balanced_accuracy": "max", "val_accuracy": "max", "val_f1_macro": "max", "val_loss": "min"}
+
+
+class TargetSpec(_Strict):
+    """The quality a trial must reach on the validation split for its time to target (MLPerf-style)."""
+
+    metric: Literal["val_balanced_accuracy", "val_accuracy", "val_f1_macro", "val_loss"] = "val_balanced_accuracy"
+    value: float = 0.75
+
+    @property
+    def mode(self) -> str:
+        return TARGET_METRICS[self.metric]
+
+
+class ReportSpec(_Strict):
+    target: TargetSpec = TargetSpec()
 
 
 class StorageSpec(_Strict):
@@ -257,6 +277,7 @@ class ExperimentSpec(_Strict):
     node_types: dict[str, NodeTypeSpec] = Field(default_factory=dict)
     execution: ExecutionSpec = ExecutionSpec()
     storage: StorageSpec = StorageSpec()
+    report: ReportSpec = ReportSpec()
     search: Annotated[SearchSpec | None, AfterValidator(_resolve_search)] = None
 
     @field_validator("name")
