@@ -16,8 +16,8 @@ def _write(tmp_path, text: str):
 
 @pytest.mark.parametrize("mutate, field, hint", [
     (lambda d: d["grid"].update(architectures=["cnn", "cnnn"]), "grid.architectures[1]", "unknown architecture 'cnnn'"),
-    (lambda d: d["grid"].update(epochs=[5, -1]), "grid.epochs", "positive integer"),
-    (lambda d: d["grid"].update(epochs=[0]), "grid.epochs", "positive integer"),
+    (lambda d: d["grid"].update(epochs=[5, -1]), "grid.epochs", "whole number from 1 to 10000"),
+    (lambda d: d["grid"].update(epochs=[0]), "grid.epochs", "whole number from 1 to 10000"),
     (lambda d: d["grid"].update(epochs=[]), "grid.epochs", "at least 1"),
     (lambda d: d["grid"].update(node_types=["cpu", "quantum"]), "grid.node_types[1]", "unknown node type 'quantum'"),
     (lambda d: d["grid"].update(augmentation=["sometimes"]), "grid.augmentation[0]", "'none', 'random' or 'augmentor'"),
