@@ -41,6 +41,20 @@ def png_bytes(fig) -> bytes:
     return buf.getvalue()
 
 
+def grouped_bars(ax, mean: pd.DataFrame, sd: pd.DataFrame) -> None:
+    """Bars of ``mean`` (rows on the x axis, one bar per column) with ``sd`` error bars; a log scale when the
+    values span more than 30x."""
+    n, x = len(mean.columns), np.arange(len(mean.index))
+    width = 0.8 / max(n, 1)
+    for i, col in enumerate(mean.columns):
+        ax.bar(x + (i - (n - 1) / 2) * width, mean[col], width, yerr=sd[col], capsize=3, label=_label(col))
+    ax.set_xticks(x, [str(r) for r in mean.index], rotation=20 if len(x) > 4 else 0)
+    values = mean.to_numpy(dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size and values.max() / values.min() > 30:
+        ax.set_yscale("log")
+
+
 def _label(text) -> str:
     # Matplotlib hides legend entries whose label starts with an underscore.
     text = str(text)
@@ -88,16 +102,7 @@ def training_time_by_hardware(df: pd.DataFrame) -> bytes | None:
     sd = done.pivot_table(index="architecture", columns="node_type", values="steady_epoch_s", aggfunc=_sd) \
         .reindex_like(mean).fillna(0)
     fig, ax = plt.subplots(figsize=(6.2, 4))
-    n = len(mean.columns)
-    width = 0.8 / max(n, 1)
-    x = np.arange(len(mean.index))
-    for i, node in enumerate(mean.columns):
-        ax.bar(x + (i - (n - 1) / 2) * width, mean[node], width, yerr=sd[node], capsize=3, label=_label(node))
-    ax.set_xticks(x, [str(a) for a in mean.index], rotation=20 if len(x) > 4 else 0)
-    values = mean.to_numpy(dtype=float)
-    values = values[np.isfinite(values) & (values > 0)]
-    if values.size and values.max() / values.min() > 30:
-        ax.set_yscale("log")
+    grouped_bars(ax, mean, sd)
     ax.set_ylabel("seconds per epoch (steady state)")
     ax.set_title("Training time by hardware (mean ± sd)")
     ax.legend(title="node type")
@@ -221,15 +226,7 @@ def time_to_target(ttt: pd.DataFrame, target_label: str) -> bytes | None:
         mean = rows.pivot_table(index="group", columns="node_type", values=col, aggfunc="mean")
         sd = rows.pivot_table(index="group", columns="node_type", values=f"{col}_sd", aggfunc="mean") \
             .reindex_like(mean).fillna(0)
-        n, x = len(mean.columns), np.arange(len(mean.index))
-        width = 0.8 / max(n, 1)
-        for i, node in enumerate(mean.columns):
-            ax.bar(x + (i - (n - 1) / 2) * width, mean[node], width, yerr=sd[node], capsize=3, label=_label(node))
-        ax.set_xticks(x, [str(g) for g in mean.index], rotation=20 if len(x) > 4 else 0)
-        values = mean.to_numpy(dtype=float)
-        values = values[np.isfinite(values) & (values > 0)]
-        if values.size and values.max() / values.min() > 30:
-            ax.set_yscale("log")
+        grouped_bars(ax, mean, sd)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(title="node type")
