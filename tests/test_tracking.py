@@ -130,11 +130,14 @@ def _check_trial_run(client, run, record: dict, predictions: str) -> None:
 
 
 @pytest.mark.slow
-def test_every_trial_is_an_mlflow_run_under_the_study_run(tmp_path, ray_session, mlflow_server, s3_endpoint, capsys):
+def test_every_trial_is_an_mlflow_run_under_the_study_run(tmp_path, ray_session, mlflow_server, s3_endpoint, capsys,
+                                                          monkeypatch):
     import boto3
     from mlflow import MlflowClient
 
     uri, bucket = mlflow_server
+    token = f"tok-{uuid.uuid4().hex}"  # MLflow's standard credential variable: used, never written anywhere
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
     experiment = f"tracked-{uuid.uuid4().hex[:6]}"
     spec = tiny_spec_dict(name="tracked", store=str(tmp_path / "store"),
                           grid={"architectures": ["cnn"], "epochs": [1, 2], "node_types": ["cpu"]},
@@ -156,6 +159,9 @@ def test_every_trial_is_an_mlflow_run_under_the_study_run(tmp_path, ray_session,
                          (run_dir / "trials" / trial_id / "predictions.csv").read_text())
     run_info = json.loads((run_dir / "run.json").read_text())
     assert run_info["tracking"]["complete"] is True and run_info["tracking"]["mlflow"]["trials_incomplete"] == 0
+    assert run_info["tracking"]["mlflow"]["parent_run_id"] == parent.info.run_id
+    assert not [p for p in run_dir.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+    assert token not in json.dumps([r.data.to_dictionary() for r in [parent, *children.values()]])
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
         Bucket=bucket, Prefix="mlflow/").get("Contents", [])]
     assert any(k.endswith("/predictions.csv") for k in keys)  # artifacts really went to the S3 artifact root
