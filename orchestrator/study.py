@@ -173,6 +173,7 @@ class Study:
         """Run every trial not yet completed, store its record as it ends, then write the report."""
         from orchestrator.execution.study_runner import execute_study
         from orchestrator.report import write_report
+        from orchestrator.tracking import attach_report
 
         self.check_inputs()
         outcome = execute_study(self.spec, run_id=self.run_id, address=self.address, strict=strict,
@@ -180,6 +181,7 @@ class Study:
                                 cluster_config=self.cluster_config, trainable=self.trainable)
         self.run_id = outcome.paths.run_id
         url = write_report(outcome.store, outcome.paths)  # a remote store that fails falls back to local disk
+        url = attach_report(outcome.store, outcome.paths, notify) or url  # onto the study's MLflow run, if any
         return StudyResult(outcome.paths, outcome.store, outcome.records, outcome.counts, url,
                            _store_problem(outcome, url, self.spec), outcome.unfinished)
 

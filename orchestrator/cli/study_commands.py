@@ -90,11 +90,18 @@ def cmd_report(args) -> int:
 
     store = open_runs_store(args.store, args.endpoint_url)
     paths = find_run(store, args.run)
+    mlflow = None
+    if args.to_mlflow:  # checked before anything is written
+        from orchestrator.tracking import mlflow_client, publish_to_mlflow
+
+        mlflow = mlflow_client(args.to_mlflow, "--to-mlflow")
     if args.upload:
         target = open_existing_store(args.upload, args.endpoint_url)
         publish_run(store, paths, target)
         store = target
     out.print(f"Report: {rebuild_report(store, paths, args.compare)}")
+    if mlflow is not None:
+        out.print(f"Published to MLflow at {args.to_mlflow}: run {publish_to_mlflow(store, paths, mlflow)}")
     return 0
 
 
@@ -162,6 +169,8 @@ def add_commands(sub) -> None:
     rep.add_argument("run")
     rep.add_argument("--compare", help="a second run to put side by side")
     rep.add_argument("--upload", metavar="STORE_URI", help="publish the run's records and report to another store")
+    rep.add_argument("--to-mlflow", metavar="URI", help="publish the finished run to an MLflow tracking server "
+                     "(a parent run with the report, one child run per trial)")
     store_args(rep)
     rep.set_defaults(func=cmd_report)
 

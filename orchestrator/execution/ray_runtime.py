@@ -12,7 +12,8 @@ from orchestrator.errors import StudyError
 # Credentials Ray Tune would copy from the driver's environment into every trial actor's runtime_env, which
 # Ray writes to its (world-readable) runtime_env_agent.log. Trials get them from their own environment instead:
 # the embedded Ray's workers inherit the driver's, cluster nodes use their environment or instance role.
-RUNTIME_ENV_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
+RUNTIME_ENV_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN",
+                           "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME")
 ADDRESS_TIMEOUT_S = 5.0
 
 

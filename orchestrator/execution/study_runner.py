@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from orchestrator.errors import OverBudget, StudyError
 from orchestrator.execution.device_probe import preflight
@@ -15,6 +15,9 @@ from orchestrator.spec.schema import ExperimentSpec
 from workers.config import TrialConfig
 from workers.records import TrialRecord, TrialStatus
 from workers.storage import Store
+
+if TYPE_CHECKING:
+    from orchestrator.tracking import StudyTracking
 
 Trainable = Callable[[dict], None]
 
@@ -35,7 +38,8 @@ def _study_trainable(trainable: Trainable) -> Trainable:
 
     def run(config: dict) -> None:
         trial = config["trial"]
-        trainable({"trial": trial, "store": config["store"], "cache_key": config["cache_keys"][trial["trial_id"]]})
+        trainable({"trial": trial, "store": config["store"], "cache_key": config["cache_keys"][trial["trial_id"]],
+                   "tracking": config.get("tracking")})
 
     run.__name__ = getattr(trainable, "__name__", "trial")
     return run
@@ -58,7 +62,7 @@ def _pending_trials(session: RunSession, trials: list[TrialConfig],
 
 
 def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dict[str, str], trainable: Trainable,
-                show_progress: bool) -> list[str]:
+                show_progress: bool, tracking: dict | None = None) -> list[str]:
     """One Tune run over ``pending``; every trial's record is stored as it ends. Returns the trials an
     interruption (Ctrl-C) left unfinished."""
     from ray import tune
@@ -75,7 +79,7 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     tuner = tune.Tuner(
         tune.with_resources(_study_trainable(trainable), trial_resources(pending)),
         param_space={"trial": tune.grid_search([t.to_dict() for t in pending]), "store": session.settings,
-                     "cache_keys": cache_keys},
+                     "cache_keys": cache_keys, "tracking": tracking},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=spec.execution.max_concurrent_trials,
             reuse_actors=len({t.framework for t in pending}) == 1,
@@ -115,18 +119,21 @@ def execute_study(
     (``orchestrator.execution.trainable.trial_trainable``, whose reporting contract it must follow). An
     embedded Ray started here is shut down on every exit path."""
     from orchestrator.execution.trainable import trial_trainable
+    from orchestrator.tracking import open_study_tracking
 
     session = RunSession.open(spec, run_id=run_id, address=address, notify=notify)
+    tracking = open_study_tracking(spec, session.paths)  # an unreachable tracking server stops here
     trials = expand_grid(spec) if trials is None else trials
     try:
         session.connect(num_cpus)
-        return _execute(session, trials, strict, show_progress, cluster_config, trainable or trial_trainable)
+        return _execute(session, trials, strict, show_progress, cluster_config, trainable or trial_trainable,
+                        tracking)
     finally:
         session.close()
 
 
 def _execute(session: RunSession, trials: list[TrialConfig], strict: bool, show_progress: bool,
-             cluster_config: dict | None, trainable: Trainable) -> RunOutcome:
+             cluster_config: dict | None, trainable: Trainable, tracking: StudyTracking) -> RunOutcome:
     from orchestrator.execution.data_cache import preparation_key_of
     from orchestrator.execution.placement import place_trials
 
@@ -146,12 +153,15 @@ def _execute(session: RunSession, trials: list[TrialConfig], strict: bool, show_
         {tid: (TrialStatus.MISCONFIGURED, why) for tid, why in probed.misconfigured.items()}
     session.begin("study", nodes, len(trials), device_probes=probed.probes, estimate=estimate,
                   target=spec.report.target.model_dump() | {"mode": spec.report.target.mode})
+    tracking.start({"n_trials": len(trials), "dataset": spec.dataset.source, "address": session.address or "local"},
+                   session.store.uri, notify)
     notify(f"Run {session.paths.run_id}: {len(trials)} trials ({len(not_run)} not runnable here), "
            f"store {session.store.uri}")
     pending = _pending_trials(session, trials, not_run)
     session.prepare_data(pending)
     unfinished = _run_trials(session, pending, {t.trial_id: preparation_key_of(t) for t in pending}, trainable,
-                             show_progress) if pending else []
+                             show_progress, tracking.trial_context()) if pending else []
     records = read_trial_records(session.store, session.paths)
-    counts = session.finish(records, **({"interrupted": True, "unfinished": unfinished} if unfinished else {}))
+    counts = session.finish(records, tracking=tracking.summary(records),
+                            **({"interrupted": True, "unfinished": unfinished} if unfinished else {}))
     return RunOutcome(paths=session.paths, store=session.store, records=records, counts=counts, unfinished=unfinished)

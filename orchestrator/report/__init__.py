@@ -84,6 +84,7 @@ def _header(records: list[dict], run_info: dict, df, generated: str) -> dict:
         "environment": run_info.get("environment") or environment_info(),
         "counts": counts, "prices": document.node_prices(records),
         "device_probes": run_info.get("device_probes") or [],
+        "tracking": run_info.get("tracking") or {},
     }
 
 
@@ -158,7 +159,7 @@ def _summary(content) -> dict:
     header, df, cost = content.header, content.trials, content.cost
     return {
         **{k: header[k] for k in ("experiment", "run_id", "started", "finished", "generated", "address", "nodes",
-                                  "environment", "counts", "device_probes")},
+                                  "environment", "counts", "device_probes", "tracking")},
         "dataset": header["dataset"], "synthetic_data": header["dataset"]["synthetic"],
         "node_type_prices": header["prices"],
         "best_by_f1": content.best, "best_by_accuracy": best_trial(df, "accuracy"),

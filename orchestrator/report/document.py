@@ -113,6 +113,10 @@ def lead_blocks(header: dict, df: pd.DataFrame) -> list:
     if len(sim):
         blocks.append(Text(f"{len(sim)} trial(s) ran with a SIMULATED device (a test cluster advertising "
                            "accelerators it does not have): their timings are not hardware measurements.", "warn"))
+    if header.get("tracking") and not header["tracking"].get("complete", True):
+        blocks.append(Text("TRACKING INCOMPLETE: " + tracking_text(header["tracking"]) + ". The stored records and "
+                           "this report are complete; 'orchestrator report RUN --to-mlflow URI' publishes the run "
+                           "again.", "warn", strong=True))
     counts = header["counts"]
     bad = {k: v for k, v in counts.items() if k not in ("completed",)}
     if bad:
@@ -120,6 +124,23 @@ def lead_blocks(header: dict, df: pd.DataFrame) -> list:
                            + "; reasons under 'Failed, infeasible and retried trials'.",
                            "bad" if counts.get("failed") else "info"))
     return blocks
+
+
+def tracking_text(tracking: dict) -> str:
+    """One line on where the run was tracked and what could not be logged."""
+    parts = []
+    mlflow = tracking.get("mlflow")
+    if mlflow:
+        parts.append(f"MLflow {mlflow.get('uri')} experiment '{mlflow.get('experiment')}' run "
+                     f"{mlflow.get('parent_run_id') or 'not created'}"
+                     + (f", {mlflow['trials_incomplete']} trial(s) not fully logged" if mlflow.get("trials_incomplete")
+                        else "")
+                     + (f" ({mlflow['errors'][0]})" if mlflow.get("errors") else ""))
+    tb = tracking.get("tensorboard")
+    if tb:
+        parts.append(f"TensorBoard event files under {tb.get('logdir')}/tensorboard"
+                     + (f", {tb['trials_incomplete']} trial(s) incomplete" if tb.get("trials_incomplete") else ""))
+    return "; ".join(parts) or "off"
 
 
 def facts(header: dict) -> KeyValues:
@@ -149,6 +170,7 @@ def facts(header: dict) -> KeyValues:
         ("Versions", f"python {env.get('python', '?')}, "
                      + ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())),
         ("Git commit", env.get("git_commit") or "unknown"),
+        ("Tracking", tracking_text(header.get("tracking") or {})),
         ("Report generated", fmt_time(header["generated"])),
     ]
     return KeyValues(rows)

@@ -108,6 +108,36 @@ class StorageSpec(_Strict):
             raise ValueError(str(err).removeprefix("storage.uri: ")) from None
 
 
+class MlflowSpec(_Strict):
+    """``tracking.mlflow``: log every trial as an MLflow run under one parent run per study.
+
+    ``uri`` falls back to the standard ``MLFLOW_TRACKING_URI``; credentials come only from MLflow's own
+    environment variables (``MLFLOW_TRACKING_TOKEN``, ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``), never from here.
+    """
+
+    uri: str | None = None
+    experiment: str | None = Field(default=None, description="MLflow experiment; default: the study's name")
+    request_timeout_s: float = Field(default=10, gt=0, le=600)
+    request_retries: int = Field(default=2, ge=0, le=10)
+
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if v and (urlsplit(v).username or urlsplit(v).password):
+            raise ValueError("must not hold credentials; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                             "(or MLFLOW_TRACKING_TOKEN) in the environment instead")
+        return v
+
+
+class TrackingSpec(_Strict):
+    """Where researchers watch a study: MLflow (optional extra) and per-trial TensorBoard event files."""
+
+    mlflow: MlflowSpec | None = None
+    tensorboard: bool = True
+
+
 SEARCH_TRAINING_SETTINGS = ("learning_rate", "batch_size", "dropout", "optimizer", "augmentation", "class_weights")
 SEARCH_DISTRIBUTIONS = ("choice", "uniform", "loguniform", "grid")
 _NOT_MODEL_PARAMS = ("input_shape", "num_classes", "weights_path", "dropout")
@@ -278,6 +308,7 @@ class ExperimentSpec(_Strict):
     execution: ExecutionSpec = ExecutionSpec()
     storage: StorageSpec = StorageSpec()
     report: ReportSpec = ReportSpec()
+    tracking: TrackingSpec = TrackingSpec()
     search: Annotated[SearchSpec | None, AfterValidator(_resolve_search)] = None
 
     @field_validator("name")
