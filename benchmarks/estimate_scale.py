@@ -9,13 +9,13 @@ bench_overhead.py. Trials are placed longest-first on the earliest free node of 
 from __future__ import annotations
 
 import argparse
-import heapq
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import append_result, md_table  # noqa: E402
+from orchestrator.execution.plan import makespan  # noqa: E402  (LPT list scheduling, shared with the product's plan)
 
 # images/s at 120x120, batch 32. cpu: one 2-vCPU AMD EPYC VM through the worker path (bench_trial.py, recorded in
 # results/trial_throughput.md), scaled linearly to the cpu node's cores. gpu: one H100, JAX backend, plain fit
@@ -34,19 +34,6 @@ def trial_seconds(arch: str, node: str, epochs: int, train_images: int, overhead
                   warmup_s: float) -> float:
     rate = THROUGHPUT[node][arch] * (cpu_cores / MEASURED_CORES if node == "cpu" else 1)
     return overhead_s + warmup_s + epochs * train_images / rate
-
-
-def makespan(durations: list[float], nodes: int) -> float:
-    """Longest-processing-time-first list scheduling on identical nodes."""
-    if not durations:
-        return 0.0
-    if nodes <= 0:
-        return float("inf")
-    free = [0.0] * nodes
-    heapq.heapify(free)
-    for d in sorted(durations, reverse=True):
-        heapq.heappush(free, heapq.heappop(free) + d)
-    return max(free)
 
 
 def estimate(args) -> tuple[list[list], float, float]:

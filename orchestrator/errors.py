@@ -24,6 +24,10 @@ class StudyError(BadInput):
     """A study or search that cannot start or resume (resources missing, nothing runnable, ...)."""
 
 
+class OverBudget(StudyError):
+    """A study whose estimated cost exceeds ``execution.budget_usd`` / ``--max-cost``; nothing was started."""
+
+
 class RunNotFound(BadInput):
     """A run id that the store does not hold."""
 

@@ -14,8 +14,28 @@ def open_existing_store(uri: str, endpoint_url: str | None = None) -> Store:
         raise BadInput(str(err)) from None
 
 
+def check_run_name(run: str, what: str = "run") -> str:
+    """``run`` if it is a run id (or ``experiment/run_id``) made of safe names; ``BadInput`` otherwise."""
+    from orchestrator.spec.schema import SAFE_NAME
+
+    parts = run.split("/")
+    if len(parts) > 2 or not all(SAFE_NAME.fullmatch(p) for p in parts):
+        raise BadInput(f"{what}: '{run}' is not a run id (letters, digits, '_', '-', '.'; optionally experiment/run_id)")
+    return run
+
+
+def open_runs_store(uri: str, endpoint_url: str | None = None) -> Store:
+    """A store that must already exist (the commands that read runs); ``BadInput`` if a local one does not."""
+    store = open_existing_store(uri, endpoint_url)
+    root = getattr(store, "root", None)
+    if root is not None and not root.is_dir():
+        raise BadInput(f"--store: '{uri}' does not exist (no runs there; see --store or $ORCHESTRATOR_STORE)")
+    return store
+
+
 def find_run(store: Store, run: str) -> RunPaths:
     """The run named ``run_id`` or ``experiment/run_id`` in ``store``."""
+    check_run_name(run)
     if "/" in run:
         experiment, run_id = run.split("/", 1)
         paths = RunPaths(experiment, run_id)

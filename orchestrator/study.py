@@ -43,9 +43,19 @@ class StudyPlan:
 
     experiment: str
     trials: list[PlannedTrial]
+    estimate: dict | None = None  # wall time and cost per node type and in total (orchestrator.execution.plan)
 
     def __len__(self) -> int:
         return len(self.trials)
+
+    def check_budget(self, budget_usd: float | None, field: str = "execution.budget_usd") -> None:
+        """``OverBudget`` (one line) when the estimated cost exceeds ``budget_usd`` or cannot be estimated."""
+        from orchestrator.errors import OverBudget
+        from orchestrator.execution.plan import budget_refusal
+
+        refusal = budget_refusal(self.estimate, budget_usd, field) if self.estimate else None
+        if refusal:
+            raise OverBudget(refusal)
 
 
 @dataclass
@@ -58,6 +68,7 @@ class StudyResult:
     counts: dict[str, int] = field(default_factory=dict)
     report_url: str | None = None
     store_problem: str | None = None  # set when a remote store went down and results were kept locally
+    unfinished: list[str] = field(default_factory=list)  # trials an interruption left for ``Study.resume``
 
     @property
     def run_id(self) -> str:
@@ -92,6 +103,10 @@ class Study:
     def __init__(self, spec: "ExperimentSpec", *, file: str | Path | None = None, run_id: str | None = None,
                  address: str | None = None, cluster_config: dict | str | None = None,
                  trainable: Callable[[dict], None] | None = None, num_cpus: int | None = None):
+        if run_id:
+            from orchestrator.runs import check_run_name
+
+            check_run_name(run_id, "--run-id")
         self.spec, self.file, self.run_id = spec, Path(file) if file else None, run_id
         self.address, self.trainable, self.num_cpus = address, trainable, num_cpus
         self.cluster_config = _load_cluster_config(cluster_config)
@@ -106,14 +121,13 @@ class Study:
     @classmethod
     def resume(cls, run: str, *, store: str = "results", endpoint_url: str | None = None, **kwargs: Any) -> "Study":
         """The study of a stored run (``run_id`` or ``experiment/run_id``), to be continued with ``run()``."""
-        import yaml
+        from orchestrator.runs import find_run, open_runs_store
+        from orchestrator.spec.schema import parse_spec, parse_yaml
 
-        from orchestrator.runs import find_run, open_existing_store
-        from orchestrator.spec.schema import parse_spec
-
-        opened = open_existing_store(store, endpoint_url)
+        opened = open_runs_store(store, endpoint_url)
         paths = find_run(opened, run)
-        spec = parse_spec(yaml.safe_load(opened.get_text(paths.spec)), opened.url(paths.spec))
+        source = opened.url(paths.spec)
+        spec = parse_spec(parse_yaml(opened.get_text(paths.spec), source), source)
         storage = spec.storage.model_copy(update={"uri": store, "endpoint_url": endpoint_url or spec.storage.endpoint_url})
         return cls(spec.model_copy(update={"storage": storage}), run_id=paths.run_id, **kwargs)
 
@@ -124,17 +138,32 @@ class Study:
         return expand_grid(self.spec)
 
     def plan(self) -> StudyPlan:
-        """The dry run: every trial and the Ray bundle it requests. Starts nothing, imports no framework."""
+        """The dry run: every trial, the Ray bundle it requests, and the estimated wall time and cost on the
+        cluster config's node types (else this machine), from throughput measured in the store where there is
+        some, else the reference figures. Starts nothing, imports no framework."""
+        from orchestrator.execution import plan
         from orchestrator.execution.placement import trial_bundle
+        from orchestrator.execution.run_steps import store_settings
+        from workers.storage import open_store
 
-        return StudyPlan(self.spec.name, [PlannedTrial(t, trial_bundle(t.resources)) for t in self.trials()])
+        trials = self.trials()
+        pools = plan.cluster_pools([], self.cluster_config) if self.cluster_config else None
+        estimate = plan.plan_study(self.spec, trials, open_store(**store_settings(self.spec)), pools)
+        return StudyPlan(self.spec.name, [PlannedTrial(t, trial_bundle(t.resources)) for t in trials], estimate)
 
     def check_inputs(self) -> None:
-        """Files the study reads are there (local dataset folder, weights files); ``BadInput`` names the first
-        missing one. Remote (s3://) inputs are checked when the data is prepared."""
+        """What can be checked before anything starts: the dataset's layout and class names (by listing), a local
+        store that can be written, weights files; ``BadInput`` names the first problem. Remote (s3://) inputs are
+        checked when the data is prepared."""
+        from workers.data.layout import check_dataset_layout
+        from workers.data.sources import DatasetError
+
         spec = self.spec
-        if spec.dataset.path and "://" not in spec.dataset.path and not Path(spec.dataset.path).exists():
-            raise BadInput(f"dataset.path: '{spec.dataset.path}' does not exist")
+        try:
+            check_dataset_layout(spec.dataset.model_dump(mode="json"))
+        except DatasetError as err:
+            raise BadInput(str(err)) from None
+        _check_store_writable(spec)
         for arch, model in spec.models.items():
             if model.weights_path and "://" not in model.weights_path and not Path(model.weights_path).is_file():
                 raise BadInput(f"models.{arch}.weights_path: file '{model.weights_path}' does not exist")
@@ -144,6 +173,7 @@ class Study:
         """Run every trial not yet completed, store its record as it ends, then write the report."""
         from orchestrator.execution.study_runner import execute_study
         from orchestrator.report import write_report
+        from orchestrator.tracking import attach_report
 
         self.check_inputs()
         outcome = execute_study(self.spec, run_id=self.run_id, address=self.address, strict=strict,
@@ -151,8 +181,9 @@ class Study:
                                 cluster_config=self.cluster_config, trainable=self.trainable)
         self.run_id = outcome.paths.run_id
         url = write_report(outcome.store, outcome.paths)  # a remote store that fails falls back to local disk
+        url = attach_report(outcome.store, outcome.paths, notify) or url  # onto the study's MLflow run, if any
         return StudyResult(outcome.paths, outcome.store, outcome.records, outcome.counts, url,
-                           _store_problem(outcome, url, self.spec))
+                           _store_problem(outcome, url, self.spec), outcome.unfinished)
 
     def submit(self, address: str, *, strict: bool = False, store: str | None = None,
                notify: Callable[[str], None] | None = None) -> str:
@@ -170,7 +201,41 @@ def with_store(spec: "ExperimentSpec", store: str | None) -> "ExperimentSpec":
     """``spec`` with ``storage.uri`` replaced by ``store`` (unchanged when None)."""
     if not store:
         return spec
+    from workers.storage import check_store_uri
+
+    try:
+        check_store_uri(store)
+    except ValueError as err:
+        raise BadInput(str(err).replace("storage.uri:", "--store:", 1)) from None
     return spec.model_copy(update={"storage": spec.storage.model_copy(update={"uri": store})})
+
+
+def _check_store_writable(spec: "ExperimentSpec") -> None:
+    """A local store must be a directory this process can write (or one it can create); nothing stays written."""
+    import tempfile
+
+    uri = spec.storage.uri
+    if "://" in uri:
+        return
+    path = Path(uri).expanduser().resolve()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise BadInput(f"storage.uri: '{existing}' is a file, not a directory; give a directory for the store")
+    try:  # a probe file, removed at once: permissions, read-only mounts and full disks all show here
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-probe-"):
+            pass
+    except OSError as err:
+        raise BadInput(f"storage.uri: '{existing}' is not writable ({err.strerror}); give a directory you can "
+                       "write") from None
+
+
+def with_budget(spec: "ExperimentSpec", budget_usd: float | None) -> "ExperimentSpec":
+    """``spec`` with ``execution.budget_usd`` replaced by ``budget_usd`` (unchanged when None)."""
+    if budget_usd is None:
+        return spec
+    return spec.model_copy(update={"execution": spec.execution.model_copy(update={"budget_usd": budget_usd})})
 
 
 def _load_cluster_config(config: dict | str | None) -> dict | None:

@@ -54,9 +54,15 @@ def make_record(arch="cnn", epochs=2, node="cpu", repeat=0, acc=0.5, f1=None, pr
         "metrics": {"accuracy": acc, "balanced_accuracy": acc, "precision_macro": prec if prec is not None else acc,
                     "recall_macro": recall if recall is not None else acc, "f1_macro": f1,
                     "confusion_matrix": cm.tolist(),
-                    "per_class": {c: {"precision": acc, "recall": acc, "f1": f1, "support": 5} for c in classes}},
+                    "per_class": {c: {"precision": acc, "recall": acc, "f1": f1, "support": 5} for c in classes},
+                    "isic": {"scorer": "isic-challenge-scoring 5.6.0", "balanced_multiclass_accuracy": acc,
+                             "macro": {"auc": 0.9, "ap": 0.8, "auc_sens_80": 0.1, "sensitivity": acc,
+                                       "specificity": 0.95},
+                             "per_class": {c: {"sensitivity": acc, "specificity": 0.95, "auc": 0.9, "ap": 0.8,
+                                               "auc_sens_80": 0.1} for c in classes}, "absent_classes": []}},
         "history": [{"epoch": e + 1, "accuracy": 0.3 + 0.1 * e, "loss": 2.0 - 0.2 * e, "val_accuracy": 0.25 + 0.1 * e,
-                     "val_loss": 2.1 - 0.2 * e} for e in range(epochs)],
+                     "val_loss": 2.1 - 0.2 * e, "val_balanced_accuracy": acc * (e + 1) / epochs, "val_s": 0.1,
+                     "wall_s": 5 + (e + 1) * (epoch_s + 0.1)} for e in range(epochs)],
         "timings": {"fit_s": epoch_s * epochs, "first_epoch_s": epoch_s * 2, "steady_epoch_s": epoch_s,
                     "images_per_s": ips, "total_s": total_s},
         "device": {"requested": node, "used": {"kind": kind, "name": device_name or f"Test {kind.upper()}", "count": 1},
@@ -75,7 +81,13 @@ RUN_INFO = {"experiment": "study", "run_id": "20260101-000000-abcd", "started": 
             "nodes": [{"name": "10.0.0.1:abcdef01", "resources": {"CPU": 2.0, "GPU": 1.0, "memory": 8 * 2**30,
                                                                   "node:10.0.0.1": 1.0}}],
             "environment": {"python": "3.11", "packages": {"ray": "2.60.0", "keras": "3.15.1"},
-                            "git_commit": "abc1234"}}
+                            "git_commit": "abc1234"},
+            "target": {"metric": "val_balanced_accuracy", "value": 0.75, "mode": "max"},
+            "estimate": {"rows": [{"node_type": "cpu", "trials": 5, "slots": 2, "trial_hours": 0.05, "wall_hours": 0.03,
+                                   "cost_usd": 0.05, "throughput_source": "reference (5 trials)"},
+                                  {"node_type": "gpu", "trials": 2, "slots": 1, "trial_hours": 0.01, "wall_hours": 0.01,
+                                   "cost_usd": 0.04, "throughput_source": "reference (2 trials)"}],
+                         "total": {"trials": 8, "trial_hours": 0.06, "wall_hours": 0.03, "cost_usd": 0.09}}}
 
 
 def study_records() -> list[dict]:
@@ -194,6 +206,68 @@ def test_device_mismatch_uses_resources_not_node_type_names():
     assert hw["trials"].sum() == 2 and table_cost(df)["trials"].sum() == 2
 
 
+def _history(values, wall):
+    return [{"epoch": i + 1, "val_balanced_accuracy": v, "wall_s": w, "val_s": 0.1}
+            for i, (v, w) in enumerate(zip(values, wall))]
+
+
+def test_time_to_target_from_hand_made_histories():
+    from orchestrator.report.tables import time_to_target
+
+    target = {"metric": "val_balanced_accuracy", "value": 0.75, "mode": "max"}
+    # the first epoch at or above the target counts, with its wall clock since the trial started
+    assert time_to_target(_history([0.5, 0.75, 0.9], [12.0, 20.5, 29.0]), target) == (2, 20.5)
+    assert time_to_target(_history([0.5, 0.74, 0.6], [12.0, 20.5, 29.0]), target) == (None, None)
+    assert time_to_target([{"epoch": 1, "val_balanced_accuracy": float("nan"), "wall_s": 3.0},
+                           {"epoch": 2, "val_balanced_accuracy": 0.8, "wall_s": 6.0}], target) == (2, 6.0)
+    assert time_to_target([{"epoch": 1, "val_balanced_accuracy": 0.8}], target) == (1, None)  # no clock recorded
+    loss = {"metric": "val_loss", "value": 0.5, "mode": "min"}
+    assert time_to_target([{"epoch": 1, "val_loss": 0.9, "wall_s": 4.0},
+                           {"epoch": 2, "val_loss": 0.4, "wall_s": 7.5}], loss) == (2, 7.5)
+    assert time_to_target([], target) == (None, None)
+
+
+def _reaching(node, repeat, seconds, epochs=3):
+    """A record whose history reaches the 0.75 target at its last epoch, ``seconds`` after the trial started
+    (or never, for ``seconds=None``)."""
+    record = make_record("cnn", epochs, node, repeat, acc=0.8, ips=100 if node == "cpu" else 1000)
+    final = 0.8 if seconds is not None else 0.7
+    record["history"] = _history([0.3] * (epochs - 1) + [final], [1.0] * (epochs - 1) + [seconds or 50.0])
+    return record
+
+
+def test_time_to_target_table_mlperf_mean_not_reached_and_speedups():
+    from orchestrator.report.tables import mlperf_mean, table_time_to_target
+
+    cpu = [10.0, 20.0, 30.0, 40.0, 50.0, 1000.0]
+    gpu = [2.0, 3.0, 4.0]
+    records = [_reaching("cpu", i, s) for i, s in enumerate(cpu)] + [_reaching("cpu", 9, None)]
+    records += [_reaching("gpu", i, s) for i, s in enumerate(gpu)]
+    ttt = table_time_to_target(trial_table(records)).set_index("node_type")
+    assert ttt.loc["cpu", "repeats"] == 7 and ttt.loc["cpu", "reached"] == 6 and ttt.loc["cpu", "not_reached"] == 1
+    assert ttt.loc["cpu", "time_to_target_s"] == pytest.approx(np.mean(cpu))
+    assert ttt.loc["cpu", "time_to_target_s_sd"] == pytest.approx(np.std(cpu, ddof=1))
+    assert ttt.loc["cpu", "time_to_target_mlperf_s"] == pytest.approx(35.0)  # 1000 and 10 dropped
+    assert pd.isna(ttt.loc["gpu", "time_to_target_mlperf_s"])                # fewer than 5 reached
+    assert ttt.loc["cpu", "cost_to_target_usd"] == pytest.approx(np.mean(cpu) * PRICES["cpu"] / 3600)
+    assert ttt.loc["gpu", "speedup_time_to_target"] == pytest.approx(35.0 / 3.0)  # MLPerf mean vs plain mean
+    assert ttt.loc["gpu", "speedup_images_per_s"] == pytest.approx(10.0)
+    assert ttt.loc["cpu", "val_epoch_s"] == pytest.approx(0.1)
+    assert mlperf_mean(pd.Series([5.0, 1.0, 3.0, 2.0, 4.0])) == pytest.approx(3.0)
+
+
+def test_estimate_vs_actual_puts_the_plan_beside_the_run():
+    from orchestrator.report.tables import table_estimate_vs_actual
+
+    table = table_estimate_vs_actual(RUN_INFO["estimate"], trial_table(study_records()), 600.0).set_index("node_type")
+    assert table.loc["cpu", "trials_planned"] == 5 and table.loc["cpu", "trials_ran"] == 4
+    assert table.loc["cpu", "trial_hours_actual"] == pytest.approx((36 + 36 + 72 + 72) / 3600)
+    assert table.loc["gpu", "cost_usd_actual"] == pytest.approx(3.6 * (10 + 20) / 3600)
+    assert table.loc["total", "wall_hours_actual"] == pytest.approx(600 / 3600)
+    assert table.loc["total", "cost_usd_est"] == pytest.approx(0.09)
+    assert table_estimate_vs_actual(None, trial_table(study_records()), None).empty
+
+
 # ------------------------------------------------------------------------------------------------ rendering
 def test_report_has_every_file_section_and_embedded_figure(report_files):
     for name in REPORT_FILES:
@@ -203,12 +277,16 @@ def test_report_has_every_file_section_and_embedded_figure(report_files):
                  "Failed, infeasible and retried trials", "Learning curves and confusion matrices", "All trials",
                  "SYNTHETIC", "20260101-000000-abcd", "2026-01-01 00:00:00 UTC", "abc1234", "ray 2.60.0",
                  "10.0.0.1:abcdef01", "out of memory on device 0", "no node offers CPU=4", "speedup_vs_cpu",
-                 "usd_per_accuracy_point", "melanoma",
+                 "usd_per_accuracy_point", "melanoma", "Time and cost to target", "val_balanced_accuracy &gt;= 0.75",
+                 "speedup_time_to_target", "not_reached", "val_epoch_s", "ISIC challenge metrics",
+                 "balanced_multiclass_accuracy", "isic-challenge-scoring 5.6.0", "Estimate vs actual",
+                 "cost_usd_est", "reference (5 trials)",
                  "Augmentor stage", "add: 5 generated images added to every training class"):
         assert text in page, text
     assert SYNTHETIC_NOTE in page
     pngs = {k: v for k, v in report_files.items() if k.startswith("plots/")}
-    assert {"plots/accuracy_vs_epochs.png", "plots/time_by_hardware.png", "plots/f1_vs_cost.png"} <= set(pngs)
+    assert {"plots/accuracy_vs_epochs.png", "plots/time_by_hardware.png", "plots/f1_vs_cost.png",
+            "plots/time_to_target.png"} <= set(pngs)
     assert any(k.startswith("plots/curves_") for k in pngs) and any(k.startswith("plots/confusion_") for k in pngs)
     assert all(v.startswith(b"\x89PNG\r\n\x1a\n") for v in pngs.values())
     assert page.count("src='data:image/png;base64,") == len(pngs)
@@ -368,6 +446,9 @@ def test_headless_browser_renders_tables_and_figures(tmp_path, report_files):
     assert html.count("<table") >= 10
     assert len(re.findall(r"<img [^>]*src=\"data:image/png;base64,", html)) == n_figures
     assert "Table I: accuracy by architecture and epochs" in html and "SYNTHETIC" in html
+    for title in ("Time and cost to target", "ISIC challenge metrics", "Estimate vs actual"):
+        assert re.search(rf"<h2[^>]*>{title}</h2>", html), title
+    assert "speedup_time_to_target" in html and "balanced_multiclass_accuracy" in html
 
     shot = tmp_path / "shot.png"
     res = _chromium(tmp_path, "--hide-scrollbars", "--window-size=1280,2000", f"--screenshot={shot}", url)

@@ -16,8 +16,8 @@ def _write(tmp_path, text: str):
 
 @pytest.mark.parametrize("mutate, field, hint", [
     (lambda d: d["grid"].update(architectures=["cnn", "cnnn"]), "grid.architectures[1]", "unknown architecture 'cnnn'"),
-    (lambda d: d["grid"].update(epochs=[5, -1]), "grid.epochs", "positive integer"),
-    (lambda d: d["grid"].update(epochs=[0]), "grid.epochs", "positive integer"),
+    (lambda d: d["grid"].update(epochs=[5, -1]), "grid.epochs", "whole number from 1 to 10000"),
+    (lambda d: d["grid"].update(epochs=[0]), "grid.epochs", "whole number from 1 to 10000"),
     (lambda d: d["grid"].update(epochs=[]), "grid.epochs", "at least 1"),
     (lambda d: d["grid"].update(node_types=["cpu", "quantum"]), "grid.node_types[1]", "unknown node type 'quantum'"),
     (lambda d: d["grid"].update(augmentation=["sometimes"]), "grid.augmentation[0]", "'none', 'random' or 'augmentor'"),
@@ -116,7 +116,7 @@ def test_node_types_map_to_resources_and_default_frameworks():
                                      execution={"cpus_per_trial": None}))
     by_node = {t.node_type: t for t in expand_grid(spec)}
     assert by_node["cpu"].resources == {"CPU": 1} and by_node["cpu"].framework == "tensorflow"
-    assert by_node["gpu"].resources == {"CPU": 1, "GPU": 1} and by_node["gpu"].framework == "jax"
+    assert by_node["gpu"].resources == {"CPU": 1, "GPU": 1} and by_node["gpu"].framework == "auto"  # resolved on the node
     assert by_node["tpu"].resources == {"CPU": 1, "TPU": 1} and by_node["tpu"].framework == "jax"
 
 

@@ -99,5 +99,42 @@ def test_unavailable_framework_is_a_clear_error(monkeypatch):
 def test_a_tpu_trial_refuses_a_backend_that_cannot_drive_a_tpu(monkeypatch):
     monkeypatch.delenv("SKINLESION_SIMULATED_DEVICE", raising=False)
     trial = _trial(grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["tpu"], "frameworks": ["tensorflow"]})
-    with pytest.raises(RuntimeError, match="TPU trials run on the jax backend"):
-        run_trial(trial)
+    record = run_trial(trial).record
+    assert record.status == "misconfigured" and "TPU trials run on the jax backend" in record.error
+    assert not record.metrics and not record.history  # nothing was trained
+
+
+def test_multi_device_mismatch_is_misconfigured_unless_the_spec_allows_it(monkeypatch):
+    monkeypatch.delenv("SKINLESION_SIMULATED_DEVICE", raising=False)
+    grid = {"architectures": ["cnn"], "epochs": [1], "node_types": ["gpu"], "frameworks": ["tensorflow"]}
+    record = run_trial(_trial(grid=grid)).record  # this machine has no GPU
+    assert record.status == "misconfigured" and "asks for a gpu" in record.error, record.error
+    assert "allow_device_mismatch" in record.error and not record.metrics
+    allowed = run_trial(_trial(grid=grid, execution={"allow_device_mismatch": True})).record
+    assert allowed.completed and allowed.device.mismatch is True
+    device = allowed.to_dict()["device"]
+    assert device["devices_used"] == 1 and device["steps_per_execution"] == 1
+
+
+def test_rescoring_the_stored_predictions_reproduces_the_record_metrics(tmp_path):
+    import json
+    import time
+
+    from orchestrator.records import RunPaths, write_trial_record
+    from workers.metrics import rescore_predictions_csv
+    from workers.storage import LocalStore
+
+    trial = _trial(grid={"architectures": ["cnn"], "epochs": [2]})
+    started = time.perf_counter() - 5.0  # the caller spent 5 s (loading data) before run_trial
+    result = run_trial(trial, started=started)
+    history = result.record.history
+    assert history[0]["wall_s"] >= 5.0 and history[1]["wall_s"] > history[0]["wall_s"]
+    assert all(row["val_s"] > 0 and 0 <= row["val_balanced_accuracy"] <= 1 for row in history)
+    assert history[-1]["wall_s"] <= result.record.timings.total_s + 5.0
+
+    store, paths = LocalStore(tmp_path), RunPaths("tiny", "run")
+    write_trial_record(store, paths, result.record, result.predictions_csv)
+    stored = json.loads(store.get_text(paths.trial(trial.trial_id, "record.json")))
+    rescored = rescore_predictions_csv(store.get_text(paths.trial(trial.trial_id, "predictions.csv")))
+    assert json.loads(json.dumps(rescored)) == stored["metrics"]
+    assert stored["metrics"]["isic"]["scorer"].startswith("isic-challenge-scoring")

@@ -24,7 +24,8 @@ class DatasetSpec(_Strict):
     image_size: tuple[int, int] = (32, 32)
     classes: Literal["all", "binary_melanoma"] | list[str] = "all"
     drop_classes: list[str] = Field(default_factory=list)
-    samples_per_class: int = Field(default=40, ge=2, description="synthetic only: images of the largest class")
+    samples_per_class: int = Field(default=40, ge=2, le=5000,
+                                   description="synthetic only: images of the largest class (at most 5000)")
     synthetic_seed: int = 0
     metadata_csv: str | None = None
     endpoint_url: str | None = None
@@ -72,7 +73,7 @@ class AugmentorSpec(_Strict):
     "added 500 samples per class")."""
 
     mode: Literal["top_up", "add"] = "top_up"
-    samples_per_class: int = Field(default=500, ge=1)
+    samples_per_class: int = Field(default=500, ge=1, le=100_000)
 
     def to_generate(self, counts: list[int]) -> list[int]:
         """Images to generate per class, given the training images per class."""
@@ -106,6 +107,8 @@ class TrainingSpec(_Strict):
     dropout: float | None = Field(default=None, ge=0, lt=1)
     class_weights: bool = False
     mixed_precision: Literal["auto", "off", "bfloat16"] = "auto"
+    steps_per_execution: int | None = Field(default=None, ge=1, le=10000, description=(
+        "training steps per compiled call; unset: chosen per device kind (workers.distribution)"))
 
 
 class ModelSpec(_Strict):
@@ -146,6 +149,7 @@ class TrialConfig(_Strict):
     accelerator: str | None = None
     price_per_hour: float | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
+    allow_device_mismatch: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (what crosses to Ray workers and into records)."""

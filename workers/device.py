@@ -10,6 +10,14 @@ from workers.settings import simulated_device
 BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
+# ``framework: auto``: the installed backends tried, in order, for each device kind; the first that sees the
+# kind wins. Only JAX drives TPUs here; PyTorch trains on one device, so it is never chosen for several.
+AUTO_BACKENDS = {"gpu": ("jax", "tensorflow", "torch"), "tpu": ("jax",), "cpu": ("tensorflow", "jax", "torch")}
+SINGLE_DEVICE_BACKENDS = ("torch",)
+INSTALL_HINT = {"gpu": "pip install '.[gpu]' (CUDA build of JAX) on the node, with NVIDIA drivers",
+                "tpu": "pip install '.[tpu]' (JAX for TPU) on the TPU VM", "cpu": "pip install '.[jax]'"}
+
+
 class BackendUnavailable(RuntimeError):
     """The Keras backend a trial asked for is not installed on this worker."""
 
@@ -97,10 +105,10 @@ def detect_device(backend: str) -> dict:
                 kind = "gpu"
                 names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     except Exception as err:  # detection must never fail a trial
-        return {"kind": "unknown", "name": f"detection failed: {err}", "count": 0}
+        return {"kind": "unknown", "name": f"detection failed: {err}", "count": 0, "names": []}
     if kind == "cpu":
-        return {"kind": "cpu", "name": _cpu_model(), "count": os.cpu_count() or 1}
-    return {"kind": kind, "name": names[0] if names else kind, "count": len(names)}
+        return {"kind": "cpu", "name": _cpu_model(), "count": os.cpu_count() or 1, "names": [_cpu_model()]}
+    return {"kind": kind, "name": names[0] if names else kind, "count": len(names), "names": names}
 
 
 def device_record(node_type: str, backend: str, resources: dict | None = None) -> dict:
@@ -120,3 +128,64 @@ def device_record(node_type: str, backend: str, resources: dict | None = None) -
         "mismatch": used["kind"] != want,
         "host": platform.node(),
     }
+
+
+def installed(backend: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(BACKEND_MODULES[backend]) is not None
+
+
+def resolve_backend(framework: str, kind: str, devices: int = 1) -> str:
+    """``framework`` itself, or for ``auto`` the first installed backend (``AUTO_BACKENDS`` order) that sees
+    a ``kind`` device on this node; when none does, the first installed one (the device check then says so)."""
+    if framework != "auto":
+        return framework
+    candidates = [b for b in AUTO_BACKENDS.get(kind, AUTO_BACKENDS["cpu"])
+                  if installed(b) and not (devices > 1 and b in SINGLE_DEVICE_BACKENDS)]
+    if not candidates:
+        raise BackendUnavailable(f"framework 'auto': no installed Keras backend can drive a {kind} "
+                                 f"({INSTALL_HINT.get(kind, INSTALL_HINT['cpu'])})")
+    return next((b for b in candidates if detect_device(b)["kind"] == kind), candidates[0])
+
+
+def device_problem(device: dict, allow_mismatch: bool = False) -> str | None:
+    """Why a trial must not train on the device it got (one line), or None: a wrong device kind is an error
+    unless the spec allows it or the node simulates its accelerator (the local test cluster)."""
+    if not device["mismatch"] or device["simulated"] or allow_mismatch:
+        return None
+    want, used, backend = device["expected_kind"], device["used"], device["backend"]
+    if want == "tpu" and backend != "jax":
+        return (f"TPU trials run on the jax backend; framework '{backend}' cannot drive a TPU here "
+                "(use frameworks: [auto] or [jax])")
+    return (f"node type '{device['requested']}' asks for a {want} but backend '{backend}' computes on "
+            f"{used['kind']} ({used['name']}) on {device['host']}; {INSTALL_HINT.get(want, '')}, or set "
+            "execution.allow_device_mismatch: true to train anyway")
+
+
+def probe_devices(node_type: str, framework: str, resources: dict, allow_mismatch: bool = False) -> dict:
+    """Pre-flight check of one node, run where a trial of ``resources`` would run (no Ray needed): does the
+    backend import, which device kind does it see, how many, their names, and what is wrong (``error``)."""
+    from workers.distribution import accelerator_count
+
+    restrict_devices(resources)
+    want, wanted = expected_kind(resources), accelerator_count(resources)
+    out = {"node_type": node_type, "framework": framework, "backend": None, "ok": False, "expected_kind": want, "kind": None, "count": 0,
+           "names": [], "simulated": os.environ.get("SKINLESION_SIMULATED_DEVICE") or None, "host": platform.node(),
+           "error": None}
+    try:
+        backend = resolve_backend(framework, want, wanted)
+        if not installed(backend):
+            raise BackendUnavailable(f"framework '{backend}' is not installed on this node")
+        __import__(BACKEND_MODULES[backend])
+    except Exception as err:  # an import that fails is the finding, not a crash
+        return out | {"error": str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}
+    seen = detect_device(backend)
+    out.update(backend=backend, kind=seen["kind"], count=seen["count"], names=seen.get("names", []))
+    record = {"requested": node_type, "expected_kind": want, "used": seen, "backend": backend,
+              "simulated": out["simulated"], "mismatch": seen["kind"] != want, "host": out["host"]}
+    out["error"] = device_problem(record, allow_mismatch)
+    if not out["error"] and not out["simulated"] and want != "cpu" and seen["kind"] == want and seen["count"] < wanted:
+        out["error"] = f"backend '{backend}' sees {seen['count']} {want}(s) but the node type asks for {wanted}"
+    out["ok"] = out["error"] is None
+    return out

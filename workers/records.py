@@ -97,6 +97,7 @@ class TrialRecord(_Record):
     trials_sharing_node: int | None = None
     pid: int | None = None
     search: SearchInfo | None = None
+    tracking: dict[str, Any] | None = None  # per sink (mlflow, tensorboard): complete | incomplete, first error
 
     @property
     def completed(self) -> bool:

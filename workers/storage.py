@@ -291,10 +291,24 @@ def _quiet_sdk_loggers() -> None:
             logger.setLevel(logging.INFO)
 
 
+def check_store_uri(uri: str) -> str:
+    """``uri`` if it names a store this product can open (a local directory or ``s3://bucket[/prefix]``);
+    ``ValueError`` naming what would be valid otherwise."""
+    valid = "use a local directory or s3://bucket/prefix"
+    if not uri or not uri.strip() or "\x00" in uri:
+        raise ValueError(f"storage.uri: empty or invalid ({valid})")
+    if uri.startswith("s3://"):
+        if not urlparse(uri).netloc:
+            raise ValueError(f"storage.uri: '{uri}' names no bucket ({valid})")
+        return uri
+    if "://" in uri:
+        raise ValueError(f"storage.uri: unsupported scheme in '{uri}' ({valid})")
+    return uri
+
+
 def open_store(uri: str, endpoint_url: str | None = None, region: str | None = None) -> Store:
     """``s3://bucket/prefix`` opens an S3Store; anything else is a local directory."""
+    check_store_uri(uri)
     if uri.startswith("s3://"):
         return S3Store(uri, endpoint_url=endpoint_url, region=region)
-    if "://" in uri:
-        raise ValueError(f"storage.uri: unsupported scheme in '{uri}' (use a local directory or s3://bucket/prefix)")
     return LocalStore(uri)

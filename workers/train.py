@@ -20,7 +20,10 @@ import numpy as np
 
 from workers.config import TrialConfig
 from workers.records import DeviceInfo, Timings, TrialRecord, TrialStatus
-from workers.device import activate_backend, device_record, restrict_devices
+from workers.device import (activate_backend, device_problem, device_record, expected_kind, resolve_backend,
+                            restrict_devices)
+from workers.distribution import (DevicePlan, accelerator_count, data_parallel, jit_compile, plan_devices,
+                                  predict_sharded, shardable_rows, steps_per_execution)
 
 
 
@@ -90,13 +93,13 @@ def build_model(keras, config: TrialConfig, input_shape, num_classes: int, weigh
 class _EpochMonitor:
     """Times each epoch's training pass, then validates and hands the epoch's metrics to ``on_epoch``."""
 
-    def __init__(self, keras, data, batch_size: int, on_epoch: EpochCallback | None, save_checkpoint,
-                 history: list[dict]):
+    def __init__(self, keras, data, plan: DevicePlan, on_epoch: EpochCallback | None, save_checkpoint,
+                 history: list[dict], clock: Callable[[], float]):
         from workers.metrics import compute_metrics
 
         self.compute_metrics = compute_metrics
-        self.data, self.batch_size, self.on_epoch = data, batch_size, on_epoch
-        self.save_checkpoint, self.history = save_checkpoint, history
+        self.data, self.plan, self.on_epoch = data, plan, on_epoch
+        self.save_checkpoint, self.history, self.clock = save_checkpoint, history, clock
         monitor = self
 
         class _Callback(keras.callbacks.Callback):
@@ -114,26 +117,33 @@ class _EpochMonitor:
                "epoch_train_s": train_s}
         if len(self.data.y_val):
             t = time.perf_counter()
-            probs = model.predict(self.data.predict_inputs("val", self.batch_size), batch_size=self.batch_size, verbose=0)
+            probs = _predict(model, self.data, "val", self.plan)
             m = self.compute_metrics(self.data.y_val, probs, self.data.class_names)
             eps = 1e-7
             row.update({
                 "val_loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(probs)), self.data.y_val], eps, 1)))),
                 "val_accuracy": m["accuracy"],
+                "val_balanced_accuracy": m["isic"]["balanced_multiclass_accuracy"],
                 "val_f1_macro": m["f1_macro"],
                 "val_s": time.perf_counter() - t,
             })
+        row["wall_s"] = self.clock()  # since the trial started, validation of this epoch included
         self.history.append(row)
         if self.on_epoch is not None:
             self.on_epoch(row, self.save_checkpoint)
 
 
 def _predictions_csv(ids: list[str], y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> str:
+    """One row per test image; probabilities at full float32 precision, so that
+    ``workers.metrics.rescore_predictions_csv`` gives back exactly the record's metrics."""
+    from workers.metrics import format_probability
+
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["image_id", "true_class", "predicted_class"] + [f"p_{c}" for c in class_names])
     for image_id, t, p in zip(ids, y_true, probs):
-        writer.writerow([image_id, class_names[int(t)], class_names[int(np.argmax(p))]] + [f"{v:.6f}" for v in p])
+        writer.writerow([image_id, class_names[int(t)], class_names[int(np.argmax(p))]]
+                        + [format_probability(v) for v in p])
     return buf.getvalue()
 
 
@@ -146,6 +156,7 @@ def run_trial(
     resume_dir: str | Path | None = None,
     weights_path: str | None = None,
     data_timings: dict | None = None,
+    started: float | None = None,
 ) -> "TrialResult":
     """Train, evaluate and time one trial; return its record (metrics, history, timings, device) and the
     test predictions as CSV.
@@ -153,14 +164,49 @@ def run_trial(
     ``data`` is a ``PreparedData`` (prepared here when None) or a ``ShardedDataset`` (streamed from shards).
     ``on_epoch(row, save)`` is called after every epoch; calling ``save(dir)`` writes a checkpoint there.
     ``resume_dir`` continues from such a checkpoint.
+    A trial whose device is not the kind its node type asks for trains nothing: its record has status
+    ``misconfigured`` and the reason (see ``workers.device.device_problem``). With several devices it trains
+    data parallel over all of them, ``training.batch_size`` being the global batch.
+    ``started`` is the ``time.perf_counter()`` reading when the trial started (before the caller loaded its
+    data; default: now): every history row's ``wall_s`` counts from it, as MLPerf's time to train does. A
+    resumed trial's clock goes on from the ``wall_s`` of its last checkpointed epoch.
     """
     t_start = time.perf_counter()
+    started = t_start if started is None else started
     timings: dict[str, float] = dict(data_timings or {})
+    keras, backend = _start_backend(config)
+    data = _ensure_data(config, data, timings)
+    device = device_record(config.node_type, backend, config.resources)
+    problem = device_problem(device, config.allow_device_mismatch)
+    if problem:
+        record = TrialRecord(trial_id=config.trial_id, config=config.to_dict(), status=TrialStatus.MISCONFIGURED,
+                             error=problem, device=DeviceInfo(**device), pid=os.getpid())
+        return TrialResult(record, "")
+    plan = plan_devices(keras, backend, device["used"]["kind"], config.resources,
+                        int(config.hparam("batch_size")))
+    with data_parallel(keras, plan):
+        trained = _train(keras, config, data, plan, device, timings, on_epoch, resume_dir, weights_path, started)
+        t = time.perf_counter()
+        probs = np.asarray(_predict(trained.model, data, "test", plan),
+                           dtype=np.float32)  # the values predictions.csv stores, so rescoring it is exact
+        timings["eval_s"] = time.perf_counter() - t
+        if checkpoint_dir:
+            trained.save_checkpoint(str(checkpoint_dir))
+    timings["total_s"] = time.perf_counter() - t_start
+    return _completed_record(config, data, trained, probs, timings, device, plan)
+
+
+def _start_backend(config: TrialConfig):
+    """Hide devices a cpu trial must not touch, resolve ``auto``, and make that the Keras backend."""
     restrict_devices(config.resources)
-    keras = activate_backend(config.framework)
+    backend = resolve_backend(config.framework, expected_kind(config.resources), accelerator_count(config.resources))
+    keras = activate_backend(backend)
     warnings.filterwarnings("ignore", module="keras")
     keras.utils.set_random_seed(config.seed)
+    return keras, backend
 
+
+def _ensure_data(config: TrialConfig, data, timings: dict):
     if data is None:
         from workers.data import prepare_data
 
@@ -169,72 +215,106 @@ def run_trial(
         timings["prepare_s"] = time.perf_counter() - t
     timings.setdefault("data_load_s", float(data.meta.get("load_s", 0.0)))
     timings.setdefault("augment_s", float(data.meta.get("augment_s", 0.0)))
+    return data
 
-    device = device_record(config.node_type, config.framework, config.resources)
-    if device["expected_kind"] == "tpu" and config.framework != "jax" and not device["simulated"]:
-        raise RuntimeError(f"TPU trials run on the jax backend; framework '{config.framework}' cannot drive a TPU "
-                           "here (use frameworks: [auto] or [jax])")
-    if device["mismatch"] and not device["simulated"]:
-        log.warning("trial %s asked for a %s node but runs on %s (%s)", config.trial_id, config.node_type,
-                    device["used"]["kind"], device["used"]["name"])
-    policy = _mixed_precision(keras, config.hparam("mixed_precision"), device["used"]["kind"], config.framework)
 
-    t = time.perf_counter()
-    input_shape = data.image_shape
-    model = build_model(keras, config, input_shape, data.num_classes, weights_path)
-    batch_size = int(config.hparam("batch_size"))
+@dataclass
+class _Trained:
+    model: Any
+    history: list[dict]
+    start_epoch: int
+    save_checkpoint: Callable[[str], None]
+    settings: dict
+    n_train: int
+
+
+def compile_model(keras, config: TrialConfig, model, plan: DevicePlan) -> dict:
+    """Compile ``model`` with the trial's optimizer, ``steps_per_execution`` and XLA setting; return those."""
+    settings = {"steps_per_execution": steps_per_execution(config.hparam("steps_per_execution"), plan.kind),
+                "jit_compile": jit_compile(plan.backend, plan.kind)}
     model.compile(
         optimizer=_optimizer(keras, config.hparam("optimizer"), float(config.hparam("learning_rate"))),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        loss="sparse_categorical_crossentropy", metrics=["accuracy"], **settings,
     )
+    return settings | {"jit_compile": bool(model.jit_compile)}
+
+
+def _build(keras, config: TrialConfig, data, plan: DevicePlan, device: dict, weights_path, resume_dir):
+    """Model built and compiled (inside the caller's data-parallel scope), resumed from ``resume_dir``."""
+    policy = _mixed_precision(keras, config.hparam("mixed_precision"), device["used"]["kind"], plan.backend)
+    input_shape = data.image_shape
+    model = build_model(keras, config, input_shape, data.num_classes, weights_path)
+    settings = compile_model(keras, config, model, plan) | {"precision_policy": policy}
     history: list[dict] = []
     start_epoch = 0
     if resume_dir and (Path(resume_dir) / "state.json").exists():
         state = json.loads((Path(resume_dir) / "state.json").read_text())
         model.load_weights(str(Path(resume_dir) / "model.weights.h5"))
         history, start_epoch = state["history"], int(state["epoch"])
-    timings["build_s"] = time.perf_counter() - t
 
     def save_checkpoint(directory: str) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
         model.save_weights(str(Path(directory) / "model.weights.h5"))
         (Path(directory) / "state.json").write_text(json.dumps({"epoch": len(history), "history": history}))
 
-    monitor = _EpochMonitor(keras, data, batch_size, on_epoch, save_checkpoint, history)
-    class_weight = class_weight_map(data.y_train, data.num_classes) if config.hparam("class_weights") else None
+    return _Trained(model, history, start_epoch, save_checkpoint, settings, int(len(data.y_train)))
+
+
+def _train(keras, config, data, plan: DevicePlan, device, timings, on_epoch, resume_dir, weights_path,
+           started: float) -> _Trained:
+    """Build, compile and fit over every device of ``plan``; fills ``timings`` (build, fit, throughput).
+    Each history row's ``wall_s`` counts from ``started`` (a resumed trial's from its checkpoint's clock)."""
     t = time.perf_counter()
-    if start_epoch < config.epochs:
-        model.fit(
-            **data.fit_inputs(batch_size, config.seed, start_epoch), epochs=config.epochs, initial_epoch=start_epoch,
-            verbose=0, callbacks=[monitor.callback], class_weight=class_weight,
+    trained = _build(keras, config, data, plan, device, weights_path, resume_dir)
+    timings["build_s"] = time.perf_counter() - t
+    rows = shardable_rows(len(data.y_train), plan.count, config.seed)  # every batch splits over the devices
+    trained.n_train = int(len(rows))
+    clock_base = float(trained.history[-1].get("wall_s") or 0.0) if trained.history else 0.0
+    monitor = _EpochMonitor(keras, data, plan, on_epoch, trained.save_checkpoint, trained.history,
+                            clock=lambda: clock_base + time.perf_counter() - started)
+    class_weight = class_weight_map(data.y_train[rows], data.num_classes) if config.hparam("class_weights") else None
+    t = time.perf_counter()
+    if trained.start_epoch < config.epochs:
+        trained.model.fit(
+            **data.fit_inputs(plan.global_batch, config.seed, trained.start_epoch, rows), epochs=config.epochs,
+            initial_epoch=trained.start_epoch, verbose=0, callbacks=[monitor.callback], class_weight=class_weight,
         )
     timings["fit_s"] = time.perf_counter() - t
+    start, history = trained.start_epoch, trained.history
+    epoch_times = [row["epoch_train_s"] for row in history[start:]] if start < len(history) else []
+    timings.update(_throughput(epoch_times, trained.n_train, start))
+    return trained
 
-    t = time.perf_counter()
-    probs = model.predict(data.predict_inputs("test", batch_size), batch_size=batch_size, verbose=0)
-    timings["eval_s"] = time.perf_counter() - t
 
+def _completed_record(config: TrialConfig, data, trained: _Trained, probs, timings: dict, device: dict,
+                      plan: DevicePlan) -> "TrialResult":
     from workers.metrics import compute_metrics
 
-    metrics = compute_metrics(data.y_test, probs, data.class_names)
-    epoch_times = [row["epoch_train_s"] for row in history[start_epoch:]] if start_epoch < len(history) else []
-    timings.update(_throughput(epoch_times, len(data.y_train), start_epoch))
-    timings["total_s"] = time.perf_counter() - t_start
-    if checkpoint_dir:
-        save_checkpoint(str(checkpoint_dir))
+    device = device | plan.as_record() | {k: trained.settings[k] for k in ("steps_per_execution", "jit_compile")}
     record = TrialRecord(
-        trial_id=config.trial_id, config=config.to_dict(), status=TrialStatus.COMPLETED, metrics=metrics,
-        history=history, timings=Timings(**timings), device=DeviceInfo(**device), precision_policy=policy,
-        class_names=data.class_names, n_params=int(model.count_params()), data=_data_summary(data), pid=os.getpid())
+        trial_id=config.trial_id, config=config.to_dict(), status=TrialStatus.COMPLETED,
+        metrics=compute_metrics(data.y_test, probs, data.class_names), history=trained.history,
+        timings=Timings(**timings), device=DeviceInfo(**device), precision_policy=trained.settings["precision_policy"],
+        class_names=data.class_names, n_params=int(trained.model.count_params()), data=_data_summary(data, trained),
+        pid=os.getpid())
     return TrialResult(record, _predictions_csv(data.ids_test, data.y_test, probs, data.class_names))
 
 
-def _data_summary(data) -> dict[str, Any]:
+def _predict(model, data, split: str, plan: DevicePlan) -> np.ndarray:
+    """Class probabilities of ``split``'s images: in-memory arrays padded to whole device batches, or streamed
+    from shards (the stream pads its last batch itself)."""
+    x = data.predict_inputs(split, plan.global_batch, plan.count)
+    if isinstance(x, np.ndarray):
+        return predict_sharded(model, x, plan.global_batch, plan.count)
+    return model.predict(x, verbose=0)[:x.n_rows]
+
+
+def _data_summary(data, trained: _Trained) -> dict[str, Any]:
     keys = ("synthetic", "n_loaded", "train_counts", "train_counts_before_augmentation", "n_val", "n_test",
             "augmented_images", "augmentor")
-    return {k: data.meta.get(k) for k in keys} | {"n_train": int(len(data.y_train)),
-                                                  "skipped_images": len(data.meta.get("skipped_images") or [])}
+    return {k: data.meta.get(k) for k in keys} | {
+        "n_train": trained.n_train, "train_rows_left_out_for_sharding": int(len(data.y_train)) - trained.n_train,
+        "skipped_images": len(data.meta.get("skipped_images") or [])}
 
 
 def _throughput(epoch_times: list[float], n_train: int, start_epoch: int) -> dict[str, float | None]:

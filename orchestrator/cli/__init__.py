@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter, if a trial loads it here
 
@@ -23,12 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM ends a command like Ctrl-C: cleanup runs (the embedded Ray is shut down) and the exit code is 130."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     from orchestrator.cli.output import error_line
     from orchestrator.errors import Interrupted, OrchestratorError, exit_code
     from workers.storage import StorageError
 
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None  # end like Ctrl-C
     try:
         return args.func(args)
     except (OrchestratorError, StorageError) as err:
@@ -37,4 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         error_line("interrupted; finished trials are stored; continue with 'orchestrator resume RUN'")
         return exit_code(Interrupted())
-
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)

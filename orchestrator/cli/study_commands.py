@@ -32,10 +32,15 @@ def _confirm_huge(n: int, yes: bool) -> bool:
     return input(f"The grid has {n} trials. Run them all? [y/N] ").strip().lower() in ("y", "yes")
 
 
-def _finish(result) -> int:
+def _finish(result, store: str) -> int:
     if result.store_problem:
         error_line(result.store_problem)
         return 1
+    if result.unfinished:
+        out.print(f"Report of the finished trials: {result.report_url}")
+        error_line(f"interrupted: {len(result.unfinished)} trial(s) did not finish and are not recorded; finished "
+                   f"trials are stored; continue with 'orchestrator resume {result.run_id} --store {store}'")
+        return 130
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items()))
     out.print(f"Run {result.run_id} finished ({counts}).")
     out.print(f"Report: {result.report_url}")
@@ -43,7 +48,8 @@ def _finish(result) -> int:
 
 
 def cmd_submit(args) -> int:
-    from orchestrator.study import Study
+    from orchestrator.execution.plan import format_plan
+    from orchestrator.study import Study, with_budget
 
     remote = bool(args.address and args.address.startswith(("http://", "https://")) and not args.local_driver)
     if args.address and args.address.startswith("ray://") and not args.local_driver:
@@ -51,9 +57,14 @@ def cmd_submit(args) -> int:
                        "to submit a Ray Job)")
     study = Study.from_file(args.file, store=args.store, run_id=args.run_id, address=args.address,
                             cluster_config=args.cluster_config)
+    study.spec = with_budget(study.spec, args.max_cost)
     plan = study.plan()
     if args.dry_run:
         _print_plan(plan, f"{study.spec.name}: {len(plan)} trials (dry run, nothing started)")
+        out.print(format_plan(plan.estimate), soft_wrap=True, markup=False)
+    plan.check_budget(study.spec.execution.budget_usd, "--max-cost" if args.max_cost is not None else
+                      "execution.budget_usd")
+    if args.dry_run:
         return 0
     if not _confirm_huge(len(plan), args.yes):
         error_line("cancelled")
@@ -63,7 +74,7 @@ def cmd_submit(args) -> int:
         out.print(f"Submitted job {job_id} to {args.address}. Follow it with: orchestrator logs {job_id} --follow "
                   f"--address {args.address}")
         return 0
-    return _finish(study.run(strict=args.strict, notify=say))
+    return _finish(study.run(strict=args.strict, notify=say), study.spec.storage.uri)
 
 
 def cmd_resume(args) -> int:
@@ -71,19 +82,26 @@ def cmd_resume(args) -> int:
 
     study = Study.resume(args.run, store=args.store, endpoint_url=args.endpoint_url, address=args.address,
                          cluster_config=args.cluster_config)
-    return _finish(study.run(notify=say))
+    return _finish(study.run(notify=say), args.store)
 
 
 def cmd_report(args) -> int:
-    from orchestrator.runs import find_run, open_existing_store, publish_run, rebuild_report
+    from orchestrator.runs import find_run, open_existing_store, open_runs_store, publish_run, rebuild_report
 
-    store = open_existing_store(args.store, args.endpoint_url)
+    store = open_runs_store(args.store, args.endpoint_url)
     paths = find_run(store, args.run)
+    mlflow = None
+    if args.to_mlflow:  # checked before anything is written
+        from orchestrator.tracking import mlflow_client, publish_to_mlflow
+
+        mlflow = mlflow_client(args.to_mlflow, "--to-mlflow")
     if args.upload:
         target = open_existing_store(args.upload, args.endpoint_url)
         publish_run(store, paths, target)
         store = target
     out.print(f"Report: {rebuild_report(store, paths, args.compare)}")
+    if mlflow is not None:
+        out.print(f"Published to MLflow at {args.to_mlflow}: run {publish_to_mlflow(store, paths, mlflow)}")
     return 0
 
 
@@ -91,9 +109,9 @@ def cmd_runs(args) -> int:
     from rich.table import Table
 
     from orchestrator.records import list_runs
-    from orchestrator.runs import open_existing_store
+    from orchestrator.runs import open_runs_store
 
-    store = open_existing_store(args.store, args.endpoint_url)
+    store = open_runs_store(args.store, args.endpoint_url)
     table = Table(title=f"Runs in {store.uri}")
     for col in ("experiment", "run id"):
         table.add_column(col)
@@ -105,9 +123,9 @@ def cmd_runs(args) -> int:
 
 def cmd_ensemble(args) -> int:
     from orchestrator.report.ensemble import build_ensemble
-    from orchestrator.runs import find_run, open_existing_store
+    from orchestrator.runs import find_run, open_runs_store
 
-    store = open_existing_store(args.store, args.endpoint_url)
+    store = open_runs_store(args.store, args.endpoint_url)
     paths = find_run(store, args.run)
     record = build_ensemble(store, paths, args.trials, args.top, args.by)
     m = record["metrics"]
@@ -127,7 +145,8 @@ def store_args(parser) -> None:
 def add_commands(sub) -> None:
     s = sub.add_parser("submit", help="run an experiment file (embedded local Ray, or a cluster with --address)")
     s.add_argument("file")
-    s.add_argument("--dry-run", action="store_true", help="validate, print the trial table and resource requests, run nothing")
+    s.add_argument("--dry-run", action="store_true", help="validate, print the trial table, resource requests and the "
+                   "estimated time and cost, run nothing")
     s.add_argument("--address", help="Ray cluster: http://HEAD:8265 submits a Ray Job; ray://... or auto joins as driver")
     s.add_argument("--local-driver", action="store_true", help="with --address: drive the study from this process")
     s.add_argument("--run-id", help="reuse a run id (continue a run)")
@@ -135,6 +154,8 @@ def add_commands(sub) -> None:
     s.add_argument("--strict", action="store_true", help="fail if any trial cannot run on this cluster")
     s.add_argument("--yes", action="store_true", help="run grids of more than 500 trials without asking")
     s.add_argument("--cluster-config", help="a `ray up` config: its node types count as feasible (autoscaling clusters)")
+    s.add_argument("--max-cost", type=float, metavar="USD", help="refuse the study if its estimated cost exceeds this "
+                   "(overrides execution.budget_usd)")
     s.set_defaults(func=cmd_submit)
 
     r = sub.add_parser("resume", help="continue an interrupted run; completed trials are kept")
@@ -148,6 +169,8 @@ def add_commands(sub) -> None:
     rep.add_argument("run")
     rep.add_argument("--compare", help="a second run to put side by side")
     rep.add_argument("--upload", metavar="STORE_URI", help="publish the run's records and report to another store")
+    rep.add_argument("--to-mlflow", metavar="URI", help="publish the finished run to an MLflow tracking server "
+                     "(a parent run with the report, one child run per trial)")
     store_args(rep)
     rep.set_defaults(func=cmd_report)
 

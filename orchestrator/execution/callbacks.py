@@ -1,6 +1,8 @@
 """Tune callbacks on the coordinator: live rich progress, and writing each trial's record as it finishes."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ray.tune import Callback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -70,10 +72,11 @@ class TrialRecorder(Callback):
         if tid not in self.written:
             self._write_failed(tid, error_text(trial))
 
-    def write_missing(self) -> None:
-        for tid in self.trials:
-            if tid not in self.written and not self.store.exists(self.paths.trial(tid, "record.json")):
-                self._write_failed(tid, "the trial ended without reporting a result")
+    def unfinished(self) -> list[str]:
+        """Trials Tune left without an ending (the run was interrupted): nothing is recorded for them, so a
+        resume runs them."""
+        return [tid for tid in self.trials
+                if tid not in self.written and not self.store.exists(self.paths.trial(tid, "record.json"))]
 
     def _write_failed(self, tid: str, error: str) -> None:
         write_trial_record(self.store, self.paths, TrialRecord(
@@ -83,15 +86,20 @@ class TrialRecorder(Callback):
 
 
 def error_text(trial) -> str:
-    """The last line of a failed trial's error, for its record."""
+    """The last line of a failed trial's error (e.g. ``TypeError: cnn() got an unexpected keyword argument``).
+
+    Tune writes the trace to the trial's local folder first and syncs it to storage later, so at
+    ``on_trial_error`` time the local file is read when ``get_error`` has nothing yet."""
+    text = ""
     try:
         err = trial.get_error()
-        if err is not None:
-            lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
-            return lines[-1][:500] if lines else type(err).__name__
+        text = str(err) if err is not None else ""
+        if not text and trial.error_file and Path(trial.error_file).is_file():
+            text = Path(trial.error_file).read_text(errors="replace")
     except Exception:
         pass
-    return "trial failed (see the Tune logs)"
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else "the trial failed without an error message (see the Tune logs)"
 
 
 class StudyProgress(Callback):

@@ -65,6 +65,7 @@ class RunSession:
     address: str | None = None
     dashboard: str | None = None
     info: dict = field(default_factory=dict)
+    started_ray: bool = False
 
     @classmethod
     def open(cls, spec: ExperimentSpec, *, run_id: str | None, address: str | None,
@@ -76,9 +77,20 @@ class RunSession:
         return store_settings(self.spec)
 
     def connect(self, num_cpus: int | None = None) -> None:
+        import ray
+
         from orchestrator.execution.ray_runtime import connect_ray
 
+        self.started_ray = not ray.is_initialized()
         self.dashboard = connect_ray(self.address, num_cpus=num_cpus)
+
+    def close(self) -> None:
+        """Shut down the Ray this run started (an embedded one ends with the run, on every exit path)."""
+        if self.started_ray:
+            import ray
+
+            ray.shutdown()
+            self.started_ray = False
 
     def begin(self, kind: str, nodes: list[NodeCapacity], n_trials: int, **extra) -> None:
         """Write spec.yaml (a new run) and run.json: the first start is kept, every later start is a resume."""
@@ -95,7 +107,8 @@ class RunSession:
                      "environment": environment_info(), **extra}
         if earlier:
             self.info["resumed"] = earlier.get("resumed", []) + [started]
-        self.info.pop("finished", None)
+        for stale in ("finished", "interrupted", "unfinished"):
+            self.info.pop(stale, None)
         self.write_info()
         if self.dashboard:
             self.notify(f"Ray dashboard: {self.dashboard}")

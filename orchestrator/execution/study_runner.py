@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from orchestrator.errors import StudyError
+from orchestrator.errors import OverBudget, StudyError
+from orchestrator.execution.device_probe import preflight
 from orchestrator.execution.run_steps import RunSession
 from orchestrator.records import RunPaths, completed_trial_ids, read_trial_records, write_trial_record
+from orchestrator.execution import plan
 from orchestrator.spec.grid import expand_grid
+from orchestrator.spec.node_types import cluster_nodes
 from orchestrator.spec.schema import ExperimentSpec
 from workers.config import TrialConfig
 from workers.records import TrialRecord, TrialStatus
 from workers.storage import Store
+
+if TYPE_CHECKING:
+    from orchestrator.tracking import StudyTracking
 
 Trainable = Callable[[dict], None]
 
@@ -24,6 +30,7 @@ class RunOutcome:
     store: Store
     records: list[TrialRecord]
     counts: dict[str, int] = field(default_factory=dict)
+    unfinished: list[str] = field(default_factory=list)  # trials an interruption left to a resume
 
 
 def _study_trainable(trainable: Trainable) -> Trainable:
@@ -31,34 +38,39 @@ def _study_trainable(trainable: Trainable) -> Trainable:
 
     def run(config: dict) -> None:
         trial = config["trial"]
-        trainable({"trial": trial, "store": config["store"], "cache_key": config["cache_keys"][trial["trial_id"]]})
+        trainable({"trial": trial, "store": config["store"], "cache_key": config["cache_keys"][trial["trial_id"]],
+                   "tracking": config.get("tracking")})
 
     run.__name__ = getattr(trainable, "__name__", "trial")
     return run
 
 
-def _pending_trials(session: RunSession, trials: list[TrialConfig], infeasible: dict[str, str]) -> list[TrialConfig]:
-    """Trials still to run; infeasible ones get their record now, completed ones (a resume) are kept."""
+def _pending_trials(session: RunSession, trials: list[TrialConfig],
+                    not_run: dict[str, tuple[TrialStatus, str]]) -> list[TrialConfig]:
+    """Trials still to run; infeasible and misconfigured ones get their record now, completed ones (a resume)
+    are kept."""
     done = completed_trial_ids(session.store, session.paths)
     for trial in trials:
-        if trial.trial_id in infeasible and trial.trial_id not in done:
+        if trial.trial_id in not_run and trial.trial_id not in done:
+            status, error = not_run[trial.trial_id]
             write_trial_record(session.store, session.paths, TrialRecord(
-                trial_id=trial.trial_id, config=trial.to_dict(), status=TrialStatus.INFEASIBLE,
-                error=infeasible[trial.trial_id]))
-    pending = [t for t in trials if t.trial_id not in infeasible and t.trial_id not in done]
+                trial_id=trial.trial_id, config=trial.to_dict(), status=status, error=error))
+    pending = [t for t in trials if t.trial_id not in not_run and t.trial_id not in done]
     if done:
         session.notify(f"Resuming: {len(done)} trial(s) already completed are kept, {len(pending)} to run")
     return pending
 
 
 def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dict[str, str], trainable: Trainable,
-                show_progress: bool) -> None:
-    """One Tune run over ``pending``; every trial's record is stored as it ends."""
+                show_progress: bool, tracking: dict | None = None) -> list[str]:
+    """One Tune run over ``pending``; every trial's record is stored as it ends. Returns the trials an
+    interruption (Ctrl-C) left unfinished."""
     from ray import tune
 
     from orchestrator.execution.callbacks import StudyProgress, TrialRecorder
     from orchestrator.execution.metrics_export import MetricsExportCallback
     from orchestrator.execution.placement import trial_resources
+    from orchestrator.execution.ray_runtime import credentials_kept_out_of_runtime_env
 
     spec = session.spec
     storage_path, fs = session.tune_storage()
@@ -67,7 +79,7 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     tuner = tune.Tuner(
         tune.with_resources(_study_trainable(trainable), trial_resources(pending)),
         param_space={"trial": tune.grid_search([t.to_dict() for t in pending]), "store": session.settings,
-                     "cache_keys": cache_keys},
+                     "cache_keys": cache_keys, "tracking": tracking},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=spec.execution.max_concurrent_trials,
             reuse_actors=len({t.framework for t in pending}) == 1,
@@ -82,9 +94,9 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
             verbose=0, log_to_file=True,
         ),
     )
-    with progress:
+    with progress, credentials_kept_out_of_runtime_env():
         tuner.fit()
-    recorder.write_missing()
+    return recorder.unfinished()
 
 
 def execute_study(
@@ -104,25 +116,52 @@ def execute_study(
 
     ``trials`` replaces the spec's grid (a search's best configuration); ``cluster_config`` (a ``ray up``
     config) adds the node types an autoscaler may still launch; ``trainable`` replaces the trial trainable
-    (``orchestrator.execution.trainable.trial_trainable``, whose reporting contract it must follow)."""
-    from orchestrator.execution.data_cache import preparation_key_of
-    from orchestrator.execution.placement import place_trials
+    (``orchestrator.execution.trainable.trial_trainable``, whose reporting contract it must follow). An
+    embedded Ray started here is shut down on every exit path."""
     from orchestrator.execution.trainable import trial_trainable
+    from orchestrator.tracking import open_study_tracking
 
     session = RunSession.open(spec, run_id=run_id, address=address, notify=notify)
+    tracking = open_study_tracking(spec, session.paths)  # an unreachable tracking server stops here
     trials = expand_grid(spec) if trials is None else trials
-    session.connect(num_cpus)
+    try:
+        session.connect(num_cpus)
+        return _execute(session, trials, strict, show_progress, cluster_config, trainable or trial_trainable,
+                        tracking)
+    finally:
+        session.close()
+
+
+def _execute(session: RunSession, trials: list[TrialConfig], strict: bool, show_progress: bool,
+             cluster_config: dict | None, trainable: Trainable, tracking: StudyTracking) -> RunOutcome:
+    from orchestrator.execution.data_cache import preparation_key_of
+    from orchestrator.execution.placement import place_trials
+
+    spec, notify = session.spec, session.notify
     nodes, trials, infeasible = place_trials(spec, trials, cluster_config, notify)
     if infeasible and strict:
         raise StudyError(f"{len(infeasible)} trial(s) cannot run on this cluster (--strict): {next(iter(infeasible.values()))}")
-    session.begin("study", nodes, len(trials))
-    notify(f"Run {session.paths.run_id}: {len(trials)} trials ({len(infeasible)} not runnable here), "
+    estimate = plan.plan_study(spec, trials, session.store, plan.pools_from_nodes(nodes, cluster_config))
+    refusal = plan.budget_refusal(estimate, spec.execution.budget_usd)
+    if refusal:
+        raise OverBudget(refusal)
+    probed = preflight([t for t in trials if t.trial_id not in infeasible], cluster_nodes(), notify)
+    if probed.misconfigured and strict:
+        raise StudyError(f"{len(probed.misconfigured)} trial(s) failed the device probe (--strict): "
+                         f"{next(iter(probed.misconfigured.values()))}")
+    not_run = {tid: (TrialStatus.INFEASIBLE, why) for tid, why in infeasible.items()} | \
+        {tid: (TrialStatus.MISCONFIGURED, why) for tid, why in probed.misconfigured.items()}
+    session.begin("study", nodes, len(trials), device_probes=probed.probes, estimate=estimate,
+                  target=spec.report.target.model_dump() | {"mode": spec.report.target.mode})
+    tracking.start({"n_trials": len(trials), "dataset": spec.dataset.source, "address": session.address or "local"},
+                   session.store.uri, notify)
+    notify(f"Run {session.paths.run_id}: {len(trials)} trials ({len(not_run)} not runnable here), "
            f"store {session.store.uri}")
-    pending = _pending_trials(session, trials, infeasible)
+    pending = _pending_trials(session, trials, not_run)
     session.prepare_data(pending)
-    if pending:
-        keys = {t.trial_id: preparation_key_of(t) for t in pending}
-        _run_trials(session, pending, keys, trainable or trial_trainable, show_progress)
+    unfinished = _run_trials(session, pending, {t.trial_id: preparation_key_of(t) for t in pending}, trainable,
+                             show_progress, tracking.trial_context()) if pending else []
     records = read_trial_records(session.store, session.paths)
-    counts = session.finish(records)
-    return RunOutcome(paths=session.paths, store=session.store, records=records, counts=counts)
+    counts = session.finish(records, tracking=tracking.summary(records),
+                            **({"interrupted": True, "unfinished": unfinished} if unfinished else {}))
+    return RunOutcome(paths=session.paths, store=session.store, records=records, counts=counts, unfinished=unfinished)

@@ -1,7 +1,8 @@
 """The Ray Tune function trainable of a study trial, and the reporting contract every trainable follows.
 
 Tune calls ``trial_trainable(config)`` with ``config = {"trial": TrialConfig dict, "store": store settings,
-"cache_key": prepared-data key}`` (``TrialTask``). Per epoch it reports the epoch's metrics with a checkpoint
+"cache_key": prepared-data key, "tracking": what ``orchestrator.tracking`` needs (optional)}`` (``TrialTask``).
+Per epoch it reports the epoch's metrics with a checkpoint
 (so a killed worker resumes from its last epoch). At the end ``report_trial_record`` reports the final
 metrics with a checkpoint holding ``record.json`` and ``predictions.csv``; the coordinator's recorder stores
 them. Tune's results carry metrics only, never the record itself.
@@ -19,6 +20,7 @@ from workers.records import TrialRecord
 
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.csv"
+FINAL_KEY = "final_report"  # marks the last result of a trial (Tune itself sets "done" when it stops a trial)
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ def report_trial_record(record: TrialRecord, predictions_csv: str | None = None)
     from ray import tune
 
     last = numeric(record.history[-1]) if record.history else {}
-    final = {**last, **{f"test_{k}": v for k, v in numeric(record.metrics).items()}, "done": True}
+    final = {**last, **{f"test_{k}": v for k, v in numeric(record.metrics).items()}, FINAL_KEY: True}
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / RECORD_FILE).write_text(record.model_dump_json())
         if predictions_csv:
@@ -72,12 +74,14 @@ def _limit_threads(cpus: float) -> None:
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
-def _epoch_reporter():
+def _epoch_reporter(tracking):
     from ray import tune
 
     def on_epoch(row: dict, save) -> None:
+        tracking.epoch(row)
         with tempfile.TemporaryDirectory() as tmp:
             save(tmp)
+            tracking.save_state(tmp)
             tune.report(numeric(row), checkpoint=tune.Checkpoint.from_directory(tmp))
 
     return on_epoch
@@ -89,6 +93,7 @@ def trial_trainable(config: dict) -> None:
     from ray import tune
 
     from orchestrator.execution.data_cache import load_prepared, resolve_weights
+    from orchestrator.tracking.trial import TrialTracking
     from workers.train import run_trial
 
     task = TrialTask.from_config(config)
@@ -98,12 +103,19 @@ def trial_trainable(config: dict) -> None:
     data_load_s = time.perf_counter() - t
     checkpoint = tune.get_checkpoint()
     resume_dir = checkpoint.to_directory() if checkpoint else None
-    result = run_trial(
-        task.trial, data=data, on_epoch=_epoch_reporter(), resume_dir=resume_dir,
-        weights_path=resolve_weights(task.trial, task.store),
-        data_timings={"data_load_s": data_load_s, "prepare_s": 0.0, "augment_s": float(data.meta.get("augment_s", 0.0))},
-    )
+    tracking = TrialTracking(config.get("tracking"), config["trial"], task.store, resume_dir)
+    try:
+        result = run_trial(
+            task.trial, data=data, on_epoch=_epoch_reporter(tracking), resume_dir=resume_dir,
+            weights_path=resolve_weights(task.trial, task.store),
+            data_timings={"data_load_s": data_load_s, "prepare_s": 0.0, "augment_s": float(data.meta.get("augment_s", 0.0))},
+            started=t,
+        )
+    except Exception as err:
+        tracking.fail(f"{type(err).__name__}: {err}")
+        raise
     record = result.record.model_copy(update={
         "node_id": ray.get_runtime_context().get_node_id(), "resumed_from_checkpoint": resume_dir is not None,
         "tune_trial_id": tune.get_context().get_trial_id()})
+    record = record.model_copy(update={"tracking": tracking.finish(record.to_dict(), result.predictions_csv)})
     report_trial_record(record, result.predictions_csv)

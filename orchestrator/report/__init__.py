@@ -83,10 +83,12 @@ def _header(records: list[dict], run_info: dict, df, generated: str) -> dict:
         "dataset": document.dataset_info(records, run_info), "nodes": run_info.get("nodes") or [],
         "environment": run_info.get("environment") or environment_info(),
         "counts": counts, "prices": document.node_prices(records),
+        "device_probes": run_info.get("device_probes") or [],
+        "tracking": run_info.get("tracking") or {},
     }
 
 
-def _content(records: list[dict], header: dict, df):
+def _content(records: list[dict], header: dict, df, run_info: dict):
     """The pure tables of the report (``report.tables``) in one ``ReportContent``."""
     import pandas as pd
 
@@ -100,15 +102,39 @@ def _content(records: list[dict], header: dict, df):
         header=header, trials=df, accuracy_by_epochs=table_accuracy_by_epochs(df), scores=table_scores(df),
         hardware=table_hardware(df), cost=table_cost(df), devices=table_devices(df), problems=problem_trials(df),
         nodes=table_nodes(header["nodes"], df), best=best,
-        best_classes=per_class_table(by_id[best["trial_id"]]) if best else pd.DataFrame())
+        best_classes=per_class_table(by_id[best["trial_id"]]) if best else pd.DataFrame(),
+        domain=_domain(records, df, by_id[best["trial_id"]] if best else None, run_info))
+
+
+def _domain(records: list[dict], df, best_record: dict | None, run_info: dict):
+    """ISIC metrics, time and cost to the run's target, and the stored estimate beside the actual run."""
+    import pandas as pd
+
+    from orchestrator.report import document
+    from orchestrator.report.tables import (DEFAULT_TARGET, isic_per_class_table, table_estimate_vs_actual,
+                                            table_isic, table_time_to_target)
+
+    packs = [(r.get("metrics") or {}).get("isic") or {} for r in records]
+    start, end = document.parse_time(run_info.get("started")), document.parse_time(run_info.get("finished"))
+    seconds = (end - start).total_seconds() if start and end and (start.tzinfo is None) == (end.tzinfo is None) \
+        else None
+    return document.DomainContent(
+        target=run_info.get("target") or DEFAULT_TARGET, time_to_target=table_time_to_target(df),
+        isic=table_isic(df), best_isic=isic_per_class_table(best_record) if best_record else pd.DataFrame(),
+        isic_scorer=next((p["scorer"] for p in packs if p.get("scorer")), None),
+        absent_class_rule=next((p["absent_class_rule"] for p in packs if p.get("absent_class_rule")), None),
+        estimate_vs_actual=table_estimate_vs_actual(run_info.get("estimate"), df, seconds))
 
 
 def _add_figures(content, records: list[dict]) -> None:
     """Summary plots, and per setting its learning curves and pooled confusion matrix."""
     from orchestrator.report import document, plots
 
+    domain = content.domain
     for name, png in (("accuracy_vs_epochs", plots.accuracy_vs_epochs(content.trials)),
                       ("time_by_hardware", plots.training_time_by_hardware(content.trials)),
+                      ("time_to_target", plots.time_to_target(domain.time_to_target,
+                                                              document.target_label(domain.target))),
                       ("f1_vs_cost", plots.f1_vs_cost(content.cost))):
         if png:
             content.figures[f"plots/{name}.png"] = png
@@ -133,7 +159,7 @@ def _summary(content) -> dict:
     header, df, cost = content.header, content.trials, content.cost
     return {
         **{k: header[k] for k in ("experiment", "run_id", "started", "finished", "generated", "address", "nodes",
-                                  "environment", "counts")},
+                                  "environment", "counts", "device_probes", "tracking")},
         "dataset": header["dataset"], "synthetic_data": header["dataset"]["synthetic"],
         "node_type_prices": header["prices"],
         "best_by_f1": content.best, "best_by_accuracy": best_trial(df, "accuracy"),
@@ -153,11 +179,11 @@ def build_report(records: list[dict], run_info: dict, generated: str | None = No
     """All report files as bytes, keyed by file name (PNG figures under ``plots/``)."""
     from orchestrator.report import document
     from orchestrator.report.render import render_html, render_markdown
-    from orchestrator.report.tables import trial_table
+    from orchestrator.report.tables import DEFAULT_TARGET, trial_table
 
-    df = trial_table(records)
+    df = trial_table(records, run_info.get("target") or DEFAULT_TARGET)
     generated = generated or datetime.now(timezone.utc).isoformat(timespec="seconds")
-    content = _content(records, _header(records, run_info, df, generated), df)
+    content = _content(records, _header(records, run_info, df, generated), df, run_info)
     _add_figures(content, records)
     header = content.header
     title = f"Report: {header['experiment']} / {header['run_id']}"

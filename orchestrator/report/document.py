@@ -9,7 +9,9 @@ from datetime import datetime
 
 import pandas as pd
 
+from orchestrator.report import tables
 from orchestrator.report.render import Details, Figure, KeyValues, Section, Table, Text
+from orchestrator.execution.device_probe import probe_summary
 from orchestrator.report.tables import (CHECK_MISMATCH, CHECK_OK, CHECK_SIMULATED, CHECK_UNKNOWN, SETTING,
                                         format_scores, mean_sd_text, setting_label)
 
@@ -112,6 +114,10 @@ def lead_blocks(header: dict, df: pd.DataFrame) -> list:
     if len(sim):
         blocks.append(Text(f"{len(sim)} trial(s) ran with a SIMULATED device (a test cluster advertising "
                            "accelerators it does not have): their timings are not hardware measurements.", "warn"))
+    if header.get("tracking") and not header["tracking"].get("complete", True):
+        blocks.append(Text("TRACKING INCOMPLETE: " + tracking_text(header["tracking"]) + ". The stored records and "
+                           "this report are complete; 'orchestrator report RUN --to-mlflow URI' publishes the run "
+                           "again.", "warn", strong=True))
     counts = header["counts"]
     bad = {k: v for k, v in counts.items() if k not in ("completed",)}
     if bad:
@@ -119,6 +125,23 @@ def lead_blocks(header: dict, df: pd.DataFrame) -> list:
                            + "; reasons under 'Failed, infeasible and retried trials'.",
                            "bad" if counts.get("failed") else "info"))
     return blocks
+
+
+def tracking_text(tracking: dict) -> str:
+    """One line on where the run was tracked and what could not be logged."""
+    parts = []
+    mlflow = tracking.get("mlflow")
+    if mlflow:
+        parts.append(f"MLflow {mlflow.get('uri')} experiment '{mlflow.get('experiment')}' run "
+                     f"{mlflow.get('parent_run_id') or 'not created'}"
+                     + (f", {mlflow['trials_incomplete']} trial(s) not fully logged" if mlflow.get("trials_incomplete")
+                        else "")
+                     + (f" ({mlflow['errors'][0]})" if mlflow.get("errors") else ""))
+    tb = tracking.get("tensorboard")
+    if tb:
+        parts.append(f"TensorBoard event files under {tb.get('logdir')}/tensorboard"
+                     + (f", {tb['trials_incomplete']} trial(s) incomplete" if tb.get("trials_incomplete") else ""))
+    return "; ".join(parts) or "off"
 
 
 def facts(header: dict) -> KeyValues:
@@ -147,10 +170,13 @@ def facts(header: dict) -> KeyValues:
             else f"{aug['samples_per_class']} generated images added to every training class")))
     rows += [
         ("Trials", ", ".join(f"{v} {k}" for k, v in header["counts"].items()) or "none"),
+        *([("Device probes", "; ".join(probe_summary(p) for p in header["device_probes"]))]
+          if header.get("device_probes") else []),
         ("Node type prices", ", ".join(f"{k} ${v:g}/h" for k, v in header["prices"].items()) or "not given"),
         ("Versions", f"python {env.get('python', '?')}, "
                      + ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())),
         ("Git commit", env.get("git_commit") or "unknown"),
+        ("Tracking", tracking_text(header.get("tracking") or {})),
         ("Report generated", fmt_time(header["generated"])),
     ]
     return KeyValues(rows)
@@ -171,6 +197,7 @@ class ReportContent:
     nodes: pd.DataFrame
     best: dict | None
     best_classes: pd.DataFrame
+    domain: "DomainContent | None" = None
     figures: dict[str, bytes] = field(default_factory=dict)
     evidence: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
 
@@ -299,15 +326,6 @@ def _all_trials_section(c: ReportContent) -> Section:
     ], anchor="trials")
 
 
-SECTIONS = [_run_section, _table_i_section, _scores_section, _hardware_section, _cost_section, _devices_section,
-            _problems_section, _best_section, _evidence_section, _all_trials_section]
-
-
-def sections(content: ReportContent) -> list[Section]:
-    """The report's sections in order (a builder may leave its section out when it has nothing to show)."""
-    return [s for s in (build(content) for build in SECTIONS) if s is not None]
-
-
 def group_settings(records: list[dict]) -> list[tuple[str, list[dict]]]:
     """Completed records grouped by setting (architecture, epochs, node type, augmentation, framework), in order."""
     groups: dict[tuple, list[dict]] = {}
@@ -324,3 +342,114 @@ def group_settings(records: list[dict]) -> list[tuple[str, list[dict]]]:
 
 
 CHECKS = (CHECK_OK, CHECK_MISMATCH, CHECK_SIMULATED, CHECK_UNKNOWN)
+
+
+# ------------------------------------------------------------------------------- time to target, ISIC, plan
+def _mean_sd_columns(table: pd.DataFrame, names, digits: int = 4) -> pd.DataFrame:
+    """``<name>_mean`` / ``<name>_sd`` pairs -> one ``mean ± sd`` text column ``<name>``."""
+    out = table.copy()
+    for name in names:
+        out[name] = [mean_sd_text(m, s, digits) for m, s in zip(table[f"{name}_mean"], table[f"{name}_sd"])]
+        out = out.drop(columns=[f"{name}_mean", f"{name}_sd"])
+    return _drop_constant(out)
+
+
+def _drop_constant(table: pd.DataFrame) -> pd.DataFrame:
+    return table[[c for c in table.columns if c not in ("augmentation", "framework")
+                  or table[c].nunique(dropna=False) > 1]]
+
+
+def target_label(target: dict) -> str:
+    sign = "<=" if target.get("mode") == "min" else ">="
+    return f"{target['metric']} {sign} {target['value']:g}"
+
+
+@dataclass
+class DomainContent:
+    """The report's domain tables: ISIC metrics, time and cost to target, and the plan beside the run."""
+
+    target: dict
+    time_to_target: pd.DataFrame
+    isic: pd.DataFrame
+    best_isic: pd.DataFrame
+    isic_scorer: str | None = None
+    absent_class_rule: str | None = None
+    estimate_vs_actual: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def target_section(c: ReportContent) -> Section | None:
+    if c.domain is None:
+        return None
+    ttt, target = c.domain.time_to_target, c.domain.target
+    view = ttt.copy()
+    if not view.empty:
+        view["time_to_target_s"] = [mean_sd_text(m, s, 1) for m, s in zip(ttt["time_to_target_s"],
+                                                                          ttt["time_to_target_s_sd"])]
+        view["cost_to_target_usd"] = [_fmt_usd(m) + (f" ± {_fmt_usd(s)}" if pd.notna(s) else "")
+                                      for m, s in zip(ttt["cost_to_target_usd"], ttt["cost_to_target_usd_sd"])]
+        view = _drop_constant(view.drop(columns=["time_to_target_s_sd", "cost_to_target_usd_sd",
+                                                 "speedup_reference"]))
+    ref = ttt["speedup_reference"].iloc[0] if not ttt.empty else None
+    speedup = lambda v: "" if pd.isna(v) else f"{v:.2f}x"  # noqa: E731
+    return Section("Time and cost to target", [
+        Text(f"Target: {target_label(target)} on the validation split. Time to target = wall seconds from the "
+             "trial's start (data loading, model build and compilation, training and per-epoch validation "
+             "included, as MLPerf Training counts them) to the end of the first epoch that reaches it; mean ± sd "
+             "over the repeats that reached it, and from 5 reaching repeats on the MLPerf mean (fastest and "
+             "slowest dropped). not_reached counts repeats that never reached the target. Cost to target = "
+             "price_per_hour x time to target. val_epoch_s is validation time per epoch, shown apart (it is in "
+             "the time to target, not in images/s). Speed-ups against node type "
+             f"'{ref}' for the same architecture, epochs and augmentation: in images/s and in time to target "
+             "(MLPerf mean where there is one, else the mean).", "note"),
+        Table(view, row_style=["warn" if n else None for n in ttt.get("not_reached", [])],
+              formats={"time_to_target_mlperf_s": _fmt_num(1), "target_epoch": _fmt_num(1),
+                       "val_epoch_s": _fmt_num(3), "images_per_s": _fmt_num(1), "speedup_images_per_s": speedup,
+                       "speedup_time_to_target": speedup}, empty="no completed trials"),
+        c.figure("plots/time_to_target.png", f"Time and cost to {target_label(target)} per architecture and node "
+                 "type (largest epoch budget; mean ± sd)"),
+    ], anchor="time-to-target")
+
+
+def isic_section(c: ReportContent) -> Section | None:
+    if c.domain is None:
+        return None
+    isic, best_isic = c.domain.isic, c.domain.best_isic
+    scorer, absent_rule = c.domain.isic_scorer, c.domain.absent_class_rule
+    blocks: list = [Text("The ISIC challenge's own metrics (definitions of its published scorer, "
+                         f"{scorer or 'isic-challenge-scoring'}): balanced multiclass accuracy (its ranking metric: "
+                         "mean per-class recall, tied maxima count as wrong) and macro means over classes of AUC, "
+                         "AUC above 80 % sensitivity, average precision, and sensitivity and specificity of "
+                         "p > 0.5; mean ± sd over repeats.", "note")]
+    if absent_rule:
+        blocks.append(Text(f"Some test splits lack a class: {absent_rule}.", "warn"))
+    view = _mean_sd_columns(isic, tables.ISIC_TABLE) if not isic.empty else isic
+    blocks.append(Table(view, empty="no trial recorded ISIC metrics"))
+    if not best_isic.empty:
+        blocks.append(Table(best_isic, "ISIC scores per class of the best trial (by macro F1)",
+                            formats={col: _fmt_num(4) for col in best_isic.columns
+                                     if col not in ("class", "in test split")}))
+    return Section("ISIC challenge metrics", blocks, anchor="isic")
+
+
+def estimate_section(c: ReportContent) -> Section | None:
+    if c.domain is None or c.domain.estimate_vs_actual.empty:
+        return None
+    table = c.domain.estimate_vs_actual
+    return Section("Estimate vs actual", [
+        Text("The plan stored in run.json when the run started (orchestrator submit --dry-run prints the same), "
+             "beside what the run took: trial-hours and cost (price_per_hour x trial wall time, trials that ran) "
+             "per node type; wall hours for the whole run. The throughput source says whether the plan used "
+             "earlier measurements in the store or the reference figures.", "note"),
+        Table(table, formats={col: _fmt_num(2) for col in table.columns if "hours" in col}
+              | {col: _fmt_usd for col in table.columns if col.startswith("cost_usd")}, empty="no estimate stored"),
+    ], anchor="estimate")
+
+
+SECTIONS = [_run_section, _table_i_section, _scores_section, _hardware_section, isic_section,
+            target_section, estimate_section, _cost_section, _devices_section,
+            _problems_section, _best_section, _evidence_section, _all_trials_section]
+
+
+def sections(content: ReportContent) -> list[Section]:
+    """The report's sections in order (a builder may leave its section out when it has nothing to show)."""
+    return [s for s in (build(content) for build in SECTIONS) if s is not None]

@@ -41,6 +41,20 @@ def png_bytes(fig) -> bytes:
     return buf.getvalue()
 
 
+def grouped_bars(ax, mean: pd.DataFrame, sd: pd.DataFrame) -> None:
+    """Bars of ``mean`` (rows on the x axis, one bar per column) with ``sd`` error bars; a log scale when the
+    values span more than 30x."""
+    n, x = len(mean.columns), np.arange(len(mean.index))
+    width = 0.8 / max(n, 1)
+    for i, col in enumerate(mean.columns):
+        ax.bar(x + (i - (n - 1) / 2) * width, mean[col], width, yerr=sd[col], capsize=3, label=_label(col))
+    ax.set_xticks(x, [str(r) for r in mean.index], rotation=20 if len(x) > 4 else 0)
+    values = mean.to_numpy(dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size and values.max() / values.min() > 30:
+        ax.set_yscale("log")
+
+
 def _label(text) -> str:
     # Matplotlib hides legend entries whose label starts with an underscore.
     text = str(text)
@@ -88,16 +102,7 @@ def training_time_by_hardware(df: pd.DataFrame) -> bytes | None:
     sd = done.pivot_table(index="architecture", columns="node_type", values="steady_epoch_s", aggfunc=_sd) \
         .reindex_like(mean).fillna(0)
     fig, ax = plt.subplots(figsize=(6.2, 4))
-    n = len(mean.columns)
-    width = 0.8 / max(n, 1)
-    x = np.arange(len(mean.index))
-    for i, node in enumerate(mean.columns):
-        ax.bar(x + (i - (n - 1) / 2) * width, mean[node], width, yerr=sd[node], capsize=3, label=_label(node))
-    ax.set_xticks(x, [str(a) for a in mean.index], rotation=20 if len(x) > 4 else 0)
-    values = mean.to_numpy(dtype=float)
-    values = values[np.isfinite(values) & (values > 0)]
-    if values.size and values.max() / values.min() > 30:
-        ax.set_yscale("log")
+    grouped_bars(ax, mean, sd)
     ax.set_ylabel("seconds per epoch (steady state)")
     ax.set_title("Training time by hardware (mean ± sd)")
     ax.legend(title="node type")
@@ -199,4 +204,31 @@ def confusion_matrix(matrix: list[list[int]], class_names: list[str], title: str
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
+    return png_bytes(fig)
+
+
+@_plain
+def time_to_target(ttt: pd.DataFrame, target_label: str) -> bytes | None:
+    """Time (left) and cost (right) to the target per architecture, bars grouped by node type, sd error bars;
+    for each architecture (and augmentation) the largest epoch budget that has a reaching repeat."""
+    if ttt is None or ttt.empty:
+        return None
+    rows = ttt.dropna(subset=["time_to_target_s"])
+    if rows.empty:
+        return None
+    rows = rows[rows["epochs"] == rows.groupby(["architecture", "augmentation"])["epochs"].transform("max")]
+    several_aug = rows["augmentation"].nunique() > 1
+    rows = rows.assign(group=[f"{a} / {g}" if several_aug else str(a)
+                              for a, g in zip(rows["architecture"], rows["augmentation"])])
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    for ax, col, label in ((axes[0], "time_to_target_s", "seconds to target"),
+                           (axes[1], "cost_to_target_usd", "USD to target")):
+        mean = rows.pivot_table(index="group", columns="node_type", values=col, aggfunc="mean")
+        sd = rows.pivot_table(index="group", columns="node_type", values=f"{col}_sd", aggfunc="mean") \
+            .reindex_like(mean).fillna(0)
+        grouped_bars(ax, mean, sd)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(title="node type")
+    fig.suptitle(f"Time and cost to {target_label} (mean ± sd over repeats that reached it)", fontsize=9)
     return png_bytes(fig)

@@ -14,11 +14,18 @@ TRIAL_COLUMNS = [
     "train_s", "first_epoch_s", "steady_epoch_s", "images_per_s", "total_s",
     "requested_device", "device_kind", "device_used", "backend", "simulated", "device_mismatch", "device_check",
     "node_id", "trials_sharing_node", "retries", "resumed", "price_per_hour", "cost_usd", "reason",
+    "isic_balanced_accuracy", "isic_auc_macro", "isic_ap_macro", "isic_auc_sens_80_macro",
+    "isic_sensitivity_macro", "isic_specificity_macro", "val_epoch_s", "target_epoch", "time_to_target_s",
+    "cost_to_target_usd",
 ]
+ISIC_COLUMNS = {"isic_auc_macro": "auc", "isic_ap_macro": "ap", "isic_auc_sens_80_macro": "auc_sens_80",
+                "isic_sensitivity_macro": "sensitivity", "isic_specificity_macro": "specificity"}
 FLOAT_COLUMNS = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr",
                  "top2_accuracy", "train_s", "first_epoch_s", "steady_epoch_s", "images_per_s", "total_s",
-                 "price_per_hour", "cost_usd"]
-INT_COLUMNS = ["epochs", "repeat", "retries", "trials_sharing_node"]
+                 "price_per_hour", "cost_usd", "isic_balanced_accuracy", *ISIC_COLUMNS, "val_epoch_s",
+                 "time_to_target_s", "cost_to_target_usd"]
+INT_COLUMNS = ["epochs", "repeat", "retries", "trials_sharing_node", "target_epoch"]
+DEFAULT_TARGET = {"metric": "val_balanced_accuracy", "value": 0.75, "mode": "max"}
 BOOL_COLUMNS = ["device_mismatch", "resumed"]
 SETTING = ["architecture", "epochs", "node_type", "augmentation", "framework"]
 DEVICE_KINDS = ("cpu", "gpu", "tpu")
@@ -55,8 +62,40 @@ def _device_check(requested: str | None, dev: dict) -> tuple[bool | None, str | 
     return None, CHECK_UNKNOWN
 
 
-def trial_table(records: list[dict]) -> pd.DataFrame:
-    """One row per trial, in grid order, whatever its status; typed columns (floats, nullable ints and bools)."""
+def time_to_target(history: list[dict], target: dict) -> tuple[int | None, float | None]:
+    """(epoch, seconds since the trial started) of the first epoch whose ``target["metric"]`` reaches
+    ``target["value"]`` (``>=``, or ``<=`` for ``mode: min``); (None, None) when no epoch does. The seconds
+    are the epoch's ``wall_s`` (data loading, compilation and validation included), None when not recorded."""
+    lower = target.get("mode", "max") == "min"
+    for row in history or []:
+        value = row.get(target["metric"])
+        if value is None or pd.isna(value):
+            continue
+        if (value <= target["value"]) if lower else (value >= target["value"]):
+            wall = row.get("wall_s")
+            return int(row.get("epoch") or 0) or None, None if wall is None else float(wall)
+    return None, None
+
+
+def _target_columns(record: dict, target: dict) -> dict:
+    history = record.get("history") or []
+    epoch, seconds = time_to_target(history, target)
+    val = [row["val_s"] for row in history if row.get("val_s") is not None]
+    price = (record.get("config") or {}).get("price_per_hour")
+    isic = (record.get("metrics") or {}).get("isic") or {}
+    return {
+        "isic_balanced_accuracy": isic.get("balanced_multiclass_accuracy"),
+        **{col: (isic.get("macro") or {}).get(key) for col, key in ISIC_COLUMNS.items()},
+        "val_epoch_s": float(np.mean(val)) if val else None,
+        "target_epoch": epoch, "time_to_target_s": seconds,
+        "cost_to_target_usd": float(price) * seconds / 3600 if price is not None and seconds is not None else None,
+    }
+
+
+def trial_table(records: list[dict], target: dict | None = None) -> pd.DataFrame:
+    """One row per trial, in grid order, whatever its status; typed columns (floats, nullable ints and bools).
+    ``target`` (metric, value, mode; default ``DEFAULT_TARGET``) gives each trial's time and cost to target."""
+    target = target or DEFAULT_TARGET
     rows = []
     for r in records:
         cfg = r.get("config") or {}
@@ -97,6 +136,7 @@ def trial_table(records: list[dict]) -> pd.DataFrame:
             "price_per_hour": price,
             "cost_usd": float(price) * float(total) / 3600 if price is not None and total is not None else None,
             "reason": r.get("error"),
+            **_target_columns(r, target),
         })
     df = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
     for col in FLOAT_COLUMNS:
@@ -193,8 +233,8 @@ def cpu_reference(df: pd.DataFrame) -> str | None:
 
 
 def table_hardware(df: pd.DataFrame) -> pd.DataFrame:
-    """Time per epoch and images/s per architecture x node type (mean and sd over trials), the device that ran,
-    and the speed-up in images/s against the CPU reference node type (``speedup_reference``). Trials that ran on
+    """Time per epoch and images/s per architecture x node type (mean and sd over trials), validation seconds per
+    epoch apart from them, the device that ran, and the speed-up in images/s against the CPU reference node type (``speedup_reference``). Trials that ran on
     another device than requested are left out."""
     done = measured(df)
     if done.empty:
@@ -208,6 +248,7 @@ def table_hardware(df: pd.DataFrame) -> pd.DataFrame:
             "first_epoch_s": g["first_epoch_s"].mean(),
             "steady_epoch_s": g["steady_epoch_s"].mean(), "steady_epoch_s_sd": _sd(g["steady_epoch_s"]),
             "images_per_s": g["images_per_s"].mean(), "images_per_s_sd": _sd(g["images_per_s"]),
+            "val_epoch_s": g["val_epoch_s"].mean(),
             "max_trials_sharing_node": g["trials_sharing_node"].max() if g["trials_sharing_node"].notna().any() else None,
         })
     out = pd.DataFrame(rows)
@@ -264,6 +305,109 @@ def table_cost(df: pd.DataFrame) -> pd.DataFrame:
     out["usd_per_accuracy_point"] = out["cost_per_trial_usd"] / out["accuracy_pct"].where(out["accuracy_pct"] > 0)
     out["pareto"] = pareto_front(out, "cost_per_trial_usd", "f1_macro")
     return out
+
+
+MLPERF_MIN_RUNS = 5
+
+
+def mlperf_mean(values: pd.Series) -> float:
+    """MLPerf Training's score over repeated runs: the mean without the fastest and the slowest run; NaN for
+    fewer than ``MLPERF_MIN_RUNS`` values."""
+    values = values.dropna().sort_values()
+    return float(values.iloc[1:-1].mean()) if len(values) >= MLPERF_MIN_RUNS else float("nan")
+
+
+def _target_row(g: pd.DataFrame) -> dict:
+    reached = g[g["time_to_target_s"].notna()]
+    basis = mlperf_mean(reached["time_to_target_s"])
+    return {
+        "repeats": len(g), "reached": len(reached), "not_reached": int(g["target_epoch"].isna().sum()),
+        "target_epoch": reached["target_epoch"].astype(float).mean(),
+        "time_to_target_s": reached["time_to_target_s"].mean(), "time_to_target_s_sd": _sd(reached["time_to_target_s"]),
+        "time_to_target_mlperf_s": basis,
+        "cost_to_target_usd": reached["cost_to_target_usd"].mean(),
+        "cost_to_target_usd_sd": _sd(reached["cost_to_target_usd"]),
+        "val_epoch_s": g["val_epoch_s"].mean(), "images_per_s": g["images_per_s"].mean(),
+        "speedup_basis_s": basis if pd.notna(basis) else reached["time_to_target_s"].mean(),
+    }
+
+
+def table_time_to_target(df: pd.DataFrame) -> pd.DataFrame:
+    """Time and cost to the target quality per setting (architecture x node type x epochs, augmentation,
+    framework): mean ± sd over the repeats that reached it, the MLPerf mean (fastest and slowest dropped) from
+    ``MLPERF_MIN_RUNS`` reaching repeats on, how many repeats never reached it, validation seconds per epoch,
+    and two speed-ups against the CPU reference node type for the same architecture, epochs and augmentation:
+    in images/s and in time to target (MLPerf mean where there is one, else the mean)."""
+    done = measured(df)
+    if done.empty:
+        return pd.DataFrame()
+    out = pd.DataFrame([dict(zip(SETTING, key)) | _target_row(g)
+                        for key, g in done.groupby(SETTING, sort=True, dropna=False)])
+    out["epochs"] = out["epochs"].astype("Int64")
+    ref = cpu_reference(df)
+    match = ["architecture", "epochs", "augmentation"]
+    base = out[out["node_type"] == ref].groupby(match, dropna=False)[["images_per_s", "speedup_basis_s"]].mean() \
+        .add_suffix("_ref").reset_index()
+    joined = out.merge(base, on=match, how="left")
+    out["speedup_images_per_s"] = joined["images_per_s"] / joined["images_per_s_ref"]
+    out["speedup_time_to_target"] = joined["speedup_basis_s_ref"] / joined["speedup_basis_s"]
+    out["speedup_reference"] = ref
+    return out.drop(columns=["speedup_basis_s"])
+
+
+ISIC_TABLE = {"balanced_multiclass_accuracy": "isic_balanced_accuracy", "auc": "isic_auc_macro",
+              "auc_sens_80": "isic_auc_sens_80_macro", "ap": "isic_ap_macro",
+              "sensitivity": "isic_sensitivity_macro", "specificity": "isic_specificity_macro"}
+
+
+def table_isic(df: pd.DataFrame) -> pd.DataFrame:
+    """The ISIC challenge's metrics per setting: balanced multiclass accuracy and the macro means of AUC, AUC
+    above 80 % sensitivity, average precision, sensitivity and specificity (``<name>_mean``, ``<name>_sd``)."""
+    done = completed(df)
+    if done.empty or done["isic_balanced_accuracy"].isna().all():
+        return pd.DataFrame()
+    rows = []
+    for key, g in done.groupby(SETTING, sort=True, dropna=False):
+        row = dict(zip(SETTING, key)) | {"repeats": len(g)}
+        for name, col in ISIC_TABLE.items():
+            row[f"{name}_mean"], row[f"{name}_sd"] = g[col].mean(), _sd(g[col])
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["epochs"] = out["epochs"].astype("Int64")
+    return out
+
+
+def isic_per_class_table(record: dict) -> pd.DataFrame:
+    """One trial's ISIC scores per class (``metrics.isic.per_class``); absent classes are marked."""
+    isic = (record.get("metrics") or {}).get("isic") or {}
+    absent = set(isic.get("absent_classes") or [])
+    rows = [{"class": name, **v, "in test split": "no (absent)" if name in absent else "yes"}
+            for name, v in (isic.get("per_class") or {}).items()]
+    return pd.DataFrame(rows)
+
+
+def table_estimate_vs_actual(estimate: dict | None, df: pd.DataFrame, run_seconds: float | None) -> pd.DataFrame:
+    """The plan stored in run.json beside what the run measured, per node type and in total: trial-hours and
+    cost (price x trial wall time, summed over trials that ran) and wall hours (the whole run's duration)."""
+    if not estimate or not estimate.get("rows"):
+        return pd.DataFrame()
+    ran = df[df["total_s"].notna()]
+    rows = []
+    for r in estimate["rows"]:
+        g = ran[ran["node_type"] == r["node_type"]]
+        rows.append({"node_type": r["node_type"], "trials_planned": r["trials"], "trials_ran": len(g),
+                     "trial_hours_est": r["trial_hours"], "trial_hours_actual": g["total_s"].sum() / 3600,
+                     "cost_usd_est": r["cost_usd"], "cost_usd_actual": g["cost_usd"].sum(min_count=1),
+                     "wall_hours_est": r["wall_hours"], "wall_hours_actual": None,
+                     "throughput_source": r.get("throughput_source")})
+    t = estimate.get("total") or {}
+    rows.append({"node_type": "total", "trials_planned": t.get("trials"), "trials_ran": len(ran),
+                 "trial_hours_est": t.get("trial_hours"), "trial_hours_actual": ran["total_s"].sum() / 3600,
+                 "cost_usd_est": t.get("cost_usd"), "cost_usd_actual": ran["cost_usd"].sum(min_count=1),
+                 "wall_hours_est": t.get("wall_hours"),
+                 "wall_hours_actual": run_seconds / 3600 if run_seconds is not None else None,
+                 "throughput_source": None})
+    return pd.DataFrame(rows)
 
 
 def problem_trials(df: pd.DataFrame) -> pd.DataFrame:

@@ -67,8 +67,10 @@ class Search:
 
     def resume(self, run_id: str, *, notify: Callable[[str], None] = print) -> SearchResult:
         """Continue a stopped search; finished trials are kept."""
+        from orchestrator.runs import check_run_name
         from orchestrator.search.runner import run_search
 
+        check_run_name(run_id, "--resume")
         return run_search(self.spec, run_id=run_id, address=self.address, resume=True, notify=notify,
                           num_cpus=self.num_cpus)
 

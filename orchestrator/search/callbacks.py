@@ -12,7 +12,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from orchestrator.execution.callbacks import error_text
-from orchestrator.execution.trainable import numeric, read_checkpoint_record
+from orchestrator.execution.trainable import FINAL_KEY, numeric, read_checkpoint_record
 from orchestrator.records import RunPaths, read_trial_record, write_trial_record
 from orchestrator.search.space import plain, short, trial_for_sample
 from orchestrator.spec.schema import SearchSpec
@@ -90,7 +90,7 @@ class SearchRecorder(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.trials = trials
-        if "epoch" in result and not result.get("done"):
+        if "epoch" in result and not result.get(FINAL_KEY):
             row = {k: result[k] for k in EPOCH_KEYS if k in result}
             self.history.setdefault(trial.trial_id, {})[int(result["epoch"])] = row
 

@@ -55,14 +55,13 @@ def search_trainable(config: dict) -> None:
 
 
 def _stored_spec(session: RunSession) -> ExperimentSpec:
-    import yaml
-
-    from orchestrator.spec.schema import parse_spec
+    from orchestrator.spec.schema import parse_spec, parse_yaml
 
     store, paths = session.store, session.paths
     if not store.exists(paths.spec):
         raise SearchError(f"no search run '{paths.run_id}' of experiment '{paths.experiment}' in store {store.uri}")
-    return parse_spec(yaml.safe_load(store.get_text(paths.spec)), store.url(paths.spec))
+    source = store.url(paths.spec)
+    return parse_spec(parse_yaml(store.get_text(paths.spec), source), source)
 
 
 def _scheduler(search):
@@ -162,16 +161,26 @@ def _open_session(spec: ExperimentSpec, run_id, address, resume, notify) -> tupl
 
 def run_search(spec: ExperimentSpec, *, run_id: str | None = None, address: str | None = None, resume: bool = False,
                notify: Callable[[str], None] = print, num_cpus: int | None = None) -> SearchOutcome:
-    """Run (or, with ``resume=True``, continue) the hyperparameter search of ``spec.search``."""
+    """Run (or, with ``resume=True``, continue) the hyperparameter search of ``spec.search``; an embedded Ray
+    started here is shut down on every exit path."""
+    session, spec = _open_session(spec, run_id, address, resume, notify)
+    try:
+        session.connect(num_cpus)
+        return _search(session, resume)
+    finally:
+        session.close()
+
+
+def _search(session: RunSession, resume: bool) -> SearchOutcome:
     from ray import tune
 
     from orchestrator.execution.placement import place_trials, trial_resources
+    from orchestrator.execution.ray_runtime import credentials_kept_out_of_runtime_env
     from orchestrator.report.search import write_search_report
     from orchestrator.search.callbacks import SearchRecorder
 
-    session, spec = _open_session(spec, run_id, address, resume, notify)
+    spec, notify = session.spec, session.notify
     search, total = spec.search, n_trials(spec.search)
-    session.connect(num_cpus)
     nodes, (base,), infeasible = place_trials(spec, [base_trial(spec)], notify=notify)
     if infeasible:
         raise SearchError(f"search.node_type: {next(iter(infeasible.values()))}")
@@ -184,7 +193,8 @@ def run_search(spec: ExperimentSpec, *, run_id: str | None = None, address: str 
     recorder = SearchRecorder(session.store, session.settings, session.paths, search, total, notify)
     tuner = _restored_tuner(session, trainable, recorder) if resume else \
         _new_tuner(session, trainable, base, cache_keys, nodes, recorder)
-    tuner.fit()
+    with credentials_kept_out_of_runtime_env():
+        tuner.fit()
     unfinished = recorder.write_missing(search.time_budget_s)
     records = [r for r in read_trial_records(session.store, session.paths) if r.search]
     counts = session.finish(records)

@@ -56,6 +56,7 @@ def expand_grid(spec: ExperimentSpec) -> list[TrialConfig]:
                 resources=resources,
                 accelerator=nt.accelerator,
                 price_per_hour=nt.price_per_hour,
+                allow_device_mismatch=spec.execution.allow_device_mismatch,
                 **fields,
             )
         )

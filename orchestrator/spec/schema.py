@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
 from orchestrator.errors import SpecError
+from orchestrator.spec.yaml_loader import YAMLInputError, load_yaml
 from workers.config import (AugmentationSpec, DatasetSpec, ModelSpec, RandomAugmentSpec, SplitSpec,  # noqa: F401
                             TrainingSpec, _Strict)
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_EPOCHS = 10_000  # per trial; the seed studies use 10-100
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch: no trailing newline
 AUGMENTATIONS = ("none", "random", "augmentor")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 
@@ -26,14 +28,14 @@ class NodeTypeSpec(_Strict):
     """How a node type maps to Ray resources, its default Keras backend and its price."""
 
     resources: dict[str, float]
-    framework: Literal["tensorflow", "jax", "torch"] = "tensorflow"
+    framework: Literal["auto", "tensorflow", "jax", "torch"] = "tensorflow"
     price_per_hour: float | None = Field(default=None, ge=0, description="USD per hour; unknown when unset")
     accelerator: str | None = None
 
 
 DEFAULT_NODE_TYPES: dict[str, NodeTypeSpec] = {
     "cpu": NodeTypeSpec(resources={"CPU": 1}, framework="tensorflow", price_per_hour=0.19),
-    "gpu": NodeTypeSpec(resources={"CPU": 1, "GPU": 1}, framework="jax", price_per_hour=2.48),
+    "gpu": NodeTypeSpec(resources={"CPU": 1, "GPU": 1}, framework="auto", price_per_hour=2.48),
     "tpu": NodeTypeSpec(resources={"CPU": 1, "TPU": 1}, framework="jax", price_per_hour=1.20),
 }
 
@@ -42,7 +44,7 @@ class GridSpec(_Strict):
     """The axes the study crosses; every combination becomes trials (x repeats)."""
 
     architectures: list[str] = Field(min_length=1)
-    epochs: list[int] = Field(min_length=1)
+    epochs: list[StrictInt] = Field(min_length=1)
     node_types: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1)
     augmentation: list[Literal["none", "random", "augmentor"]] = Field(default_factory=lambda: ["none"], min_length=1)
     frameworks: list[Literal["auto", "tensorflow", "jax", "torch"]] = Field(default_factory=lambda: ["auto"], min_length=1)
@@ -51,9 +53,9 @@ class GridSpec(_Strict):
     @field_validator("epochs")
     @classmethod
     def _epochs_positive(cls, v: list[int]) -> list[int]:
-        bad = [e for e in v if e <= 0]
+        bad = [e for e in v if not 1 <= e <= MAX_EPOCHS]
         if bad:
-            raise ValueError(f"every epoch count must be a positive integer, got {bad[0]}")
+            raise ValueError(f"every epoch count must be a whole number from 1 to {MAX_EPOCHS}, got {bad[0]}")
         return v
 
 
@@ -63,6 +65,27 @@ class ExecutionSpec(_Strict):
     exclusive_nodes: bool = False
     cpus_per_trial: float | None = Field(default=None, gt=0)
     trial_timeout_s: float | None = Field(default=None, gt=0)
+    allow_device_mismatch: bool = False
+    budget_usd: float | None = Field(default=None, gt=0, description="refuse a study whose estimated cost exceeds it")
+
+
+# Per-epoch history columns a time-to-target may use, and whether higher values are better.
+TARGET_METRICS = {"val_balanced_accuracy": "max", "val_accuracy": "max", "val_f1_macro": "max", "val_loss": "min"}
+
+
+class TargetSpec(_Strict):
+    """The quality a trial must reach on the validation split for its time to target (MLPerf-style)."""
+
+    metric: Literal["val_balanced_accuracy", "val_accuracy", "val_f1_macro", "val_loss"] = "val_balanced_accuracy"
+    value: float = 0.75
+
+    @property
+    def mode(self) -> str:
+        return TARGET_METRICS[self.metric]
+
+
+class ReportSpec(_Strict):
+    target: TargetSpec = TargetSpec()
 
 
 class StorageSpec(_Strict):
@@ -73,6 +96,46 @@ class StorageSpec(_Strict):
     endpoint_url: str | None = None
     region: str | None = None
     local_dir: str = "results-local"
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        from workers.storage import check_store_uri
+
+        try:
+            return check_store_uri(v)
+        except ValueError as err:
+            raise ValueError(str(err).removeprefix("storage.uri: ")) from None
+
+
+class MlflowSpec(_Strict):
+    """``tracking.mlflow``: log every trial as an MLflow run under one parent run per study.
+
+    ``uri`` falls back to the standard ``MLFLOW_TRACKING_URI``; credentials come only from MLflow's own
+    environment variables (``MLFLOW_TRACKING_TOKEN``, ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``), never from here.
+    """
+
+    uri: str | None = None
+    experiment: str | None = Field(default=None, description="MLflow experiment; default: the study's name")
+    request_timeout_s: float = Field(default=10, gt=0, le=600)
+    request_retries: int = Field(default=2, ge=0, le=10)
+
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if v and (urlsplit(v).username or urlsplit(v).password):
+            raise ValueError("must not hold credentials; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                             "(or MLFLOW_TRACKING_TOKEN) in the environment instead")
+        return v
+
+
+class TrackingSpec(_Strict):
+    """Where researchers watch a study: MLflow (optional extra) and per-trial TensorBoard event files."""
+
+    mlflow: MlflowSpec | None = None
+    tensorboard: bool = True
 
 
 SEARCH_TRAINING_SETTINGS = ("learning_rate", "batch_size", "dropout", "optimizer", "augmentation", "class_weights")
@@ -244,12 +307,14 @@ class ExperimentSpec(_Strict):
     node_types: dict[str, NodeTypeSpec] = Field(default_factory=dict)
     execution: ExecutionSpec = ExecutionSpec()
     storage: StorageSpec = StorageSpec()
+    report: ReportSpec = ReportSpec()
+    tracking: TrackingSpec = TrackingSpec()
     search: Annotated[SearchSpec | None, AfterValidator(_resolve_search)] = None
 
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not SAFE_NAME.match(v):
+        if not SAFE_NAME.fullmatch(v):
             raise ValueError("name may hold only letters, digits, '_', '-', '.' (1-64 chars, no '/')")
         return v
 
@@ -273,6 +338,7 @@ class ExperimentSpec(_Strict):
         for i, nt in enumerate(self.grid.node_types):
             if nt not in node_types:
                 raise _FieldError(f"grid.node_types[{i}]", f"unknown node type '{nt}' (valid: {', '.join(node_types)})")
+        _check_devices(self)
         return self
 
     def resolved_node_types(self) -> dict[str, NodeTypeSpec]:
@@ -281,6 +347,36 @@ class ExperimentSpec(_Strict):
 
     def model_spec(self, arch: str) -> ModelSpec:
         return self.models.get(arch, ModelSpec())
+
+
+def _check_devices(spec: "ExperimentSpec") -> None:
+    """Every trial's global batch splits evenly over the devices its node type gives it, and PyTorch (one
+    device per trial) is never asked to use several."""
+    from workers.distribution import accelerator_count, batch_split_problem
+
+    node_types = spec.resolved_node_types()
+    used = [(name, spec.training.batch_size, "training.batch_size") for name in spec.grid.node_types]
+    if spec.search is not None and "batch_size" in spec.search.space:
+        kind, values = spec.search.resolved("batch_size")
+        if kind in ("choice", "grid"):
+            used += [(spec.search.node_type, int(v), "search.space.batch_size") for v in values]
+    elif spec.search is not None:
+        used.append((spec.search.node_type, spec.training.batch_size, "training.batch_size"))
+    for name, batch, field in used:
+        devices = accelerator_count(node_types[name].resources)
+        problem = batch_split_problem(batch, devices, f"a '{name}' trial ({_resources_text(node_types[name])})")
+        if problem:
+            raise _FieldError(field, problem)
+    for name in dict.fromkeys(spec.grid.node_types):
+        nt = node_types[name]
+        torch = "torch" in spec.grid.frameworks or ("auto" in spec.grid.frameworks and nt.framework == "torch")
+        if torch and accelerator_count(nt.resources) > 1:
+            raise _FieldError("grid.frameworks", f"torch trains on one device, but node type '{name}' gives "
+                              f"{accelerator_count(nt.resources)} ({_resources_text(nt)}); use jax or tensorflow")
+
+
+def _resources_text(nt: NodeTypeSpec) -> str:
+    return ", ".join(f"{k}: {v:g}" for k, v in nt.resources.items())
 
 
 class _FieldError(ValueError):
@@ -328,17 +424,23 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate an experiment file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as err:
         raise SpecError(f"{path}: cannot read experiment file ({err.strerror})") from None
+    return parse_spec(parse_yaml(raw, str(path)), str(path))
+
+
+def parse_yaml(raw: str | bytes, source: str):
+    """A YAML document read strictly (see ``spec.yaml_loader``); one-line ``SpecError`` on bad input."""
     try:
-        data = yaml.safe_load(text)
+        return load_yaml(raw)
+    except YAMLInputError as err:
+        raise SpecError(f"{source}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "invalid YAML"
-        raise SpecError(f"{path}: YAML syntax error{where}: {problem}") from None
-    return parse_spec(data, str(path))
+        raise SpecError(f"{source}: YAML syntax error{where}: {problem}") from None
 
 
 def spec_to_yaml(spec: ExperimentSpec) -> str:

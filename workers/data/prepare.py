@@ -59,11 +59,14 @@ class PreparedData:
     def image_shape(self) -> tuple[int, ...]:
         return tuple(int(v) for v in self.x_train.shape[1:])
 
-    def fit_inputs(self, batch_size: int, seed: int, start_epoch: int = 0) -> dict:
-        """Keyword arguments for ``model.fit``: the arrays, shuffled by Keras."""
-        return {"x": self.x_train, "y": self.y_train, "batch_size": batch_size, "shuffle": True}
+    def fit_inputs(self, batch_size: int, seed: int, start_epoch: int = 0, rows: np.ndarray | None = None) -> dict:
+        """Keyword arguments for ``model.fit``: the training arrays (only ``rows`` when given), shuffled by Keras."""
+        keep = rows is not None and len(rows) < len(self.y_train)
+        return {"x": self.x_train[rows] if keep else self.x_train, "y": self.y_train[rows] if keep else self.y_train,
+                "batch_size": batch_size, "shuffle": True}
 
-    def predict_inputs(self, split: str, batch_size: int):
+    def predict_inputs(self, split: str, batch_size: int, devices: int = 1) -> np.ndarray:
+        """What prediction reads for ``split``: its image array."""
         return getattr(self, f"x_{split}")
 
 

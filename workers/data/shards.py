@@ -308,19 +308,21 @@ class ShardedDataset:
                             **{f"{k}_{s}": getattr(self, f"{k}_{s}") for k in ("y", "ids") for s in SPLITS},
                             class_names=self.class_names, meta=self.meta)
 
-    def fit_inputs(self, batch_size: int, seed: int, start_epoch: int = 0) -> dict:
-        """Keyword arguments for ``model.fit``: a stream of shuffled training batches and its epoch length."""
+    def fit_inputs(self, batch_size: int, seed: int, start_epoch: int = 0, rows: np.ndarray | None = None) -> dict:
+        """Keyword arguments for ``model.fit``: a stream of shuffled training batches (of ``rows`` only, when
+        given) and its epoch length."""
         from workers.data.stream import TrainStream
 
         stream = TrainStream(self.images_train, self.y_train, batch_size, seed=seed, start_epoch=start_epoch,
-                             block=self.shuffle_block)
+                             block=self.shuffle_block, keep=rows)
         return {"x": stream, "steps_per_epoch": stream.steps_per_epoch}
 
-    def predict_inputs(self, split: str, batch_size: int):
-        """What ``model.predict`` reads for ``split``: its images in order, streamed."""
+    def predict_inputs(self, split: str, batch_size: int, devices: int = 1):
+        """What ``model.predict`` reads for ``split``: its images in order, streamed, the last batch padded to a
+        multiple of ``devices`` (the stream's ``n_rows`` is the split's size)."""
         from workers.data.stream import PredictStream
 
-        return PredictStream(self.split_images(split), batch_size)
+        return PredictStream(self.split_images(split), batch_size, devices)
 
 
 def open_sharded(directory: str | Path, *, verify: bool = True) -> ShardedDataset:

@@ -40,11 +40,14 @@ class TrainStream(keras.utils.PyDataset):
     """Shuffled (images, labels) training batches, epoch after epoch, read from the shards."""
 
     def __init__(self, images: ShardedSplit, labels: np.ndarray, batch_size: int, *, seed: int, start_epoch: int = 0,
-                 block: int = SHUFFLE_BLOCK, read_ahead: int = 4):
+                 block: int = SHUFFLE_BLOCK, keep: np.ndarray | None = None, read_ahead: int = 4):
         super().__init__(workers=1, use_multiprocessing=False)
         self.images, self.labels, self.batch_size = images, np.asarray(labels), int(batch_size)
         self.seed, self.start_epoch, self.block = int(seed), int(start_epoch), int(block)
-        self.steps_per_epoch = max(1, math.ceil(len(self.labels) / self.batch_size))
+        self._dropped = None if keep is None or len(keep) == len(self.labels) else \
+            np.setdiff1d(np.arange(len(self.labels)), keep)
+        self.n = len(self.labels) - (0 if self._dropped is None else len(self._dropped))
+        self.steps_per_epoch = max(1, math.ceil(self.n / self.batch_size))
         self._order: tuple[int, np.ndarray] | None = None
         self._order_lock = threading.Lock()
         self._reader = _ReadAhead(self._batch, read_ahead)
@@ -54,10 +57,13 @@ class TrainStream(keras.utils.PyDataset):
         return None  # endless: fit() is given steps_per_epoch
 
     def order(self, epoch: int) -> np.ndarray:
-        """Row order of ``epoch`` (the last one is kept)."""
+        """Row order of ``epoch``, rows not kept left out (the last epoch's order is cached)."""
         with self._order_lock:
             if self._order is None or self._order[0] != epoch:
-                self._order = (epoch, epoch_order(len(self.labels), self.seed, epoch, self.block))
+                order = epoch_order(len(self.labels), self.seed, epoch, self.block)
+                if self._dropped is not None:
+                    order = order[~np.isin(order, self._dropped)]
+                self._order = (epoch, order)
             return self._order[1]
 
     def rows(self, i: int) -> np.ndarray:
@@ -74,11 +80,13 @@ class TrainStream(keras.utils.PyDataset):
 
 
 class PredictStream(keras.utils.PyDataset):
-    """A split's images in order, batch by batch (for ``model.predict``)."""
+    """A split's images in order, batch by batch (for ``model.predict``); the last batch is padded with blank
+    images to a multiple of ``devices`` (predictions past ``n_rows`` are padding)."""
 
-    def __init__(self, images: ShardedSplit, batch_size: int, read_ahead: int = 2):
+    def __init__(self, images: ShardedSplit, batch_size: int, devices: int = 1, read_ahead: int = 2):
         super().__init__(workers=1, use_multiprocessing=False)
-        self.images, self.batch_size = images, int(batch_size)
+        self.images, self.batch_size, self.devices = images, int(batch_size), int(devices)
+        self.n_rows = len(images)
         self._reader = _ReadAhead(self._batch, read_ahead)
 
     @property
@@ -87,7 +95,9 @@ class PredictStream(keras.utils.PyDataset):
 
     def _batch(self, i: int):
         start = i * self.batch_size
-        return (self.images.take(np.arange(start, min(start + self.batch_size, len(self.images)))),)
+        x = self.images.take(np.arange(start, min(start + self.batch_size, len(self.images))))
+        pad = (-len(x)) % self.devices
+        return (np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x,)
 
     def __getitem__(self, i: int):
         if not 0 <= i < self.num_batches:

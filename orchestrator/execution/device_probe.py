@@ -1,0 +1,111 @@
+"""Pre-flight device probe: before any trial starts, one short Ray task per (node type, framework) on a live
+node of that type checks that the backend imports and sees the device kind the node type asks for.
+
+The probe runs with exactly the trial's placement request (node-kind pinning, GPUs/TPU chips), so Ray gives it
+the devices a trial would get; the check itself is ``workers.device.probe_devices``. Node types no live node can
+serve (the autoscaler would have to start one) are not waited on: their trials check the device themselves
+(``workers.device.device_problem``). A probe that does not answer within the time limit counts as not probed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason, resource_request
+from workers.config import TrialConfig
+
+PROBE_TIMEOUT_S = 120.0
+NOT_PROBED = "not probed"
+
+
+@dataclass
+class ProbeOutcome:
+    """What the probes found, and the trials of failing node types with the reason."""
+
+    probes: list[dict] = field(default_factory=list)
+    misconfigured: dict[str, str] = field(default_factory=dict)  # trial_id -> reason
+
+
+def probe_targets(trials: list[TrialConfig]) -> dict[tuple[str, str], TrialConfig]:
+    """One representative trial per (node type, framework), in trial order."""
+    out: dict[tuple[str, str], TrialConfig] = {}
+    for trial in trials:
+        out.setdefault((trial.node_type, trial.framework), trial)
+    return out
+
+
+def _remote_probe(trial: TrialConfig):
+    """The probe as a Ray task with the trial's own resource request, in a fresh worker (``max_calls=1``: the
+    framework it imports, and any accelerator memory it holds, go away with the process)."""
+    import ray
+
+    from workers.device import probe_devices
+
+    req = resource_request(trial.resources)
+    task = ray.remote(max_calls=1, max_retries=0)(probe_devices).options(
+        num_cpus=min(req.pop("cpu"), 1.0), num_gpus=req.pop("gpu"), resources=req or None)
+    return task.remote(trial.node_type, trial.framework, trial.resources, trial.allow_device_mismatch)
+
+
+def run_probes(trials: list[TrialConfig], live: list[NodeCapacity], timeout_s: float = PROBE_TIMEOUT_S) -> list[dict]:
+    """Probe every (node type, framework) of ``trials`` that a live node can serve; the rest are ``not probed``.
+    Needs ``ray.init``. Every probe is bounded by ``timeout_s`` (all run at once)."""
+    import ray
+
+    results: dict[tuple[str, str], dict] = {}
+    refs = {}
+    for key, trial in probe_targets(trials).items():
+        if infeasibility_reason(trial.resources, live) is not None:
+            results[key] = _not_probed(key, "no live node of this type yet; each trial checks its device itself")
+        else:
+            refs[key] = _remote_probe(trial)
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
+    for key, ref in refs.items():
+        if ref in ready:
+            try:
+                results[key] = ray.get(ref) | {"status": "ok"}
+            except Exception as err:  # the task itself died (worker crash, import of workers failed)
+                results[key] = _failed(key, f"probe task failed: {str(err).strip().splitlines()[-1]}")
+        else:
+            ray.cancel(ref, force=True)
+            results[key] = _not_probed(key, f"the probe did not finish within {timeout_s:g} s")
+    return [results[key] for key in probe_targets(trials)]
+
+
+def _not_probed(key: tuple[str, str], why: str) -> dict:
+    return {"node_type": key[0], "framework": key[1], "ok": None, "status": NOT_PROBED, "error": None, "note": why}
+
+
+def _failed(key: tuple[str, str], error: str) -> dict:
+    return {"node_type": key[0], "framework": key[1], "ok": False, "status": "ok", "error": error}
+
+
+def misconfigured_trials(trials: list[TrialConfig], probes: list[dict]) -> dict[str, str]:
+    """trial_id -> reason for every trial whose (node type, framework) probe failed."""
+    failed = {(p["node_type"], p["framework"]): p["error"] for p in probes if p.get("ok") is False}
+    return {t.trial_id: f"device probe of node type '{t.node_type}' failed: {failed[(t.node_type, t.framework)]}"
+            for t in trials if (t.node_type, t.framework) in failed}
+
+
+def probe_summary(probe: dict) -> str:
+    """One line per probe, for the console and the report header."""
+    where = f"{probe['node_type']} / {probe['framework']}"
+    if probe.get("status") == NOT_PROBED:
+        return f"{where}: not probed ({probe.get('note')})"
+    if not probe.get("ok"):
+        return f"{where}: FAILED - {probe.get('error')}"
+    names = ", ".join(dict.fromkeys(probe.get("names") or [])) or "?"
+    simulated = f" (simulated {probe['simulated']})" if probe.get("simulated") else ""
+    return f"{where}: ok - {probe.get('backend')} sees {probe.get('count')} {probe.get('kind')}: {names}{simulated}"
+
+
+def preflight(trials: list[TrialConfig], live: list[NodeCapacity], notify: Callable[[str], None] = print,
+              timeout_s: float = PROBE_TIMEOUT_S) -> ProbeOutcome:
+    """Probe the node types of ``trials``, say what was found, and name the trials of node types that failed.
+    Needs ``ray.init``."""
+    if not trials:
+        return ProbeOutcome()
+    probes = run_probes(trials, live, timeout_s)
+    for probe in probes:
+        notify("Device probe " + probe_summary(probe))
+    return ProbeOutcome(probes=probes, misconfigured=misconfigured_trials(trials, probes))
