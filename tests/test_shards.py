@@ -188,6 +188,16 @@ def test_streamed_training_sees_every_row_once_per_epoch(tmp_path):
     resumed = TrainStream(data.images_train, data.y_train, 5, seed=0, block=4, start_epoch=1)
     assert np.array_equal(resumed.rows(0), stream.rows(steps))
 
+    # rows left out so batches split over devices are never served; predictions pad the last batch per device
+    keep = np.delete(np.arange(n), [0, 7, 11])
+    kept = TrainStream(data.images_train, data.y_train, 4, seed=0, block=4, keep=keep)
+    served = np.concatenate([kept.rows(i) for i in range(kept.steps_per_epoch)])
+    assert sorted(served.tolist()) == keep.tolist()
+    predict = data.predict_inputs("test", 8, devices=4)  # a global batch is a multiple of the devices
+    batches = [predict[i][0] for i in range(predict.num_batches)]
+    assert all(len(b) % 4 == 0 for b in batches) and predict.n_rows == len(data.y_test) and predict.n_rows % 4
+    assert np.array_equal(np.concatenate(batches)[:predict.n_rows], data.images_test.read_all())
+
 
 def test_s3_store_shards_are_fetched_once_per_node(ray_session, tmp_path, s3_endpoint, s3_bucket):
     from orchestrator.execution.data_preparation import open_prepared, prepare_settings
@@ -216,3 +226,45 @@ def shutil_rmtree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+_FOUR_DEVICES = r"""
+import json, sys, tempfile
+from pathlib import Path
+from orchestrator.spec.grid import expand_grid
+from orchestrator.spec.schema import parse_spec
+from workers.data import open_sharded, prepare_shards
+from workers.train import run_trial
+
+trial = expand_grid(parse_spec(json.loads(sys.argv[1])))[0]
+with tempfile.TemporaryDirectory() as tmp:
+    prepare_shards(*trial.preparation_args(), Path(tmp) / "d", rows_per_shard=8, shuffle_block=4)
+    result = run_trial(trial, data=open_sharded(Path(tmp) / "d"))
+rows = result.predictions_csv.strip().splitlines()[1:]
+print("RESULT " + json.dumps({"record": result.record.to_dict(), "predictions": len(rows)}, default=str))
+"""
+
+
+@pytest.mark.slow
+def test_streamed_trial_runs_data_parallel_over_four_devices(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import tiny_spec_dict
+
+    pytest.importorskip("jax")
+    spec = tiny_spec_dict(node_types={"gpu4": {"resources": {"CPU": 1, "GPU": 4}, "framework": "jax"}},
+                          grid={"architectures": ["cnn"], "epochs": [2], "node_types": ["gpu4"]},
+                          training={"batch_size": 16})
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", KERAS_BACKEND="jax",
+               JAX_PLATFORMS="cpu", SKINLESION_SIMULATED_DEVICE="gpu", SKINLESION_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-c", _FOUR_DEVICES, json.dumps(spec)], env=env,
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-5000:]
+    out = json.loads(lines[-1][len("RESULT "):])
+    record = out["record"]
+    assert record["status"] == "completed", record.get("error")
+    assert record["device"]["devices_used"] == 4 and record["data"]["n_train"] % 4 == 0
+    assert out["predictions"] == record["data"]["n_test"] == record["metrics"]["n_test"]  # padding dropped
