@@ -422,7 +422,7 @@ def test_study_runs_on_local_heterogeneous_cluster_through_ray_jobs(local_cluste
         assert simulated == (None if node_type == "cpu" else node_type), r["device"]
         assert r["device"]["used"]["kind"] == "cpu"  # nothing here really has a GPU or TPU, and it says so
     fpga = by_type["fpga"]
-    assert fpga["status"] == "infeasible" and "FPGA" in fpga["reason"], fpga
+    assert fpga["status"] == "infeasible" and "FPGA" in fpga["error"], fpga
 
     cancel = _orchestrator(["cancel", metrics_job, "--address", url], env)
     assert cancel.returncode == 0, cancel.stdout + cancel.stderr
