@@ -34,8 +34,10 @@ def check_address_reachable(address: str) -> None:
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None) -> str | None:
-    """Join ``address`` or start an embedded local Ray (every address it advertises on 127.0.0.1, the
-    dashboard on 127.0.0.1); returns the dashboard URL."""
+    """Join ``address`` or start an embedded local Ray (dashboard on 127.0.0.1); returns the dashboard URL.
+
+    Ray 2.60's own GCS, raylet and worker gRPC servers listen on every interface whatever node address is given
+    (Ray maps 127.0.0.1 to the machine's address); only the dashboard can be kept on loopback."""
     import ray
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -49,8 +51,7 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> str 
         check_address_reachable(address)
         kwargs["address"] = address
     else:  # always a fresh single-machine Ray, never a cluster `ray start` left running here
-        kwargs.update(address="local", include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=num_cpus,
-                      _node_ip_address="127.0.0.1")
+        kwargs.update(address="local", include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=num_cpus)
     url = getattr(ray.init(**kwargs), "dashboard_url", None)
     return f"http://{url}" if url and not url.startswith("http") else url
 
