@@ -2,17 +2,19 @@
 # A heterogeneous Ray cluster on ONE machine, for trying and testing heterogeneous execution without a cloud:
 #
 #   head   0 CPUs, GCS + dashboard (bound to 127.0.0.1 only) + Ray Jobs API; study drivers run here
-#   cpu    LC_CPUS CPUs,                         resources {"node_kind_cpu": 1}
+#   cpu    LC_CPUS CPUs,                         resources {"node_kind_cpu": 1}      (LC_CPU_NODES of them: cpu, cpu2, ...)
 #   gpu    LC_CPUS CPUs + 1 (simulated) GPU,     resources {"node_kind_gpu": 1},            SKINLESION_SIMULATED_DEVICE=gpu
 #   tpu    LC_CPUS CPUs + 1 (simulated) TPU,     resources {"TPU": 1, "node_kind_tpu": 1},  SKINLESION_SIMULATED_DEVICE=tpu
 #
 # The GPU and TPU are resource labels only: trials scheduled there really compute on this machine's CPU, and
 # their records say so (device.simulated = "gpu"/"tpu", device.used.kind = "cpu", device.mismatch = true).
 #
-# Usage:  infra/local_cluster.sh up | down | status | env
-#   up      start the four nodes; prints the dashboard URL to submit to (orchestrator submit FILE --address URL)
+# Usage:  infra/local_cluster.sh up | down | status | env | stop-node NODE
+#   up      start the nodes; prints the dashboard URL to submit to (orchestrator submit FILE --address URL)
 #   down    stop exactly the processes this script started (by their process groups; never `ray stop`,
 #           which would also kill every other Ray on this machine)
+#   stop-node NODE   lose one worker node (cpu, cpu2, gpu, tpu) as a preempted VM would: its raylet, agents and
+#           workers are killed (SIGKILL, by their PIDs); the rest of the cluster keeps running
 #   status  `ray status` of this cluster
 #   env     print the state file (shell variables: LC_GCS_ADDRESS, LC_DASHBOARD_URL, ...)
 #
@@ -22,6 +24,7 @@
 #   LC_DASHBOARD_PORT  dashboard / Jobs API port on 127.0.0.1  (default 8265)
 #   LC_CLIENT_PORT     Ray Client server port                  (default 10011)
 #   LC_CPUS            CPUs advertised by each worker node     (default 1; this suits a 2-core machine)
+#   LC_CPU_NODES       number of cpu nodes                     (default 1; 2 to try losing a node)
 #   LC_OBJECT_STORE_MB object store per node in MiB            (default 200)
 #   LC_START_TIMEOUT   seconds to wait for all nodes to join   (default 120)
 #   LC_AUTH_TOKEN_PATH Ray auth token file (default ~/.ray/auth_token, created if missing). Every node runs with
@@ -87,6 +90,10 @@ cmd_up() {
     fi
     [[ ${#RAY_TMP} -le 56 ]] || die "LC_DIR is too long for Ray's Unix socket paths (${#RAY_TMP} > 56 characters): $LC_DIR"
     command -v ray >/dev/null || die "the 'ray' command is not on PATH (pip install -e . installs it)"
+    if ! python3 -c 'import jax' 2>/dev/null; then
+        echo "local_cluster: note: JAX is not installed; the tpu node type (framework: jax) cannot run here and its" \
+             "trials will be recorded misconfigured. Install it with: pip install -e '.[jax]'" >&2
+    fi
     local gcs_port="${LC_GCS_PORT:-6390}" dash_port="${LC_DASHBOARD_PORT:-8265}" client_port="${LC_CLIENT_PORT:-10011}"
     local cpus="${LC_CPUS:-1}"
     for p in "$gcs_port" "$dash_port" "$client_port"; do
@@ -124,17 +131,21 @@ cmd_up() {
         --ray-client-server-port="$client_port"
 
     local address="127.0.0.1:$gcs_port"
-    start_node cpu --address="$address" --num-cpus="$cpus" --num-gpus=0 \
-        --resources='{"node_kind_cpu": 1}'
+    local cpu_nodes="${LC_CPU_NODES:-1}" i
+    [[ "$cpu_nodes" =~ ^[1-9]$ ]] || die "LC_CPU_NODES must be 1..9, not '$cpu_nodes'"
+    for (( i = 1; i <= cpu_nodes; i++ )); do
+        start_node "cpu$( (( i > 1 )) && echo "$i")" --address="$address" --num-cpus="$cpus" --num-gpus=0 \
+            --resources='{"node_kind_cpu": 1}'
+    done
     SKINLESION_SIMULATED_DEVICE=gpu start_node gpu --address="$address" --num-cpus="$cpus" --num-gpus=1 \
         --resources='{"node_kind_gpu": 1}'
     SKINLESION_SIMULATED_DEVICE=tpu start_node tpu --address="$address" --num-cpus="$cpus" --num-gpus=0 \
         --resources='{"TPU": 1, "node_kind_tpu": 1}'
     trap - ERR
 
-    # Wait until the GCS reports all four nodes alive.
+    # Wait until the GCS reports every node alive (head, cpu nodes, gpu, tpu).
     local deadline=$(( SECONDS + ${LC_START_TIMEOUT:-120} ))
-    until python3 - "$address" <<'EOF'
+    until python3 - "$address" "$(( cpu_nodes + 3 ))" <<'EOF'
 import sys
 from ray._raylet import GcsClient  # RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH are exported above
 try:
@@ -142,7 +153,7 @@ try:
 except Exception:
     sys.exit(1)
 alive = [n for n in nodes.values() if n.state == 0]  # GcsNodeInfo.ALIVE
-sys.exit(0 if len(alive) >= 4 else 1)
+sys.exit(0 if len(alive) >= int(sys.argv[2]) else 1)
 EOF
     do
         if (( SECONDS > deadline )); then
@@ -153,7 +164,7 @@ EOF
         sleep 1
     done
     echo "Local heterogeneous cluster is up (state: $STATE)"
-    echo "  nodes:     head (0 CPUs), cpu, gpu (simulated), tpu (simulated); $cpus CPU(s) per worker node"
+    echo "  nodes:     head (0 CPUs), $cpu_nodes cpu node(s), gpu (simulated), tpu (simulated); $cpus CPU(s) per worker node"
     echo "  dashboard: http://127.0.0.1:$dash_port   (127.0.0.1 only)"
     echo "  submit:    orchestrator submit experiments/quickstart.yaml --address http://127.0.0.1:$dash_port"
     echo "  stop:      LC_DIR=$LC_DIR $0 down"
@@ -170,7 +181,7 @@ cmd_down() {
         return 0
     fi
     local pgids
-    pgids=$(sed -n 's/^LC_PGID_[A-Z]*=\([0-9]\+\)$/\1/p' "$STATE")
+    pgids=$(sed -n 's/^LC_PGID_[A-Z0-9]*=\([0-9]\+\)$/\1/p' "$STATE")
     # Workers first, the head last; SIGTERM, then SIGKILL for whatever is left after a grace period.
     local order
     order=$(echo "$pgids" | tac)
@@ -200,6 +211,28 @@ cmd_down() {
     echo "Local cluster in $LC_DIR stopped (logs kept in $LC_DIR)"
 }
 
+# Kill what runs under one node's own Ray temp directory (its workers), by PID. $1 node name, $2 signal.
+kill_node_workers() {
+    local pids=() pid
+    for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+        if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$RAY_TMP/$1/"; then pids+=("$pid"); fi
+    done
+    if (( ${#pids[@]} )); then kill "-$2" "${pids[@]}" 2>/dev/null || true; fi
+}
+
+cmd_stop_node() {
+    local name="${1:-}"
+    [[ -f "$STATE" ]] || die "no cluster state in $LC_DIR"
+    [[ -n "$name" && "$name" != head ]] || die "stop-node needs a worker node name (cpu, cpu2, gpu, tpu)"
+    local pgid
+    pgid=$(sed -n "s/^LC_PGID_${name^^}=\([0-9]\+\)$/\1/p" "$STATE")
+    [[ -n "$pgid" ]] || die "no node '$name' in this cluster (see $STATE)"
+    kill -KILL -- "-$pgid" 2>/dev/null || true   # raylet, agents, log monitor: no goodbye to the GCS
+    kill_node_workers "$name" KILL
+    sed -i "/^LC_PGID_${name^^}=/d" "$STATE"
+    echo "Node $name stopped (its raylet and workers were killed)"
+}
+
 cmd_status() {
     [[ -f "$STATE" ]] || die "no cluster state in $LC_DIR (start one with '$0 up')"
     # shellcheck disable=SC1090
@@ -213,5 +246,6 @@ case "$CMD" in
     down) cmd_down ;;
     status) cmd_status ;;
     env) [[ -f "$STATE" ]] && cat "$STATE" || die "no cluster state in $LC_DIR" ;;
-    *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+    stop-node) cmd_stop_node "${2:-}" ;;
+    *) echo "usage: $0 up|down|status|env|stop-node NODE" >&2; exit 2 ;;
 esac

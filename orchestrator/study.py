@@ -187,14 +187,53 @@ class Study:
 
     def submit(self, address: str, *, strict: bool = False, store: str | None = None,
                notify: Callable[[str], None] | None = None) -> str:
-        """Queue the study on a remote cluster as a Ray Job; returns the job id at once."""
+        """Queue the study on a remote cluster as a Ray Job; returns the job id at once.
+
+        Inputs (dataset paths, a directory store, weights files) are checked where the study runs: the job's
+        driver checks them first and fails in seconds with one line. With ``strict`` the cluster's live nodes
+        (read through its dashboard) and the ``cluster_config``'s node types must be able to run every trial, or
+        nothing is submitted."""
         from orchestrator.cluster.jobs import submit_job
 
         if self.file is None:
-            raise StudyError("only a study made with Study.from_file can be submitted as a Ray Job")
-        self.check_inputs()
+            raise StudyError("only a study made with Study.from_file can be submitted as a Ray Job "
+                             "(a stored run continues with Study.submit_resume)")
+        if strict:
+            self._refuse_infeasible_on(address)
         return submit_job(str(self.file), address=address, store=store, strict=strict, run_id=self.run_id,
                           notify=notify)
+
+    @staticmethod
+    def submit_resume(run: str, address: str, *, store: str = "results", endpoint_url: str | None = None,
+                      notify: Callable[[str], None] | None = None) -> str:
+        """Continue the stored run ``run`` (``run_id`` or ``experiment/run_id``) on the cluster at ``address`` as
+        a Ray Job that resumes it in the same store; returns the job id at once."""
+        from orchestrator.cluster.jobs import submit_resume_job
+        from orchestrator.runs import check_run_name
+
+        check_run_name(run)
+        return submit_resume_job(run, address, store, endpoint_url=endpoint_url, notify=notify,
+                                 experiment=_experiment_of(run, store, endpoint_url))
+
+    def _refuse_infeasible_on(self, address: str) -> None:
+        from orchestrator.cluster.jobs import live_nodes
+        from orchestrator.execution.placement import place_trials
+
+        _, _, infeasible = place_trials(self.spec, self.trials(), self.cluster_config or {}, lambda _: None,
+                                        live=live_nodes(address))
+        if infeasible:
+            raise StudyError(f"{len(infeasible)} trial(s) cannot run on the cluster at {address} (--strict), nothing "
+                             f"was submitted: {next(iter(infeasible.values()))}")
+
+
+def _experiment_of(run: str, store: str, endpoint_url: str | None) -> str | None:
+    """The experiment of a stored run when the store can be read from here (it may live on the head node only)."""
+    from orchestrator.runs import find_run, open_runs_store
+
+    try:
+        return find_run(open_runs_store(store, endpoint_url), run).experiment
+    except Exception:
+        return None
 
 
 def with_store(spec: "ExperimentSpec", store: str | None) -> "ExperimentSpec":

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -317,12 +318,13 @@ def _cluster_env(lc_dir: str, ports: dict[str, int]) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def local_cluster():
-    """infra/local_cluster.sh up in a short private temp dir with free ports; always torn down."""
+@contextmanager
+def running_local_cluster(**settings: str):
+    """infra/local_cluster.sh up in a short private temp dir with free ports (``settings``: more LC_* variables,
+    e.g. LC_CPU_NODES="2"); always torn down."""
     lc_dir = tempfile.mkdtemp(prefix="lc-", dir="/tmp")  # short: Ray's Unix socket paths are length-limited
     ports = {"gcs": _free_port(), "dashboard": _free_port(), "client": _free_port()}
-    env = _cluster_env(lc_dir, ports)
+    env = {**_cluster_env(lc_dir, ports), **settings}
     try:
         up = subprocess.run(["bash", str(CLUSTER_SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=240)
         assert up.returncode == 0, f"local cluster did not start:\n{up.stdout}\n{up.stderr}"
@@ -332,6 +334,13 @@ def local_cluster():
     finally:
         subprocess.run(["bash", str(CLUSTER_SCRIPT), "down"], env=env, capture_output=True, text=True, timeout=120)
         shutil.rmtree(lc_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def local_cluster():
+    """infra/local_cluster.sh up in a short private temp dir with free ports; always torn down."""
+    with running_local_cluster() as cluster:
+        yield cluster
 
 
 def _orchestrator(args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -426,3 +435,67 @@ def test_study_runs_on_local_heterogeneous_cluster_through_ray_jobs(local_cluste
 
     cancel = _orchestrator(["cancel", metrics_job, "--address", url], env)
     assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+
+
+def test_status_helpers_read_the_drivers_output():
+    from orchestrator.cluster import jobs
+
+    logs = "\n".join([
+        "2026-01-01 10:00:00.123456: I tensorflow/core/util/port.cc:153] oneDNN custom operations are on.",
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "E0000 00:00:1 cuda_dnn.cc:8310] Unable to register cuDNN factory",
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow.",
+        "Run 20260101-100000-abcd: 3 trials (0 not runnable here), store /s",
+        "Queue: waiting for resources: 1 trial(s) need CPU=1, TPU=1",
+        "Queue: running (1 trial(s) running, 0 waiting)",
+        "error: dataset.path: '/data/x' does not exist",
+    ])
+    assert jobs.log_tail(logs) == ["Run 20260101-100000-abcd: 3 trials (0 not runnable here), store /s",
+                                   "Queue: waiting for resources: 1 trial(s) need CPU=1, TPU=1",
+                                   "Queue: running (1 trial(s) running, 0 waiting)",
+                                   "error: dataset.path: '/data/x' does not exist"]
+    assert jobs.queue_state(logs) == "running (1 trial(s) running, 0 waiting)"
+    assert jobs.queue_state(logs.rsplit("\nQueue: running", 1)[0]).startswith("waiting for resources")
+    assert jobs.queue_state("nothing yet") is None
+    assert jobs.run_of_job(logs) == "20260101-100000-abcd"
+    assert jobs.build_resume_entrypoint("exp/r1", "/abs/store") == \
+        "orchestrator resume exp/r1 --address auto --store /abs/store"
+
+
+def test_resource_watch_fails_trials_no_node_can_run_any_more_and_ends_the_study(tmp_path):
+    from types import SimpleNamespace
+
+    from orchestrator.execution.callbacks import ResourceWatch, TrialRecorder, WatchStopper
+    from orchestrator.records import RunPaths
+    from orchestrator.spec.grid import expand_grid
+    from orchestrator.spec.node_types import NodeCapacity
+    from orchestrator.spec.schema import parse_spec
+    from workers.storage import open_store
+
+    spec = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["cpu", "gpu"]}))
+    trials = {t.node_type: t for t in expand_grid(spec)}
+    store, paths = open_store(str(tmp_path)), RunPaths("tiny", "r1")
+    recorder = TrialRecorder(store, paths, {t.trial_id: t for t in trials.values()})
+    recorder.attempt_nodes[trials["gpu"].trial_id] = ["ab" * 28]
+    nodes = [NodeCapacity("cpu", {"CPU": 1}), NodeCapacity("gpu", {"CPU": 1, "GPU": 1})]
+    said: list[str] = []
+    clock = [100.0]
+    watch = ResourceWatch(recorder, lambda: nodes, timeout_s=10, notify=said.append, check_every_s=0,
+                          clock=lambda: clock[0])
+    stopper = WatchStopper(watch)
+    running = SimpleNamespace(status="RUNNING", config={"trial": trials["cpu"].to_dict()})
+    waiting = SimpleNamespace(status="PENDING", config={"trial": trials["gpu"].to_dict()})
+    watch.on_step_begin(0, [running, waiting])
+    assert said == ["Queue: running (1 trial(s) running, 1 waiting)"]
+    del nodes[1]  # the only gpu node is lost
+    watch.on_step_begin(1, [running, waiting])
+    clock[0] += 11
+    watch.on_step_begin(2, [running, waiting])
+    assert not stopper.stop_all()  # the cpu trial still runs
+    record = json.loads(store.get_text(paths.trial(trials["gpu"].trial_id, "record.json")))
+    assert record["status"] == "failed" and "no node of type 'gpu' is left" in record["error"]
+    assert record["node_id"] == "ab" * 28 and record["device"]["expected_kind"] == "gpu"
+    running.status = "TERMINATED"
+    clock[0] += 1
+    watch.on_step_begin(3, [running, waiting])
+    assert stopper.stop_all()

@@ -93,6 +93,7 @@ class TrialRecord(_Record):
     resumed_from_checkpoint: bool = False
     node_id: str | None = None
     node_ip: str | None = None
+    attempt_nodes: list[str] = Field(default_factory=list)  # Ray node id of every attempt, in order (retries)
     tune_trial_id: str | None = None
     trials_sharing_node: int | None = None
     pid: int | None = None

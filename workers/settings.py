@@ -8,6 +8,9 @@
   an accelerator: their trials are marked ``simulated`` and not refused for computing on the CPU |
 | ``SKINLESION_CLUSTER_CONFIG`` | the driver | a ``ray up`` config whose node types count as runnable (default
   ``~/ray_bootstrap_config.yaml`` on a head node) |
+| ``SKINLESION_SUBMITTED_TO`` | the driver | set by ``orchestrator submit --address http://...`` on the job: the
+  cluster address the study was submitted to (run.json ``address``, the report's "Cluster") |
+| ``SKINLESION_GIT_COMMIT`` | the driver | set on the job: the commit of the uploaded checkout (which has no ``.git``) |
 | ``ORCHESTRATOR_STORE`` | the CLI | default ``--store`` of ``resume``, ``report``, ``runs``, ``ensemble`` (default ``results``) |
 | ``AWS_*``, ``AWS_ENDPOINT_URL[_S3]`` | every node | boto3's own credential chain and endpoint, never copied anywhere |
 """
@@ -30,6 +33,16 @@ def simulated_device() -> str | None:
 def cluster_config_path() -> str | None:
     """An explicitly named ``ray up`` config, or None."""
     return os.environ.get("SKINLESION_CLUSTER_CONFIG") or None
+
+
+def submitted_to() -> str | None:
+    """The cluster address a Ray Job's study was submitted to, or None outside such a job."""
+    return os.environ.get("SKINLESION_SUBMITTED_TO") or None
+
+
+def submitted_commit() -> str | None:
+    """The git commit of the checkout a Ray Job uploaded, or None."""
+    return os.environ.get("SKINLESION_GIT_COMMIT") or None
 
 
 def default_store() -> str:

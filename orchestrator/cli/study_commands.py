@@ -80,6 +80,12 @@ def cmd_submit(args) -> int:
 def cmd_resume(args) -> int:
     from orchestrator.study import Study
 
+    if args.address and args.address.startswith(("http://", "https://")):
+        job_id = Study.submit_resume(args.run, args.address, store=args.store, endpoint_url=args.endpoint_url,
+                                     notify=say)
+        out.print(f"Submitted job {job_id} to {args.address}: it resumes run {args.run} in the same store. Follow it "
+                  f"with: orchestrator logs {job_id} --follow --address {args.address}")
+        return 0
     study = Study.resume(args.run, store=args.store, endpoint_url=args.endpoint_url, address=args.address,
                          cluster_config=args.cluster_config)
     return _finish(study.run(notify=say), args.store)
@@ -160,7 +166,8 @@ def add_commands(sub) -> None:
 
     r = sub.add_parser("resume", help="continue an interrupted run; completed trials are kept")
     r.add_argument("run", help="run id or experiment/run_id")
-    r.add_argument("--address")
+    r.add_argument("--address", help="Ray cluster: http://HEAD:8265 submits a Ray Job that resumes the run there "
+                   "(same store); ray://... or auto drives it from this process")
     r.add_argument("--cluster-config", help="a `ray up` config: its node types count as feasible")
     store_args(r)
     r.set_defaults(func=cmd_resume)

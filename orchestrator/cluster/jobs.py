@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import re
 import secrets
+import subprocess
 import shlex
 import shutil
 import sys
@@ -46,6 +48,13 @@ UPLOAD_EXCLUDES = [
 ]
 # Settings every study driver wants; none of them comes from the submitting machine's environment.
 JOB_ENV = {"PYTHONUNBUFFERED": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+QUEUE_PREFIX = "Queue:"  # a study driver's output lines about its trials waiting for resources (ResourceWatch)
+RUN_LINE = re.compile(r"^Run (\S+): \d+ trials", re.M)  # the driver's first line about its run (study_runner)
+# Start-up noise of TensorFlow / XLA / absl in a driver's output, left out of the log tail ``status`` prints.
+LOG_NOISE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |[IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl|"
+    r"To enable the following instructions|.*oneDNN custom operations|.*Unable to register cu(DNN|FFT|BLAS)|"
+    r".*TF-TRT Warning|.*computation placer already registered|.*cuda_(dnn|fft|blas)\.cc)")
 
 
 def _user_error(message: str) -> Exception:
@@ -181,13 +190,21 @@ def _ignore_for_copy(root: Path):
 
 
 @contextmanager
-def staged_upload(working_dir: Path | None, spec_path: Path) -> Iterator[tuple[Path, str]]:
+def staged_upload(working_dir: Path | None, spec_path: Path | None) -> Iterator[tuple[Path, str | None]]:
     """(directory to upload, the spec's path relative to it).
 
     A spec inside the working directory is referred to where it is. One outside it (a file in /tmp, another
     checkout) is uploaded beside a temporary copy of the working directory, under ``_submitted/``; the user's
-    own folders are never written to. Without a working directory only the spec is uploaded.
+    own folders are never written to. Without a working directory only the spec is uploaded; without a spec
+    (a resume) the working directory alone, or an empty one.
     """
+    if spec_path is None and working_dir is not None:
+        yield working_dir, None
+        return
+    if spec_path is None:
+        with tempfile.TemporaryDirectory(prefix="orchestrator-job-") as tmp:
+            yield Path(tmp), None
+        return
     spec_path = spec_path.resolve()
     if working_dir is not None:
         try:
@@ -260,6 +277,38 @@ def build_entrypoint(spec_rel: str, store: str | None, strict: bool, run_id: str
     return shlex.join(argv)
 
 
+def build_resume_entrypoint(run: str, store: str, endpoint_url: str | None = None) -> str:
+    argv = ["orchestrator", "resume", run, "--address", "auto", "--store", store]
+    if endpoint_url:
+        argv += ["--endpoint-url", endpoint_url]
+    return shlex.join(argv)
+
+
+def git_commit(folder: Path | None) -> str | None:
+    """The commit of the checkout ``folder`` is in (``+dirty`` with uncommitted changes), or None."""
+    if folder is None:
+        return None
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("+dirty" if dirty else "")) if commit else None
+
+
+def job_env(address: str, root: Path | None) -> dict[str, str]:
+    """The driver's environment: ``JOB_ENV`` plus where the study was submitted and the commit of the uploaded
+    checkout (its ``.git`` is not uploaded), read back by ``workers.settings`` for run.json and the report."""
+    env = dict(JOB_ENV, SKINLESION_SUBMITTED_TO=address)
+    commit = git_commit(root)
+    if commit:
+        env["SKINLESION_GIT_COMMIT"] = commit
+    return env
+
+
 def submit_job(spec_file: str, address: str, store: str | None = None, strict: bool = False, *,
                run_id: str | None = None, notify: Callable[[str], None] | None = None,
                working_dir: str | Path | None = None) -> str:
@@ -272,29 +321,75 @@ def submit_job(spec_file: str, address: str, store: str | None = None, strict: b
     notify = notify or (lambda m: print(m, file=sys.stderr))
     address = _check_address(address)
     spec = load_spec(spec_file)
-    root = Path(working_dir).resolve() if working_dir else find_working_dir()
-    if root is None:
-        notify("note: not inside a project checkout: only the experiment file is uploaded (the cluster's "
-               "installed package runs it)")
+    root = _upload_root(working_dir, notify)
     client = connect(address)
     store_arg = remote_store(store, spec.storage.uri, head_is_this_machine(client, address), notify)
     if any(k.startswith("AWS_") for k in os.environ) and (store_arg or spec.storage.uri).startswith("s3://"):
         notify("note: AWS_* variables of this shell are not sent; the cluster reads the store with its own "
                "credentials (instance role or its environment)")
-    submission_id = new_submission_id(spec.name)
-    metadata = {"experiment": spec.name, "spec_file": Path(spec_file).name, "submitted_by": "orchestrator",
-                "store": store_arg or spec.storage.uri}
+    metadata = {"experiment": spec.name, "spec_file": Path(spec_file).name, "store": store_arg or spec.storage.uri}
     with staged_upload(root, Path(spec_file)) as (upload_dir, spec_rel):
-        # Ray leaves .git out by itself (and warns when told to), the rest is ours.
-        runtime_env = {"working_dir": str(upload_dir), "excludes": [p for p in UPLOAD_EXCLUDES if p != ".git"],
-                       "env_vars": dict(JOB_ENV)}
-        entrypoint = build_entrypoint(spec_rel, store_arg, strict, run_id)
-        try:
-            with _quiet_ray_upload_logs():
-                return client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
-                                         runtime_env=runtime_env, metadata=metadata)
-        except Exception as err:
-            raise _user_error(f"job submission to {address} failed: {_one_line(err)}") from None
+        return _submit(client, address, upload_dir, root, build_entrypoint(spec_rel, store_arg, strict, run_id),
+                       new_submission_id(spec.name), metadata)
+
+
+def submit_resume_job(run: str, address: str, store: str, *, endpoint_url: str | None = None,
+                      experiment: str | None = None, notify: Callable[[str], None] | None = None,
+                      working_dir: str | Path | None = None) -> str:
+    """Continue the stored run ``run`` on the cluster at ``address`` as a Ray Job (``orchestrator resume RUN
+    --address auto`` on the head node, same store): its completed trials are kept, the others run. The run is
+    looked up where the job runs, so a directory store on a remote head node works too."""
+    notify = notify or (lambda m: print(m, file=sys.stderr))
+    address = _check_address(address)
+    root = _upload_root(working_dir, notify)
+    client = connect(address)
+    store_arg = remote_store(store, store, head_is_this_machine(client, address), notify) or store
+    experiment = experiment or (run.split("/", 1)[0] if "/" in run else "resume")
+    metadata = {"experiment": experiment, "resumes": run, "store": store_arg}
+    with staged_upload(root, None) as (upload_dir, _):
+        return _submit(client, address, upload_dir, root, build_resume_entrypoint(run, store_arg, endpoint_url),
+                       new_submission_id(experiment), metadata)
+
+
+def _upload_root(working_dir: str | Path | None, notify: Callable[[str], None]) -> Path | None:
+    root = Path(working_dir).resolve() if working_dir else find_working_dir()
+    if root is None:
+        notify("note: not inside a project checkout: only the experiment file is uploaded (the cluster's "
+               "installed package runs it)")
+    return root
+
+
+def _submit(client, address: str, upload_dir: Path, root: Path | None, entrypoint: str, submission_id: str,
+            metadata: dict) -> str:
+    env = job_env(address, root)
+    metadata = {**metadata, "submitted_by": "orchestrator", "submitted_to": address,
+                "git_commit": env.get("SKINLESION_GIT_COMMIT", "unknown")}
+    # Ray leaves .git out by itself (and warns when told to), the rest is ours.
+    runtime_env = {"working_dir": str(upload_dir), "excludes": [p for p in UPLOAD_EXCLUDES if p != ".git"],
+                   "env_vars": env}
+    try:
+        with _quiet_ray_upload_logs():
+            return client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                                     runtime_env=runtime_env, metadata=metadata)
+    except Exception as err:
+        raise _user_error(f"job submission to {address} failed: {_one_line(err)}") from None
+
+
+def live_nodes(address: str):
+    """The cluster's live nodes and their resources, read through its dashboard (no Ray connection), as
+    ``NodeCapacity`` (what placement checks feasibility against)."""
+    from orchestrator.spec.node_types import NodeCapacity
+
+    client = connect(address)
+    reply = _call(address, "listing the cluster's nodes", client._do_request, "GET",
+                  "/api/v0/nodes?detail=1&limit=10000")
+    try:
+        nodes = reply.json()["data"]["result"]["result"]
+    except (ValueError, KeyError, TypeError):
+        raise _user_error(f"listing the cluster's nodes failed on {address}: unexpected reply "
+                          f"({reply.status_code})") from None
+    return [NodeCapacity(name=f"{n.get('node_ip', '?')}:{n['node_id'][:8]}", resources=dict(n.get("resources_total") or {}))
+            for n in nodes if n.get("state") == "ALIVE"]
 
 
 @contextmanager
@@ -343,6 +438,25 @@ def job_info(address: str, job_id: str, *, wait: bool = False, timeout: float | 
 def job_logs(address: str, job_id: str) -> str:
     """The driver output of a job so far."""
     return _call(address, "reading the logs", connect(address).get_job_logs, job_id)
+
+
+def log_tail(logs: str, lines: int = 15) -> list[str]:
+    """The last ``lines`` lines of a driver's output without TensorFlow/XLA start-up noise."""
+    kept = [ln.rstrip() for ln in logs.splitlines() if ln.strip() and not LOG_NOISE.match(ln.strip())]
+    return kept[-lines:]
+
+
+def queue_state(logs: str) -> str | None:
+    """What a running study's driver last said about its queue (``waiting for resources: ...`` or
+    ``running (...)``), or None before its trials were queued."""
+    said = [ln.strip()[len(QUEUE_PREFIX):].strip() for ln in logs.splitlines() if ln.strip().startswith(QUEUE_PREFIX)]
+    return said[-1] if said else None
+
+
+def run_of_job(logs: str) -> str | None:
+    """The run id a study job's driver announced (``Run RUN_ID: N trials ...``)."""
+    found = RUN_LINE.findall(logs)
+    return found[-1] if found else None
 
 
 def follow_logs(address: str, job_id: str, write: Callable[[str], None]) -> str:

@@ -1,17 +1,22 @@
 """Tune callbacks on the coordinator: live rich progress, and writing each trial's record as it finishes."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Callable
 
 from ray.tune import Callback
+from ray.tune.stopper import Stopper
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from orchestrator.cluster.jobs import QUEUE_PREFIX
 from orchestrator.records import RunPaths, write_trial_record
+from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason
 from workers.storage import Store
-from orchestrator.execution.trainable import read_checkpoint_record
+from orchestrator.execution.trainable import NODE_ID_KEY, read_checkpoint_record
 from workers.config import TrialConfig
-from workers.records import TrialRecord, TrialStatus
+from workers.records import DeviceInfo, TrialRecord, TrialStatus
 
 
 def _trial_id(trial) -> str:
@@ -22,22 +27,29 @@ class TrialRecorder(Callback):
     """Stores every finished or failed trial at once, so no finished work is lost if the driver dies.
 
     A completed trial's record comes from its final checkpoint (``report_trial_record``); the recorder adds
-    what only the coordinator knows (retries, node address, how many trials shared the node) and writes it."""
+    what only the coordinator knows (retries, the Ray node of every attempt, how many trials shared the node)
+    and writes it. Nodes are told apart by their Ray node id (several nodes can share one IP address)."""
 
     def __init__(self, store: Store, paths: RunPaths, trials: dict[str, TrialConfig]):
         self.store, self.paths, self.trials = store, paths, trials
         self.retries: dict[str, int] = {}
         self.written: set[str] = set()
-        self.running_on: dict[str, set[str]] = {}  # node ip -> trial ids running there
+        self.running_on: dict[str, set[str]] = {}  # node id -> trial ids running there
         self.max_sharing: dict[str, int] = {}  # trial id -> most trials seen on its node at once (itself included)
         self.node_ip: dict[str, str] = {}
+        self.attempt_nodes: dict[str, list[str]] = {}  # trial id -> node id of each attempt, in order
 
-    def _note_node(self, tid: str, node_ip: str | None) -> None:
-        if not node_ip:
+    def _note_node(self, tid: str, node_id: str | None, node_ip: str | None = None) -> None:
+        if not node_id:
+            return
+        if node_ip:
+            self.node_ip[tid] = node_ip
+        attempts = self.attempt_nodes.setdefault(tid, [])
+        if tid in self.running_on.get(node_id, ()):
             return
         self._forget(tid)
-        self.node_ip[tid] = node_ip
-        here = self.running_on.setdefault(node_ip, set())
+        attempts.append(node_id)
+        here = self.running_on.setdefault(node_id, set())
         here.add(tid)
         for other in here:
             self.max_sharing[other] = max(self.max_sharing.get(other, 1), len(here))
@@ -46,22 +58,30 @@ class TrialRecorder(Callback):
         for others in self.running_on.values():
             others.discard(tid)
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        located = actor_location(trial)
+        self._note_node(_trial_id(trial), located.get(NODE_ID_KEY), located.get("node_ip"))
+
     def on_trial_recover(self, iteration, trials, trial, **info):
         tid = _trial_id(trial)
+        self._forget(tid)
         self.retries[tid] = self.retries.get(tid, 0) + 1
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._note_node(_trial_id(trial), result.get("node_ip"))
+        self._note_node(_trial_id(trial), result.get(NODE_ID_KEY), result.get("node_ip"))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         tid = _trial_id(trial)
         self._forget(tid)
+        if tid in self.written:
+            return
         final = read_checkpoint_record(trial.checkpoint)
         if final is None:
-            self._write_failed(tid, "the trial ended without reporting its record")
+            self.write_failed(tid, "the trial ended without reporting its record")
             return
         record, predictions = final
         record = record.model_copy(update={"retries": self.retries.get(tid, 0), "node_ip": self.node_ip.get(tid),
+                                           "attempt_nodes": self.attempt_nodes.get(tid, []),
                                            "trials_sharing_node": self.max_sharing.get(tid, 1)})
         write_trial_record(self.store, self.paths, record, predictions)
         self.written.add(tid)
@@ -70,7 +90,7 @@ class TrialRecorder(Callback):
         tid = _trial_id(trial)
         self._forget(tid)
         if tid not in self.written:
-            self._write_failed(tid, error_text(trial))
+            self.write_failed(tid, error_text(trial))
 
     def unfinished(self) -> list[str]:
         """Trials Tune left without an ending (the run was interrupted): nothing is recorded for them, so a
@@ -78,11 +98,118 @@ class TrialRecorder(Callback):
         return [tid for tid in self.trials
                 if tid not in self.written and not self.store.exists(self.paths.trial(tid, "record.json"))]
 
-    def _write_failed(self, tid: str, error: str) -> None:
+    def write_failed(self, tid: str, error: str) -> None:
+        """A ``failed`` record: the error line, retries, the node of every attempt and the device asked for."""
+        trial, attempts = self.trials[tid], self.attempt_nodes.get(tid, [])
         write_trial_record(self.store, self.paths, TrialRecord(
-            trial_id=tid, config=self.trials[tid].to_dict(), status=TrialStatus.FAILED, error=error,
-            retries=self.retries.get(tid, 0), node_ip=self.node_ip.get(tid)))
+            trial_id=tid, config=trial.to_dict(), status=TrialStatus.FAILED, error=error,
+            retries=self.retries.get(tid, 0), node_id=attempts[-1] if attempts else None,
+            node_ip=self.node_ip.get(tid), attempt_nodes=attempts, device=requested_device(trial)))
         self.written.add(tid)
+
+
+class ResourceWatch(Callback):
+    """What the study's trials wait for, checked every few seconds on the driver.
+
+    * A line in the driver's output whenever the queue changes between running and waiting for resources
+      (``Queue: waiting for resources: ...`` / ``Queue: running ...``); ``orchestrator status`` shows the last one.
+    * Trials waiting for resources no live node (nor an autoscaler node type) offers any more, e.g. a retry whose
+      node was the only one of its kind, are recorded failed with the reason after ``timeout_s``; once every
+      unfinished trial is such a trial, ``stop_all`` ends the study instead of letting it hang.
+    """
+
+    def __init__(self, recorder: TrialRecorder, nodes: Callable[[], list[NodeCapacity]], timeout_s: float,
+                 notify: Callable[[str], None] | None, check_every_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.recorder, self.nodes, self.timeout_s, self.notify, self.clock = recorder, nodes, timeout_s, notify, clock
+        self.check_every_s, self.last_check, self.last_state = check_every_s, 0.0, ""
+        self.unrunnable_since: dict[str, float] = {}
+        self.given_up: set[str] = set()
+        self.stop = False
+
+    def __getstate__(self):  # Tune pickles its callbacks with the experiment state; the watch stays here
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__(None, list, 0.0, None)
+
+    def on_step_begin(self, iteration, trials, **info):
+        now = self.clock()
+        if self.recorder is None or now - self.last_check < self.check_every_s:
+            return
+        self.last_check = now
+        open_trials = [t for t in trials if t.status not in ("TERMINATED", "ERROR") and _trial_id(t) not in self.given_up]
+        pending = [t for t in open_trials if t.status == "PENDING"]
+        if pending:
+            self._give_up_unrunnable(pending, now)
+        remaining = [t for t in open_trials if _trial_id(t) not in self.given_up]
+        self.stop = bool(self.given_up) and not remaining
+        self._report_queue(remaining)
+
+    def _give_up_unrunnable(self, pending: list, now: float) -> None:
+        nodes = self.nodes()
+        for trial in pending:
+            tid = _trial_id(trial)
+            reason = infeasibility_reason({k: float(v) for k, v in trial.config["trial"]["resources"].items()}, nodes)
+            if reason is None:
+                self.unrunnable_since.pop(tid, None)
+                continue
+            since = self.unrunnable_since.setdefault(tid, now)
+            if now - since >= self.timeout_s:
+                lost = self.recorder.attempt_nodes.get(tid, [])
+                where = f"its node {lost[-1][:12]} was lost and " if lost else ""
+                self.recorder.write_failed(tid, f"{where}no node of type '{trial.config['trial']['node_type']}' "
+                                                f"is left to run it (waited {self.timeout_s:g}s): {reason}")
+                self.given_up.add(tid)
+
+    def _report_queue(self, open_trials: list) -> None:
+        """One line whenever the queue turns from running to waiting for resources or back."""
+        running = sum(1 for t in open_trials if t.status == "RUNNING")
+        pending = [t for t in open_trials if t.status == "PENDING"]
+        if pending and not running:
+            needs = sorted({", ".join(f"{k}={v:g}" for k, v in sorted(t.config["trial"]["resources"].items()))
+                            for t in pending})
+            state, line = "waiting", f"{QUEUE_PREFIX} waiting for resources: {len(pending)} trial(s) need {' | '.join(needs)}"
+        else:
+            state, line = "running", f"{QUEUE_PREFIX} running ({running} trial(s) running, {len(pending)} waiting)"
+        if state != self.last_state and self.notify is not None:
+            self.notify(line)
+        self.last_state = state
+
+
+class WatchStopper(Stopper):
+    """Tune's stopper for ``ResourceWatch``: ends the experiment once only unrunnable trials are left."""
+
+    def __init__(self, watch: ResourceWatch):
+        self.watch = watch
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.watch.stop
+
+
+def requested_device(trial: TrialConfig) -> DeviceInfo:
+    """The device a trial asked for, for a record of a trial that never reported its own."""
+    from workers.device import expected_kind
+
+    return DeviceInfo(requested=trial.node_type, expected_kind=expected_kind(trial.resources), used={},
+                      backend=trial.framework)
+
+
+def actor_location(trial) -> dict:
+    """Tune's auto-filled result of the trial's live actor (``node_id``, ``node_ip``, ``pid``); {} if there is
+    none or it does not answer within seconds."""
+    import ray
+
+    actor = getattr(trial.temporary_state, "ray_actor", None)
+    if actor is None:
+        return {}
+    try:
+        return ray.get(actor.get_auto_filled_metrics.remote(debug_metrics_only=True), timeout=10)
+    except Exception:
+        return {}
 
 
 def error_text(trial) -> str:

@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from orchestrator.cluster.jobs import QUEUE_PREFIX
 from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason, resource_request
 from workers.config import TrialConfig
 
 PROBE_TIMEOUT_S = 120.0
+WAITING_NOTE_S = 5.0  # after this long, probes Ray has not placed yet are reported as waiting for resources
 NOT_PROBED = "not probed"
 
 
@@ -47,7 +49,35 @@ def _remote_probe(trial: TrialConfig):
     return task.remote(trial.node_type, trial.framework, trial.resources, trial.allow_device_mismatch)
 
 
-def run_probes(trials: list[TrialConfig], live: list[NodeCapacity], timeout_s: float = PROBE_TIMEOUT_S) -> list[dict]:
+def _wait_all(refs: list, timeout_s: float, notify: Callable[[str], None] | None) -> list:
+    """The probes that finished within ``timeout_s``; after a few seconds without all of them, one line says that
+    the study waits for resources (other studies may hold the nodes)."""
+    import ray
+
+    first = min(WAITING_NOTE_S, timeout_s)
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=first)
+    if len(ready) < len(refs) and timeout_s > first:
+        waiting = _waiting_for_a_node([r for r in refs if r not in ready])
+        if waiting and notify:
+            notify(f"{QUEUE_PREFIX} waiting for resources: {waiting} device probe(s) wait for a free node of their type")
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s - first)
+    return ready
+
+
+def _waiting_for_a_node(refs: list) -> int:
+    """How many of the probe tasks ``refs`` Ray has not placed on a node yet (their resources are taken)."""
+    from ray.util.state import list_tasks
+
+    ids = {ref.task_id().hex() for ref in refs}
+    try:
+        tasks = list_tasks(filters=[("state", "=", "PENDING_NODE_ASSIGNMENT")], timeout=5, raise_on_missing_output=False)
+    except Exception:  # the state API needs the dashboard; without it nothing is said
+        return 0
+    return sum(1 for t in tasks if t.task_id in ids)
+
+
+def run_probes(trials: list[TrialConfig], live: list[NodeCapacity], timeout_s: float = PROBE_TIMEOUT_S,
+               notify: Callable[[str], None] | None = None) -> list[dict]:
     """Probe every (node type, framework) of ``trials`` that a live node can serve; the rest are ``not probed``.
     Needs ``ray.init``. Every probe is bounded by ``timeout_s`` (all run at once)."""
     import ray
@@ -59,7 +89,7 @@ def run_probes(trials: list[TrialConfig], live: list[NodeCapacity], timeout_s: f
             results[key] = _not_probed(key, "no live node of this type yet; each trial checks its device itself")
         else:
             refs[key] = _remote_probe(trial)
-    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
+    ready = _wait_all(list(refs.values()), timeout_s, notify) if refs else []
     for key, ref in refs.items():
         if ref in ready:
             try:
@@ -105,7 +135,7 @@ def preflight(trials: list[TrialConfig], live: list[NodeCapacity], notify: Calla
     Needs ``ray.init``."""
     if not trials:
         return ProbeOutcome()
-    probes = run_probes(trials, live, timeout_s)
+    probes = run_probes(trials, live, timeout_s, notify)
     for probe in probes:
         notify("Device probe " + probe_summary(probe))
     return ProbeOutcome(probes=probes, misconfigured=misconfigured_trials(trials, probes))

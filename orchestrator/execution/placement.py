@@ -22,10 +22,11 @@ def check_feasibility(trials: list[TrialConfig], nodes: list[NodeCapacity]) -> d
 
 
 def place_trials(spec: ExperimentSpec, trials: list[TrialConfig], cluster_config: dict | None = None,
-                 notify: Callable[[str], None] = print):
+                 notify: Callable[[str], None] = print, live: list[NodeCapacity] | None = None):
     """Nodes a trial may run on (live + autoscaler types), trials with their placement requests (node-kind
-    pinning, exclusive nodes), and trial_id -> reason for trials no node can ever run. Needs a Ray connection."""
-    nodes = feasibility_nodes(cluster_nodes(), cluster_config)
+    pinning, exclusive nodes), and trial_id -> reason for trials no node can ever run. ``live`` nodes are read
+    from the connected Ray when not given."""
+    nodes = feasibility_nodes(cluster_nodes() if live is None else live, cluster_config)
     placed = [t.replace(resources=placement_request(t.resources, t.node_type, nodes,
                                                     exclusive=spec.execution.exclusive_nodes)) for t in trials]
     if spec.execution.exclusive_nodes:

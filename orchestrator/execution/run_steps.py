@@ -101,7 +101,7 @@ class RunSession:
         if not self.store.exists(self.paths.spec):
             self.store.put_text(self.paths.spec, spec_to_yaml(self.spec))
         self.info = {**earlier, "experiment": self.spec.name, "run_id": self.paths.run_id, "kind": kind,
-                     "started": earlier.get("started", started), "address": self.address or "local",
+                     "started": earlier.get("started", started), "address": self.cluster_address(),
                      "dashboard": self.dashboard, "nodes": [{"name": n.name, "resources": n.resources} for n in nodes],
                      "n_trials": n_trials, "dataset_source": self.spec.dataset.source,
                      "environment": environment_info(), **extra}
@@ -112,6 +112,19 @@ class RunSession:
         self.write_info()
         if self.dashboard:
             self.notify(f"Ray dashboard: {self.dashboard}")
+
+    def cluster_address(self) -> str:
+        """Where the run runs: the address a Ray Job was submitted to, else the cluster joined (``auto`` resolved
+        to its GCS address), else ``local``."""
+        from workers.settings import submitted_to
+
+        if submitted_to():
+            return submitted_to()
+        if self.address == "auto":
+            import ray
+
+            return ray.get_runtime_context().gcs_address
+        return self.address or "local"
 
     def write_info(self) -> None:
         self.store.put_text(self.paths.run_info, json.dumps(self.info, indent=1))

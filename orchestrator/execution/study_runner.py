@@ -62,35 +62,41 @@ def _pending_trials(session: RunSession, trials: list[TrialConfig],
 
 
 def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dict[str, str], trainable: Trainable,
-                show_progress: bool, tracking: dict | None = None) -> list[str]:
+                show_progress: bool, tracking: dict | None = None, cluster_config: dict | None = None) -> list[str]:
     """One Tune run over ``pending``; every trial's record is stored as it ends. Returns the trials an
     interruption (Ctrl-C) left unfinished."""
     from ray import tune
 
-    from orchestrator.execution.callbacks import StudyProgress, TrialRecorder
+    from orchestrator.execution.callbacks import ResourceWatch, StudyProgress, TrialRecorder, WatchStopper
     from orchestrator.execution.metrics_export import MetricsExportCallback
     from orchestrator.execution.placement import trial_resources
     from orchestrator.execution.ray_runtime import credentials_kept_out_of_runtime_env
+    from orchestrator.execution.trainable import named_trial_class
+    from orchestrator.spec.node_types import feasibility_nodes
 
     spec = session.spec
     storage_path, fs = session.tune_storage()
     recorder = TrialRecorder(session.store, session.paths, {t.trial_id: t for t in pending})
     progress = StudyProgress(pending, enabled=show_progress)
+    watch = ResourceWatch(recorder, lambda: feasibility_nodes(cluster_nodes(), cluster_config),
+                          spec.execution.lost_node_timeout_s, session.notify if session.address else None)
     tuner = tune.Tuner(
-        tune.with_resources(_study_trainable(trainable), trial_resources(pending)),
+        named_trial_class(tune.with_resources(_study_trainable(trainable), trial_resources(pending)), spec.name),
         param_space={"trial": tune.grid_search([t.to_dict() for t in pending]), "store": session.settings,
                      "cache_keys": cache_keys, "tracking": tracking},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=spec.execution.max_concurrent_trials,
-            reuse_actors=len({t.framework for t in pending}) == 1,
+            # On a cluster every trial gets its own actor, named by its trial in Ray's views (a reused actor keeps
+            # the name of its first trial); an embedded run reuses actors to save the framework's start-up.
+            reuse_actors=len({t.framework for t in pending}) == 1 and not session.address,
             trial_name_creator=lambda t: t.config["trial"]["trial_id"],
             trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
         ),
         run_config=tune.RunConfig(
             name="tune", storage_path=storage_path, storage_filesystem=fs,
-            failure_config=tune.FailureConfig(max_failures=spec.execution.max_retries),
+            failure_config=tune.FailureConfig(max_failures=spec.execution.max_retries), stop=WatchStopper(watch),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[recorder, progress, MetricsExportCallback(spec.name, session.paths.run_id, pending)],
+            callbacks=[recorder, progress, watch, MetricsExportCallback(spec.name, session.paths.run_id, pending)],
             verbose=0, log_to_file=True,
         ),
     )
@@ -160,7 +166,7 @@ def _execute(session: RunSession, trials: list[TrialConfig], strict: bool, show_
     pending = _pending_trials(session, trials, not_run)
     session.prepare_data(pending)
     unfinished = _run_trials(session, pending, {t.trial_id: preparation_key_of(t) for t in pending}, trainable,
-                             show_progress, tracking.trial_context()) if pending else []
+                             show_progress, tracking.trial_context(), cluster_config) if pending else []
     records = read_trial_records(session.store, session.paths)
     counts = session.finish(records, tracking=tracking.summary(records),
                             **({"interrupted": True, "unfinished": unfinished} if unfinished else {}))

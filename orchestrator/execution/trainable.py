@@ -21,6 +21,7 @@ from workers.records import TrialRecord
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.csv"
 FINAL_KEY = "final_report"  # marks the last result of a trial (Tune itself sets "done" when it stops a trial)
+NODE_ID_KEY = "node_id"  # added to every result by ``named_trial_class``: the Ray node the attempt runs on
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,30 @@ def read_checkpoint_record(checkpoint) -> tuple[TrialRecord, str | None] | None:
         predictions = Path(folder) / PREDICTIONS_FILE
         return (TrialRecord.model_validate_json(path.read_text()),
                 predictions.read_text() if predictions.exists() else None)
+
+
+def named_trial_class(trainable, study: str):
+    """Tune's class for the function ``trainable``, named so that trials can be told apart in Ray's views
+    (``ray list actors``, the dashboard): the class is ``<study>_trial`` and each actor's repr is its trial's name
+    (the trial id), which Ray takes when the actor is created. Every result also carries the Ray node id of the
+    attempt (``node_id``), beside Tune's own ``node_ip``: nodes on one machine share an address, not an id."""
+    import ray
+    from ray.tune.trainable import wrap_function
+
+    base = wrap_function(trainable)
+
+    class NamedTrial(base):
+        def __repr__(self) -> str:
+            return self.trial_name or base._name
+
+        def get_auto_filled_metrics(self, *args, **kwargs) -> dict:
+            filled = super().get_auto_filled_metrics(*args, **kwargs)
+            filled[NODE_ID_KEY] = ray.get_runtime_context().get_node_id()
+            return filled
+
+    name = "".join(c if c.isalnum() else "_" for c in study) + "_trial"
+    NamedTrial.__name__ = NamedTrial.__qualname__ = name
+    return NamedTrial
 
 
 def _limit_threads(cpus: float) -> None:

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from orchestrator.records import RunPaths, read_trial_records
+from workers.settings import submitted_commit
 from orchestrator.report.document import SYNTHETIC_NOTE  # noqa: F401  (public)
 from workers.storage import Store, _redact
 
@@ -39,7 +40,7 @@ def environment_info() -> dict:
                                 cwd=Path(__file__).resolve().parents[2]).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"python": platform.python_version(), "packages": versions, "git_commit": commit}
+    return {"python": platform.python_version(), "packages": versions, "git_commit": commit or submitted_commit()}
 
 
 def _jsonable(value):

@@ -13,7 +13,7 @@ TRIAL_COLUMNS = [
     "accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr", "top2_accuracy",
     "train_s", "first_epoch_s", "steady_epoch_s", "images_per_s", "total_s",
     "requested_device", "device_kind", "device_used", "backend", "simulated", "device_mismatch", "device_check",
-    "node_id", "trials_sharing_node", "retries", "resumed", "price_per_hour", "cost_usd", "reason",
+    "node_id", "attempt_nodes", "trials_sharing_node", "retries", "resumed", "price_per_hour", "cost_usd", "reason",
     "isic_balanced_accuracy", "isic_auc_macro", "isic_ap_macro", "isic_auc_sens_80_macro",
     "isic_sensitivity_macro", "isic_specificity_macro", "val_epoch_s", "target_epoch", "time_to_target_s",
     "cost_to_target_usd",
@@ -51,7 +51,7 @@ def requested_device(config: dict, device: dict | None = None) -> str | None:
 
 def _device_check(requested: str | None, dev: dict) -> tuple[bool | None, str | None]:
     used = (dev.get("used") or {}).get("kind")
-    if not dev:
+    if not dev or dev.get("used") == {}:  # a failed trial's record: the device asked for, none seen
         return None, None
     if used in DEVICE_KINDS and requested:
         if used == requested:
@@ -130,6 +130,7 @@ def trial_table(records: list[dict], target: dict | None = None) -> pd.DataFrame
             "device_mismatch": mismatch,
             "device_check": check,
             "node_id": r.get("node_id"),
+            "attempt_nodes": " -> ".join(n[:8] for n in r.get("attempt_nodes") or []) or None,
             "trials_sharing_node": r.get("trials_sharing_node"),
             "retries": r.get("retries") or 0,
             "resumed": r.get("resumed_from_checkpoint"),
@@ -420,6 +421,9 @@ def problem_trials(df: pd.DataFrame) -> pd.DataFrame:
             n = int(out.at[i, "retries"] or 0)
             out.at[i, "reason"] = (f"completed after {n} retr{'y' if n == 1 else 'ies'}" if n
                                    else "completed, resumed from a checkpoint")
+        nodes = df.at[i, "attempt_nodes"] if "attempt_nodes" in df else None
+        if int(out.at[i, "retries"] or 0) and isinstance(nodes, str):
+            out.at[i, "reason"] = f"{out.at[i, 'reason']} (nodes {nodes})"
     order = {"failed": 0, "infeasible": 1}
     return out.sort_values("status", key=lambda s: s.map(lambda v: order.get(v, 2)), kind="stable")
 

@@ -67,6 +67,9 @@ class ExecutionSpec(_Strict):
     trial_timeout_s: float | None = Field(default=None, gt=0)
     allow_device_mismatch: bool = False
     budget_usd: float | None = Field(default=None, gt=0, description="refuse a study whose estimated cost exceeds it")
+    lost_node_timeout_s: float = Field(default=120, gt=0, le=86400, description=(
+        "how long a trial waits once no live node (and no autoscaler node type) can run it any more, e.g. after "
+        "the only node of its kind was lost; then it is recorded failed with the reason and the study ends"))
 
 
 # Per-epoch history columns a time-to-target may use, and whether higher values are better.

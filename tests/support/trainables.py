@@ -50,3 +50,32 @@ def crash_once_after_first_epoch(marker_dir: str):
             tune.report = report
 
     return trainable
+
+
+def slow_epochs_trainable(config: dict) -> None:
+    """``models.<arch>.params.seconds`` per epoch (default 3 s) of sleeping instead of training, with the product's
+    per-epoch checkpoints: a trial whose worker or node is lost resumes after its last finished epoch. The record's
+    history holds each epoch once, with the pid and node that ran it (a recomputed epoch would show twice)."""
+    import json
+    import tempfile
+
+    import ray
+    from ray import tune
+
+    task = TrialTask.from_config(config)
+    seconds = float(task.trial.model.params.get("seconds", 3.0))
+    history: list[dict] = []
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            history = json.loads((Path(folder) / "history.json").read_text())
+    node_id = ray.get_runtime_context().get_node_id()
+    for epoch in range(len(history) + 1, task.trial.epochs + 1):
+        time.sleep(seconds)
+        history.append({"epoch": epoch, "pid": os.getpid(), "node": node_id})
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "history.json").write_text(json.dumps(history))
+            tune.report({"epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(tmp))
+    report_trial_record(TrialRecord(trial_id=task.trial.trial_id, config=task.trial.to_dict(),
+                                    status=TrialStatus.COMPLETED, history=history, pid=os.getpid(), node_id=node_id,
+                                    resumed_from_checkpoint=checkpoint is not None))
