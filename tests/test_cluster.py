@@ -486,7 +486,15 @@ def test_resource_watch_fails_trials_no_node_can_run_any_more_and_ends_the_study
     running = SimpleNamespace(status="RUNNING", config={"trial": trials["cpu"].to_dict()})
     waiting = SimpleNamespace(status="PENDING", config={"trial": trials["gpu"].to_dict()})
     watch.on_step_begin(0, [running, waiting])
-    assert said == ["Queue: running (1 trial(s) running, 1 waiting)"]
+    assert said == []  # trials run: nothing to say
+    running.status = "PENDING"  # e.g. another study holds the nodes
+    watch.on_step_begin(1, [running, waiting])
+    clock[0] += 16
+    watch.on_step_begin(2, [running, waiting])
+    assert said == ["Queue: waiting for resources: 2 trial(s) need CPU=1 | CPU=1, GPU=1"]
+    running.status = "RUNNING"
+    watch.on_step_begin(3, [running, waiting])
+    assert said[-1] == "Queue: running (1 trial(s) running, 1 waiting)"
     del nodes[1]  # the only gpu node is lost
     watch.on_step_begin(1, [running, waiting])
     clock[0] += 11

@@ -108,11 +108,15 @@ class TrialRecorder(Callback):
         self.written.add(tid)
 
 
+WAITING_NOTE_S = 15.0  # trials pending this long with none running wait for resources (not for actors to start)
+
+
 class ResourceWatch(Callback):
     """What the study's trials wait for, checked every few seconds on the driver.
 
-    * A line in the driver's output whenever the queue changes between running and waiting for resources
-      (``Queue: waiting for resources: ...`` / ``Queue: running ...``); ``orchestrator status`` shows the last one.
+    * On a cluster, a line in the driver's output when trials wait while none has run for ``WAITING_NOTE_S``
+      (``Queue: waiting for resources: ...``) and one when they run again (``Queue: running ...``);
+      ``orchestrator status`` and ``list`` show the last one.
     * Trials waiting for resources no live node (nor an autoscaler node type) offers any more, e.g. a retry whose
       node was the only one of its kind, are recorded failed with the reason after ``timeout_s``; once every
       unfinished trial is such a trial, ``stop_all`` ends the study instead of letting it hang.
@@ -121,8 +125,10 @@ class ResourceWatch(Callback):
     def __init__(self, recorder: TrialRecorder, nodes: Callable[[], list[NodeCapacity]], timeout_s: float,
                  notify: Callable[[str], None] | None, check_every_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic):
-        self.recorder, self.nodes, self.timeout_s, self.notify, self.clock = recorder, nodes, timeout_s, notify, clock
+        self.recorder, self.nodes, self.timeout_s, self.clock = recorder, nodes, timeout_s, clock
+        self.notify = notify or (lambda line: None)
         self.check_every_s, self.last_check, self.last_state = check_every_s, 0.0, ""
+        self.waiting_since: float | None = None
         self.unrunnable_since: dict[str, float] = {}
         self.given_up: set[str] = set()
         self.stop = False
@@ -144,7 +150,7 @@ class ResourceWatch(Callback):
             self._give_up_unrunnable(pending, now)
         remaining = [t for t in open_trials if _trial_id(t) not in self.given_up]
         self.stop = bool(self.given_up) and not remaining
-        self._report_queue(remaining)
+        self._report_queue(remaining, now)
 
     def _give_up_unrunnable(self, pending: list, now: float) -> None:
         nodes = self.nodes()
@@ -162,19 +168,24 @@ class ResourceWatch(Callback):
                                                 f"is left to run it (waited {self.timeout_s:g}s): {reason}")
                 self.given_up.add(tid)
 
-    def _report_queue(self, open_trials: list) -> None:
-        """One line whenever the queue turns from running to waiting for resources or back."""
+    def _report_queue(self, open_trials: list, now: float) -> None:
+        """A line when no trial has run for ``WAITING_NOTE_S`` while some wait (starting actors are not waiting),
+        and one when trials run again."""
         running = sum(1 for t in open_trials if t.status == "RUNNING")
         pending = [t for t in open_trials if t.status == "PENDING"]
-        if pending and not running:
+        if running or not pending:
+            self.waiting_since = None
+            if running and self.last_state == "waiting":
+                self.notify(f"{QUEUE_PREFIX} running ({running} trial(s) running, {len(pending)} waiting)")
+                self.last_state = "running"
+            return
+        self.waiting_since = self.waiting_since or now
+        if self.last_state != "waiting" and now - self.waiting_since >= WAITING_NOTE_S:
             needs = sorted({", ".join(f"{k}={v:g}" for k, v in sorted(t.config["trial"]["resources"].items()))
                             for t in pending})
-            state, line = "waiting", f"{QUEUE_PREFIX} waiting for resources: {len(pending)} trial(s) need {' | '.join(needs)}"
-        else:
-            state, line = "running", f"{QUEUE_PREFIX} running ({running} trial(s) running, {len(pending)} waiting)"
-        if state != self.last_state and self.notify is not None:
-            self.notify(line)
-        self.last_state = state
+            self.notify(f"{QUEUE_PREFIX} waiting for resources: {len(pending)} trial(s) need "
+                                        f"{' | '.join(needs)}")
+            self.last_state = "waiting"
 
 
 class WatchStopper(Stopper):

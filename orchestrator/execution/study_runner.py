@@ -159,7 +159,7 @@ def _execute(session: RunSession, trials: list[TrialConfig], strict: bool, show_
         {tid: (TrialStatus.MISCONFIGURED, why) for tid, why in probed.misconfigured.items()}
     session.begin("study", nodes, len(trials), device_probes=probed.probes, estimate=estimate,
                   target=spec.report.target.model_dump() | {"mode": spec.report.target.mode})
-    tracking.start({"n_trials": len(trials), "dataset": spec.dataset.source, "address": session.address or "local"},
+    tracking.start({"n_trials": len(trials), "dataset": spec.dataset.source, "address": session.info["address"]},
                    session.store.uri, notify)
     notify(f"Run {session.paths.run_id}: {len(trials)} trials ({len(not_run)} not runnable here), "
            f"store {session.store.uri}")
