@@ -254,7 +254,8 @@ def test_lost_nodes_resume_elsewhere_or_end_the_study_with_a_reason(cluster, tmp
         time.sleep(2)
         busy = {a["node_id"] for a in _actors(cluster, "nodeloss_trial") if a["state"] == "ALIVE"}
     assert {names["cpu"], names["cpu2"], names["gpu"]} <= busy, (busy, names)
-    time.sleep(6)  # at least one epoch (and its checkpoint) done everywhere
+    while time.monotonic() < deadline and len({c.parent for c in store.glob("nodeloss/*/tune/*/checkpoint_*")}) < 3:
+        time.sleep(1)  # until each running trial has finished an epoch (and stored its checkpoint)
     for node in ("cpu2", "gpu"):
         stop = subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop-node", node], env=env, capture_output=True,
                               text=True, timeout=60)
