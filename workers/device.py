@@ -5,6 +5,7 @@ import os
 import platform
 import sys
 
+from workers.error_text import last_line
 from workers.settings import simulated_device
 
 BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -179,7 +180,7 @@ def probe_devices(node_type: str, framework: str, resources: dict, allow_mismatc
             raise BackendUnavailable(f"framework '{backend}' is not installed on this node")
         __import__(BACKEND_MODULES[backend])
     except Exception as err:  # an import that fails is the finding, not a crash
-        return out | {"error": str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}
+        return out | {"error": last_line(err, type(err).__name__)}
     seen = detect_device(backend)
     out.update(backend=backend, kind=seen["kind"], count=seen["count"], names=seen.get("names", []))
     record = {"requested": node_type, "expected_kind": want, "used": seen, "backend": backend,

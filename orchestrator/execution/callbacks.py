@@ -17,6 +17,7 @@ from workers.storage import Store
 from orchestrator.execution.trainable import NODE_ID_KEY, read_checkpoint_record
 from workers.config import TrialConfig
 from workers.records import DeviceInfo, TrialRecord, TrialStatus
+from workers.error_text import last_line
 
 
 def _trial_id(trial) -> str:
@@ -236,8 +237,7 @@ def error_text(trial) -> str:
             text = Path(trial.error_file).read_text(errors="replace")
     except Exception:
         pass
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else "the trial failed without an error message (see the Tune logs)"
+    return last_line(text, "the trial failed without an error message (see the Tune logs)", 500)
 
 
 class StudyProgress(Callback):

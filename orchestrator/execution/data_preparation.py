@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from orchestrator.records import cache_key_path
 from workers.config import TrialConfig
+from workers.error_text import last_line
 from workers.settings import cache_root
 from workers.storage import Store, open_store
 
@@ -123,7 +124,7 @@ def prepare_settings(trials: list[TrialConfig], store_settings: dict, notify: Ca
         raise PreparationError(str(err)) from None
     except ray.exceptions.RayTaskError as err:
         cause = getattr(err, "cause", None) or err
-        raise PreparationError(f"data preparation failed: {str(cause).strip().splitlines()[-1]}") from None
+        raise PreparationError(f"data preparation failed: {last_line(cause)}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------

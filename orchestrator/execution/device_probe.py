@@ -14,6 +14,7 @@ from typing import Callable
 from orchestrator.cluster.jobs import QUEUE_PREFIX
 from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason, resource_request
 from workers.config import TrialConfig
+from workers.error_text import last_line
 
 PROBE_TIMEOUT_S = 120.0
 WAITING_NOTE_S = 5.0  # after this long, probes Ray has not placed yet are reported as waiting for resources
@@ -95,7 +96,7 @@ def run_probes(trials: list[TrialConfig], live: list[NodeCapacity], timeout_s: f
             try:
                 results[key] = ray.get(ref) | {"status": "ok"}
             except Exception as err:  # the task itself died (worker crash, import of workers failed)
-                results[key] = _failed(key, f"probe task failed: {str(err).strip().splitlines()[-1]}")
+                results[key] = _failed(key, f"probe task failed: {last_line(err)}")
         else:
             ray.cancel(ref, force=True)
             results[key] = _not_probed(key, f"the probe did not finish within {timeout_s:g} s")

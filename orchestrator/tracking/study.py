@@ -17,6 +17,7 @@ from orchestrator.errors import BadInput
 from orchestrator.records import RunPaths
 from orchestrator.tracking import content
 from orchestrator.tracking.trial import INCOMPLETE, TrialTrackingContext, apply_http_settings
+from workers.error_text import last_line
 
 log = logging.getLogger(__name__)
 URI_ENV = "MLFLOW_TRACKING_URI"
@@ -27,8 +28,7 @@ class TrackingError(BadInput):
 
 
 def _one_line(err: Exception) -> str:
-    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(err).__name__)[:300]
+    return last_line(err, type(err).__name__, 300)
 
 
 def mlflow_client(uri: str, field_name: str = "tracking.mlflow.uri"):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from orchestrator.tracking import content
+from workers.error_text import last_line
 
 log = logging.getLogger(__name__)
 STATE_FILE = "tracking.json"  # beside a Tune checkpoint: the trial's MLflow run id, so a retry continues it
@@ -62,8 +63,7 @@ class _Sink:
         try:
             return fn(*args, **kwargs)
         except Exception as err:  # a tracking outage must never fail the trial
-            lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
-            self.error = f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
+            self.error = f"{type(err).__name__}: {last_line(err)}"[:300]
             log.warning("%s tracking stopped for this trial: %s", self.name, self.error)
             return None
 
