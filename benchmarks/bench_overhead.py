@@ -54,8 +54,9 @@ def main(argv=None) -> int:
     body = md_table(["trials", "sleep s", "slots", "completed", "makespan s", "ideal s", "over ideal",
                      "overhead s/trial"], rows)
     body += ("\nKnobs: one Tuner for the whole grid, `reuse_actors=True` (one backend in the study), "
-             "`TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1` (records are written by our own callback), no checkpoint for "
-             "sleep trials (a sleep trainable injected through `Study(trainable=...)`), data preparation done once before the Tuner starts (included in the makespan).\n")
+             "`TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1` (records are written by our own callback), a sleep trainable injected "
+             "through `Study(trainable=...)` that, like every trial, hands its record over in a final checkpoint; the "
+             "device probe and data preparation run once before the Tuner starts (included in the makespan).\n")
     print(body)
     if not args.smoke or args.out:
         append_result(args.out, f"Orchestration overhead{' (smoke)' if args.smoke else ''}", body)
