@@ -1,7 +1,9 @@
 """The Ray Tune function trainable of a study trial, and the reporting contract every trainable follows.
 
 Tune calls ``trial_trainable(config)`` with ``config = {"trial": TrialConfig dict, "store": store settings,
-"cache_key": prepared-data key, "tracking": what ``orchestrator.tracking`` needs (optional)}`` (``TrialTask``).
+"cache_key": prepared-data key, "tracking": what ``orchestrator.tracking`` needs (optional), "target": the
+time-to-target target of a search's objectives (optional)}`` (``TrialTask``). With a target, every result also
+carries the trial's time and cost to target so far (``orchestrator.search.objectives``), which a searcher optimises.
 Per epoch it reports the epoch's metrics with a checkpoint
 (so a killed worker resumes from its last epoch). At the end ``report_trial_record`` reports the final
 metrics with a checkpoint holding ``record.json`` and ``predictions.csv``; the coordinator's recorder stores
@@ -42,12 +44,13 @@ def numeric(row: dict) -> dict:
     return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def report_trial_record(record: TrialRecord, predictions_csv: str | None = None) -> None:
-    """Final report of a trial: the last epoch's and the test metrics, plus a checkpoint holding the record."""
+def report_trial_record(record: TrialRecord, predictions_csv: str | None = None, extra: dict | None = None) -> None:
+    """Final report of a trial: the last epoch's and the test metrics (and ``extra`` metrics), plus a checkpoint
+    holding the record."""
     from ray import tune
 
     last = numeric(record.history[-1]) if record.history else {}
-    final = {**last, **{f"test_{k}": v for k, v in numeric(record.metrics).items()}, FINAL_KEY: True}
+    final = {**last, **(extra or {}), **{f"test_{k}": v for k, v in numeric(record.metrics).items()}, FINAL_KEY: True}
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / RECORD_FILE).write_text(record.model_dump_json())
         if predictions_csv:
@@ -99,15 +102,28 @@ def _limit_threads(cpus: float) -> None:
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
-def _epoch_reporter(tracking):
+def _objectives(trial: TrialConfig, target: dict | None, history: list[dict]) -> dict:
+    """Time and cost to ``target`` of the epochs so far (nothing without a target)."""
+    if not target:
+        return {}
+    from orchestrator.search.objectives import objective_values
+
+    return objective_values(history, target, trial.price_per_hour)
+
+
+def _epoch_reporter(tracking, trial: TrialConfig, target: dict | None):
     from ray import tune
+
+    seen: list[dict] = []
 
     def on_epoch(row: dict, save) -> None:
         tracking.epoch(row)
+        seen.append(row)
         with tempfile.TemporaryDirectory() as tmp:
             save(tmp)
             tracking.save_state(tmp)
-            tune.report(numeric(row), checkpoint=tune.Checkpoint.from_directory(tmp))
+            tune.report({**numeric(row), **_objectives(trial, target, seen)},
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
 
     return on_epoch
 
@@ -131,7 +147,7 @@ def trial_trainable(config: dict) -> None:
     tracking = TrialTracking(config.get("tracking"), config["trial"], task.store, resume_dir)
     try:
         result = run_trial(
-            task.trial, data=data, on_epoch=_epoch_reporter(tracking), resume_dir=resume_dir,
+            task.trial, data=data, on_epoch=_epoch_reporter(tracking, task.trial, config.get("target")), resume_dir=resume_dir,
             weights_path=resolve_weights(task.trial, task.store),
             data_timings={"data_load_s": data_load_s, "prepare_s": 0.0, "augment_s": float(data.meta.get("augment_s", 0.0))},
             started=t,
@@ -143,4 +159,4 @@ def trial_trainable(config: dict) -> None:
         "node_id": ray.get_runtime_context().get_node_id(), "resumed_from_checkpoint": resume_dir is not None,
         "tune_trial_id": tune.get_context().get_trial_id()})
     record = record.model_copy(update={"tracking": tracking.finish(record.to_dict(), result.predictions_csv)})
-    report_trial_record(record, result.predictions_csv)
+    report_trial_record(record, result.predictions_csv, _objectives(task.trial, config.get("target"), record.history))

@@ -14,12 +14,21 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from orchestrator.execution.callbacks import error_text
 from orchestrator.execution.trainable import FINAL_KEY, numeric, read_checkpoint_record
 from orchestrator.records import RunPaths, read_trial_record, write_trial_record
-from orchestrator.search.space import plain, short, trial_for_sample
+from orchestrator.search.space import base_key, plain, select_base, short, trial_for_sample
 from orchestrator.spec.schema import SearchSpec
 from workers.records import FINAL_STATUSES, SearchInfo, TrialRecord, TrialStatus
 
 optuna_logging.set_verbosity(optuna_logging.WARNING)
 EPOCH_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_f1_macro", "epoch_train_s", "val_s")
+
+
+def _requested(trial) -> dict[str, float]:
+    """The resources Tune requested for ``trial`` (its node type's bundle), without zero entries."""
+    try:
+        required = trial.placement_group_factory.required_resources
+    except Exception:
+        return {}
+    return {k: float(v) for k, v in required.items() if v}
 
 
 class FinishingASHAScheduler(ASHAScheduler):
@@ -86,7 +95,8 @@ class SearchRecorder(Callback):
     def _search_entry(self, trial, history: list[dict]) -> SearchInfo:
         return SearchInfo(tune_trial_id=trial.trial_id, hyperparameters={k: plain(v) for k, v in trial.config["hp"].items()},
                           epochs_completed=len(history), epochs_max=self.max_epochs, metric=self.metric,
-                          last_result=numeric(history[-1]) if history else {})
+                          last_result=numeric(history[-1]) if history else {},
+                          resources=_requested(trial))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.trials = trials
@@ -96,7 +106,8 @@ class SearchRecorder(Callback):
 
     def _partial(self, trial, status: TrialStatus, error: str | None = None) -> TrialRecord:
         """A record built from the results the coordinator saw (plus an earlier interrupted record's)."""
-        trial_cfg = trial_for_sample(trial.config["base"], trial.config["hp"], trial.trial_id)
+        trial_cfg = trial_for_sample(select_base(trial.config["bases"], trial.config["hp"]), trial.config["hp"],
+                                     trial.trial_id)
         epochs = dict(self.history.get(trial.trial_id, {}))
         earlier = read_trial_record(self.store, self.paths, trial_cfg["trial_id"])
         for row in earlier.history if earlier else []:
@@ -114,6 +125,10 @@ class SearchRecorder(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.trials = trials
         if trial.trial_id in self.written:
+            return
+        reason = (trial.config.get("infeasible") or {}).get(base_key(select_base(trial.config["bases"], trial.config["hp"])))
+        if reason:
+            self._write(trial, self._partial(trial, TrialStatus.INFEASIBLE, reason))
             return
         final = read_checkpoint_record(trial.checkpoint)
         if final is not None:
@@ -143,7 +158,7 @@ class SearchRecorder(Callback):
         for trial in self.trials:
             if trial.trial_id in self.written:
                 continue
-            trial_id = trial_for_sample(trial.config["base"], {}, trial.trial_id)["trial_id"]
+            trial_id = trial_for_sample(select_base(trial.config["bases"], trial.config["hp"]), {}, trial.trial_id)["trial_id"]
             earlier = read_trial_record(self.store, self.paths, trial_id)
             if earlier is not None and earlier.status.value in FINAL_STATUSES:
                 continue  # finished before a resume

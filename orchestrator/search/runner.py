@@ -1,8 +1,11 @@
 """Ray Tune hyperparameter search over an experiment file's ``search:`` block.
 
-The block (``orchestrator.spec.schema.SearchSpec``) becomes a Tune search space over one architecture on one
-node type; random search (``BasicVariantGenerator``) or ``OptunaSearch`` samples it and an ``ASHAScheduler``
-(or FIFO) stops poor trials early. Each trial is the study's own trainable with the sampled values as
+The block (``orchestrator.spec.schema.SearchSpec``) becomes a Tune search space, architectures and node types
+among its dimensions when the block lists several; random search (``BasicVariantGenerator``) or ``OptunaSearch``
+(one metric, or several objectives: Optuna's multi-objective TPE through Tune) samples it and an
+``ASHAScheduler`` (or FIFO) stops poor trials early. Each trial asks Ray for the resources of the node type it
+sampled (a config-dependent ``tune.with_resources`` request), so CPU and GPU trials run side by side; samples of a
+node type no node can run are recorded ``infeasible`` without training. Each trial is the study's own trainable with the sampled values as
 ``TrialConfig.overrides``, so it reports per-epoch metrics and checkpoints exactly like a study trial.
 
 Every trial is recorded in the store like a study trial, with a ``search`` entry (sampled hyperparameters,
@@ -21,7 +24,8 @@ from typing import Any, Callable
 from orchestrator.errors import StudyError
 from orchestrator.execution.run_steps import RunSession
 from orchestrator.records import RunPaths, read_trial_records
-from orchestrator.search.space import base_trial, n_trials, trial_for_sample, tune_space
+from orchestrator.search.space import (base_key, base_trial, base_trials, n_trials, select_base, trial_for_sample,
+                                       tune_space)
 from orchestrator.spec.schema import ExperimentSpec
 from workers.config import TrialConfig
 from workers.records import FINAL_STATUSES, TrialRecord
@@ -42,16 +46,40 @@ class SearchOutcome:
     interrupted: bool = False
     study: Any = None
     study_report_uri: str | None = None
+    front: list[dict] = field(default_factory=list)  # Pareto front of a multi-objective search (``front.json``)
 
 
 def search_trainable(config: dict) -> None:
-    """Tune function trainable of a search: the study trainable, with the sampled values applied."""
+    """Tune function trainable of a search: the study trainable on the sampled architecture and node type, with the
+    sampled values applied and the objectives (time and cost to target) in every result. A sample of a node type
+    no node can run returns at once without reporting (its record says ``infeasible``)."""
     from ray import tune
 
     from orchestrator.execution.trainable import trial_trainable
 
-    trial = trial_for_sample(config["base"], config["hp"], tune.get_context().get_trial_id())
-    trial_trainable({"trial": trial, "store": config["store"], "cache_key": config["cache_keys"][trial["augmentation"]]})
+    base = select_base(config["bases"], config["hp"])
+    if base_key(base) in config.get("infeasible", {}):
+        return
+    trial = trial_for_sample(base, config["hp"], tune.get_context().get_trial_id())
+    trial_trainable({"trial": trial, "store": config["store"], "cache_key": config["cache_keys"][trial["augmentation"]],
+                     "target": config.get("target")})
+
+
+# A sample of an infeasible node type still becomes a Tune trial (Tune samples before it places); it asks for
+# this sliver of a CPU, returns at once and is recorded ``infeasible``, instead of waiting forever for resources.
+INFEASIBLE_BUNDLE = {"CPU": 0.01}
+
+
+def sampled_resources(config: dict):
+    """The placement request of a sample: its node type's bundle (``tune.with_resources`` calls this per trial)."""
+    from ray import tune
+
+    from orchestrator.execution.placement import trial_bundle
+
+    base = select_base(config["bases"], config["hp"])
+    if base_key(base) in config.get("infeasible", {}):
+        return tune.PlacementGroupFactory([INFEASIBLE_BUNDLE])
+    return tune.PlacementGroupFactory([trial_bundle(base["resources"])])
 
 
 def _stored_spec(session: RunSession) -> ExperimentSpec:
@@ -73,7 +101,7 @@ def _scheduler(search):
                                   grace_period=search.grace_period, reduction_factor=search.reduction_factor)
 
 
-def _algorithm_and_concurrency(spec: ExperimentSpec, base: TrialConfig, nodes):
+def _algorithm_and_concurrency(spec: ExperimentSpec, bases: list[TrialConfig], nodes):
     from ray.tune.search import BasicVariantGenerator
 
     from orchestrator.execution.placement import trial_bundle
@@ -87,21 +115,31 @@ def _algorithm_and_concurrency(spec: ExperimentSpec, base: TrialConfig, nodes):
 
     optuna_logging.set_verbosity(optuna_logging.WARNING)
     if concurrency is None:  # a model-based searcher needs results before it suggests more
-        wanted = trial_bundle(base.resources)
-        slots = sum(int(min(n.resources.get(k, 0) // v for k, v in wanted.items())) for n in nodes)
+        slots = 0
+        for base in bases:
+            wanted = trial_bundle(base.resources)
+            slots = max(slots, sum(int(min(n.resources.get(k, 0) // v for k, v in wanted.items())) for n in nodes))
         concurrency = max(1, min(slots, search.num_samples))
-    return OptunaSearch(metric=search.metric, mode=search.mode, seed=spec.seed), concurrency
+    metrics, modes = search.objective_metrics, search.objective_modes
+    if len(metrics) == 1:
+        return OptunaSearch(metric=metrics[0], mode=modes[0], seed=spec.seed), concurrency
+    return OptunaSearch(metric=metrics, mode=modes, seed=spec.seed), concurrency
 
 
-def _new_tuner(session: RunSession, trainable, base: TrialConfig, cache_keys: dict, nodes, recorder):
+def _new_tuner(session: RunSession, trainable, bases: list[TrialConfig], infeasible: dict[str, str], cache_keys: dict,
+               nodes, recorder):
     from ray import tune
 
     spec, search = session.spec, session.spec.search
     storage_path, fs = session.tune_storage()
-    algorithm, concurrency = _algorithm_and_concurrency(spec, base, nodes)
+    algorithm, concurrency = _algorithm_and_concurrency(spec, [b for b in bases if base_key(b.to_dict()) not in infeasible],
+                                                        nodes)
+    target = spec.report.target
     return tune.Tuner(
         trainable,
-        param_space={"hp": tune_space(search), "base": base.to_dict(), "store": session.settings, "cache_keys": cache_keys},
+        param_space={"hp": tune_space(search), "bases": {base_key(b.to_dict()): b.to_dict() for b in bases},
+                     "infeasible": infeasible, "store": session.settings, "cache_keys": cache_keys,
+                     "target": {"metric": target.metric, "value": target.value, "mode": target.mode}},
         tune_config=tune.TuneConfig(
             search_alg=algorithm, scheduler=_scheduler(search), num_samples=search.num_samples,
             max_concurrent_trials=concurrency, time_budget_s=search.time_budget_s, reuse_actors=True,
@@ -134,7 +172,8 @@ def _restored_tuner(session: RunSession, trainable, recorder):
 
 
 def _prepare(session: RunSession, base: TrialConfig) -> dict[str, str]:
-    """Prepared data for every augmentation stage the search samples; stage -> cache key."""
+    """Prepared data for every augmentation stage the search samples; stage -> cache key (prepared data does not
+    depend on the architecture or node type)."""
     from orchestrator.execution.data_cache import preparation_key_of
 
     search = session.spec.search
@@ -181,18 +220,24 @@ def _search(session: RunSession, resume: bool) -> SearchOutcome:
 
     spec, notify = session.spec, session.notify
     search, total = spec.search, n_trials(spec.search)
-    nodes, (base,), infeasible = place_trials(spec, [base_trial(spec)], notify=notify)
-    if infeasible:
-        raise SearchError(f"search.node_type: {next(iter(infeasible.values()))}")
+    nodes, bases, unrunnable = place_trials(spec, base_trials(spec), notify=notify)
+    infeasible = {base_key(b.to_dict()): unrunnable[b.trial_id] for b in bases if b.trial_id in unrunnable}
+    if len(infeasible) == len(bases):
+        field = "search.node_types" if search.node_types else "search.node_type"
+        raise SearchError(f"{field}: {next(iter(infeasible.values()))}")
     session.begin("search", nodes, total, search=search.model_dump(mode="json"))
-    notify(f"Search {session.paths.run_id}: {search.architecture} on {search.node_type}, {search.algorithm} search, "
-           f"{search.scheduler} scheduler, {total} trials of up to {search.epochs} epochs, {search.metric} "
-           f"({search.mode}); store {session.store.uri}")
-    cache_keys = _prepare(session, base)
-    trainable = tune.with_resources(search_trainable, trial_resources([base]))
+    archs, kinds = search.architecture_choices(), search.node_type_choices()
+    objectives = ", ".join(f"{m} ({d})" for m, d in zip(search.objective_metrics, search.objective_modes))
+    notify(f"Search {session.paths.run_id}: {', '.join(archs)} on {', '.join(kinds)}, {search.algorithm} search, "
+           f"{search.scheduler} scheduler, {total} trials of up to {search.epochs} epochs, {objectives}; "
+           f"store {session.store.uri}")
+    for key, reason in infeasible.items():
+        notify(f"Samples of {key} are recorded infeasible: {reason}")
+    cache_keys = _prepare(session, bases[0])
+    trainable = tune.with_resources(search_trainable, sampled_resources if len(bases) > 1 else trial_resources(bases))
     recorder = SearchRecorder(session.store, session.settings, session.paths, search, total, notify)
     tuner = _restored_tuner(session, trainable, recorder) if resume else \
-        _new_tuner(session, trainable, base, cache_keys, nodes, recorder)
+        _new_tuner(session, trainable, bases, infeasible, cache_keys, nodes, recorder)
     with credentials_kept_out_of_runtime_env():
         tuner.fit()
     unfinished = recorder.write_missing(search.time_budget_s)
@@ -200,37 +245,60 @@ def _search(session: RunSession, resume: bool) -> SearchOutcome:
     counts = session.finish(records)
     url = write_search_report(session.store, session.paths, search)
     best = json.loads(session.store.get_text(session.paths.report("best.json")))
+    front_path = session.paths.report("front.json")
+    front = json.loads(session.store.get_text(front_path)) if search.objectives and session.store.exists(front_path) else []
     return SearchOutcome(paths=session.paths, store=session.store, records=records, best=best, report_uri=url,
-                         counts=counts, interrupted=unfinished > 0)
+                         counts=counts, interrupted=unfinished > 0, front=front or [])
 
 
-def best_trials(spec: ExperimentSpec, best: dict) -> list[TrialConfig]:
-    """The best configuration as full-length study trials, ``search.then_study_repeats`` repeats."""
-    base = base_trial(spec).to_dict()
+def _study_trials(spec: ExperimentSpec, point: dict, label: str) -> list[TrialConfig]:
+    """One searched configuration (its sampled values, architecture and node type included) as full-length study
+    trials, ``search.then_study_repeats`` repeats."""
+    bases = {base_key(b.to_dict()): b.to_dict() for b in base_trials(spec)}
+    hp = point["hyperparameters"]
     trials = []
     for repeat in range(spec.search.then_study_repeats):
-        trial = trial_for_sample(base, best["hyperparameters"], "best")
+        trial = trial_for_sample(select_base(bases, hp), hp, label)
         trial.update(epochs=spec.search.epochs, repeat=repeat, seed=spec.seed * 1000 + repeat)
         digest = hashlib.sha256(json.dumps({k: v for k, v in trial.items() if k != "trial_id"}, sort_keys=True,
                                            default=str).encode()).hexdigest()[:8]
-        trial["trial_id"] = (f"{trial['architecture']}-best-e{trial['epochs']}-{trial['node_type']}-"
+        trial["trial_id"] = (f"{trial['architecture']}-{label}-e{trial['epochs']}-{trial['node_type']}-"
                              f"{trial['augmentation']}-{trial['framework']}-r{repeat}-{digest}")
         trials.append(TrialConfig.from_dict(trial))
     return trials
 
 
+def best_trials(spec: ExperimentSpec, best: dict) -> list[TrialConfig]:
+    """The best configuration as full-length study trials, ``search.then_study_repeats`` repeats."""
+    return _study_trials(spec, best, "best")
+
+
+def front_trials(spec: ExperimentSpec, front: list[dict]) -> list[TrialConfig]:
+    """Every configuration on the Pareto front (``front.json``'s points) as full-length study trials, with
+    repeats; ``front<i>`` in the trial id is the point's place in the front."""
+    return [t for i, point in enumerate(front) for t in _study_trials(spec, point, f"front{i}")]
+
+
 def then_study(spec: ExperimentSpec, outcome: SearchOutcome, *, address: str | None = None,
                notify: Callable[[str], None] = print) -> SearchOutcome:
-    """Re-run the best configuration as a full-length study (run id ``<search run id>-best``) and report it."""
+    """Re-run the best configuration (a multi-objective search: every point of its Pareto front) as a full-length
+    study with repeats (run id ``<search run id>-best`` / ``-front``) and report it."""
     from orchestrator.execution.study_runner import execute_study
     from orchestrator.report import write_report
 
-    if not outcome.best:
-        raise SearchError("no trial of the search reported its metric, so there is no best configuration to study")
-    trials = best_trials(spec, outcome.best)
-    notify(f"Study of the best configuration ({outcome.best['trial_id']}): {len(trials)} trial(s) of "
-           f"{spec.search.epochs} epochs")
-    study = execute_study(spec, trials=trials, run_id=f"{outcome.paths.run_id}-best", address=address, notify=notify)
+    if spec.search.objectives:
+        if not outcome.front:
+            raise SearchError("no trial of the search reported every objective, so there is no Pareto front to study")
+        trials, suffix = front_trials(spec, outcome.front), "front"
+        notify(f"Study of the Pareto front ({len(outcome.front)} configuration(s)): {len(trials)} trial(s) of "
+               f"{spec.search.epochs} epochs")
+    else:
+        if not outcome.best:
+            raise SearchError("no trial of the search reported its metric, so there is no best configuration to study")
+        trials, suffix = best_trials(spec, outcome.best), "best"
+        notify(f"Study of the best configuration ({outcome.best['trial_id']}): {len(trials)} trial(s) of "
+               f"{spec.search.epochs} epochs")
+    study = execute_study(spec, trials=trials, run_id=f"{outcome.paths.run_id}-{suffix}", address=address, notify=notify)
     outcome.study = study
     outcome.study_report_uri = write_report(study.store, study.paths)
     return outcome
