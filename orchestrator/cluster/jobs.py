@@ -266,8 +266,11 @@ def new_submission_id(experiment: str) -> str:
     return f"{experiment}-{stamp}-{secrets.token_hex(2)}"
 
 
-def build_entrypoint(spec_rel: str, store: str | None, strict: bool, run_id: str | None = None) -> str:
+def build_entrypoint(spec_rel: str, store: str | None, strict: bool, run_id: str | None = None,
+                     calibrate: bool = False) -> str:
     argv = ["orchestrator", "submit", spec_rel, "--local-driver", "--address", "auto", "--yes"]
+    if calibrate:
+        argv.append("--calibrate")
     if store:
         argv += ["--store", store]
     if run_id:
@@ -311,10 +314,11 @@ def job_env(address: str, root: Path | None) -> dict[str, str]:
 
 def submit_job(spec_file: str, address: str, store: str | None = None, strict: bool = False, *,
                run_id: str | None = None, notify: Callable[[str], None] | None = None,
-               working_dir: str | Path | None = None) -> str:
+               working_dir: str | Path | None = None, calibrate: bool = False) -> str:
     """Submit a study to the cluster at ``address`` as a Ray Job; return its id at once (nothing waits).
 
-    ``run_id`` continues an earlier run of the same file in the same store (its finished trials are kept).
+    ``run_id`` continues an earlier run of the same file in the same store (its finished trials are kept);
+    ``calibrate`` has the job's driver calibrate on the cluster first (``submit --calibrate``).
     """
     from orchestrator.spec.schema import load_spec
 
@@ -329,7 +333,7 @@ def submit_job(spec_file: str, address: str, store: str | None = None, strict: b
                "credentials (instance role or its environment)")
     metadata = {"experiment": spec.name, "spec_file": Path(spec_file).name, "store": store_arg or spec.storage.uri}
     with staged_upload(root, Path(spec_file)) as (upload_dir, spec_rel):
-        return _submit(client, address, upload_dir, root, build_entrypoint(spec_rel, store_arg, strict, run_id),
+        return _submit(client, address, upload_dir, root, build_entrypoint(spec_rel, store_arg, strict, run_id, calibrate),
                        new_submission_id(spec.name), metadata)
 
 

@@ -1,8 +1,9 @@
 """A study's estimated wall time and cost before it runs, per node type and in total.
 
 Pure functions over the trials, the node pools of the cluster it would run on (live nodes and the node types
-an autoscaler may launch) and throughput figures: images/s measured by earlier runs in the same store where
-there are some (``measured_throughput``), else the reference figures in ``benchmarks/reference_throughput.json``.
+an autoscaler may launch) and throughput figures: a calibration run just before the study where there is one
+(``plan.calibrate``, ``execution/calibration.py``), else images/s measured by earlier runs in the same store
+(``measured_throughput``), else the reference figures in ``benchmarks/reference_throughput.json``.
 Every row says which source it used. Cost is counted as the report counts it: a node type's price_per_hour x
 each trial's wall time, summed; wall time is the longest node type's makespan (node pools run in parallel),
 trials placed longest first on the earliest free slot.
@@ -198,16 +199,25 @@ def _node_type_row(node_type: str, trials: list[TrialConfig], pools: list[NodePo
     }
 
 
+def calibrated_throughput(records: list[dict]) -> dict[tuple[str, str, str], Throughput]:
+    """``measured_throughput`` of calibration records, labelled as calibrated."""
+    return {key: Throughput(t.images_per_s, t.startup_s, f"calibrated: {len(records)} calibration trial(s) just now")
+            for key, t in measured_throughput(records).items()}
+
+
 def estimate_study(trials: list[TrialConfig], pools: list[NodePool], records: list[dict], reference: dict, *,
-                   exclusive: bool = False) -> dict:
+                   exclusive: bool = False, calibration: list[dict] | None = None) -> dict:
     """``{"rows": [one per node type], "total": {...}}``: trials, node pools and parallel slots, trial-hours,
     wall hours and cost (None where a figure, a price or a fitting node is missing), and the throughput source.
-    ``records`` are earlier trial records of the same store (their measurements win over the reference)."""
-    measured, measured_n = measured_throughput(records), measured_train_images(records)
+    ``calibration`` records win over ``records`` (earlier trial records of the same store), which win over the
+    reference."""
+    calibration = calibration or []
+    calibrated = calibrated_throughput(calibration)
+    measured, measured_n = measured_throughput(records), measured_train_images(calibration + records)
     rates, n_train = {}, {}
     for t in trials:
-        rates[t.trial_id] = measured.get((t.architecture, t.node_type, _size_key(t.dataset.model_dump()))) \
-            or reference_throughput(t, reference)
+        key = (t.architecture, t.node_type, _size_key(t.dataset.model_dump()))
+        rates[t.trial_id] = calibrated.get(key) or measured.get(key) or reference_throughput(t, reference)
         n_train[t.trial_id] = train_images(t, reference, measured_n)
     by_type: dict[str, list[TrialConfig]] = {}
     for t in trials:
@@ -280,9 +290,17 @@ def pools_from_nodes(nodes: list[NodeCapacity], cluster_config: dict | None) -> 
 
 
 def plan_study(spec, trials: list[TrialConfig], store, pools: list[NodePool] | None = None) -> dict:
-    """The estimate for ``spec``'s ``trials`` on ``pools`` (default: this machine), with throughput measured in
-    ``store`` where there is some, and the spec's budget beside it."""
+    """The estimate for ``spec``'s ``trials`` on ``pools`` (default: this machine), with throughput calibrated
+    (``plan.calibrate``: the store's calibration cache) or measured in ``store`` where there is some, and the
+    spec's budget beside it."""
+    calibration = None
+    if spec.plan.calibrate:
+        from orchestrator.execution.calibration import cached_calibrations
+
+        calibration = cached_calibrations(store, trials)
     estimate = estimate_study(trials, pools or local_pools(), earlier_records(store), load_reference(),
-                              exclusive=spec.execution.exclusive_nodes)
+                              exclusive=spec.execution.exclusive_nodes, calibration=calibration)
     estimate["budget_usd"] = spec.execution.budget_usd
+    if calibration is not None:
+        estimate["calibrated"] = len(calibration)
     return estimate

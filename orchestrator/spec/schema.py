@@ -91,6 +91,16 @@ class ReportSpec(_Strict):
     target: TargetSpec = TargetSpec()
 
 
+class PlanSpec(_Strict):
+    """``plan:``: how a study's time and cost are estimated before it runs (``execution/plan.py``)."""
+
+    calibrate: bool = Field(default=False, description=(
+        "before the study, run a short calibration trial per distinct (architecture, node type, stack) on the "
+        "cluster (cached in the store by setting) and estimate from those measurements; `submit --calibrate`"))
+    calibration_epochs: int = Field(default=2, ge=2, le=5, description=(
+        "epochs of a calibration trial: the first holds compilation, the later ones give the steady throughput"))
+
+
 class StorageSpec(_Strict):
     """Where a run's records and report go; ``local_dir`` keeps Tune state of embedded runs with a remote store
     and everything a remote store could not take."""
@@ -355,6 +365,7 @@ class ExperimentSpec(_Strict):
     execution: ExecutionSpec = ExecutionSpec()
     storage: StorageSpec = StorageSpec()
     report: ReportSpec = ReportSpec()
+    plan: PlanSpec = PlanSpec()
     tracking: TrackingSpec = TrackingSpec()
     search: Annotated[SearchSpec | None, AfterValidator(_resolve_search)] = None
 
