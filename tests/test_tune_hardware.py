@@ -196,3 +196,19 @@ def test_multi_objective_search_resumes_with_its_searcher_state(ray_session, tin
     for record in kept.values():
         assert any(math.isclose(a, record.history[-1]["val_balanced_accuracy"]) for a in accs)
     assert second.front and {p["trial_id"] for p in second.front} <= {r.trial_id for r in second.records}
+
+
+def test_then_study_of_the_front_repeats_every_point_on_its_own_node_type():
+    from orchestrator.search.runner import front_trials
+
+    spec = parse_spec(tiny_spec_dict(node_types={"gpu_sim": SIMULATED_GPU}, search={
+        "architectures": ["cnn", "cnn_lstm"], "node_types": ["cpu", "gpu_sim"], "objectives": OBJECTIVES,
+        "then_study_repeats": 2, "epochs": 3, "space": LR}))
+    front = [{"trial_id": "a", "hyperparameters": {"architecture": "cnn", "node_type": "gpu_sim", "learning_rate": 0.002}},
+             {"trial_id": "b", "hyperparameters": {"architecture": "cnn_lstm", "node_type": "cpu", "learning_rate": 0.005}}]
+    trials = front_trials(spec, front)
+    assert [(t.architecture, t.node_type, t.repeat) for t in trials] == [
+        ("cnn", "gpu_sim", 0), ("cnn", "gpu_sim", 1), ("cnn_lstm", "cpu", 0), ("cnn_lstm", "cpu", 1)]
+    assert all(t.epochs == 3 for t in trials) and len({t.trial_id for t in trials}) == 4
+    assert trials[0].resources == {"CPU": 1, "simulated_gpu": 1} and trials[2].hparam("learning_rate") == 0.005
+    assert trials[0].seed != trials[1].seed
