@@ -33,18 +33,22 @@ def test_calibrated_figures_win_over_earlier_measurements_and_the_reference():
     spec = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn"], "epochs": [4], "node_types": ["cpu"]}))
     trial = expand_grid(spec)[0]
 
-    def record(ips, steady, total, n_train=100):
+    def record(ips, steady, total, walls, n_train=100):
         return {"status": "completed", "config": trial.replace(epochs=2).to_dict(), "data": {"n_train": n_train},
-                "timings": {"images_per_s": ips, "steady_epoch_s": steady, "total_s": total}}
+                "timings": {"images_per_s": ips, "steady_epoch_s": steady, "total_s": total},
+                "history": [{"epoch": i + 1, "wall_s": w} for i, w in enumerate(walls)]}
 
-    earlier, calibration = record(10.0, 10.0, 40.0), record(50.0, 2.0, 9.0)
+    earlier = record(10.0, 10.0, 40.0, [25.0, 35.0])
+    # calibration: training alone ran at 50 images/s (2 s an epoch), but an epoch with its validation and
+    # checkpoint took 3 s of wall time (epoch 1 ended at 6 s, epoch 2 at 9 s; the trial took 11 s)
+    calibration = record(50.0, 2.0, 11.0, [6.0, 9.0])
     pools = plan.local_pools()
     est = plan.estimate_study([trial], pools, [earlier], plan.load_reference(), calibration=[calibration])
     row = est["rows"][0]
     assert row["throughput_source"].startswith("calibrated")
-    # start-up = 9 - 2 x 2 = 5 s, then 4 epochs x 100 images at 50 images/s
-    assert row["trial_hours"] * 3600 == pytest.approx(5 + 4 * 100 / 50)
-    assert row["cost_usd"] == pytest.approx(0.19 * (5 + 8) / 3600)
+    # start-up = 11 - 2 x 3 = 5 s, then 4 epochs of 3 s each
+    assert row["trial_hours"] * 3600 == pytest.approx(5 + 4 * 3)
+    assert row["cost_usd"] == pytest.approx(0.19 * (5 + 12) / 3600)
     without = plan.estimate_study([trial], pools, [earlier], plan.load_reference())["rows"][0]
     assert without["throughput_source"].startswith("measured")
 

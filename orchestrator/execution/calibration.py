@@ -57,7 +57,8 @@ def calibration_trials(trials: list[TrialConfig], epochs: int) -> dict[str, Tria
     for t in trials:
         key = calibration_key(t)
         if key not in out:
-            out[key] = t.replace(epochs=epochs, repeat=0, trial_id=f"calibration-{t.architecture}-{t.node_type}-{key[:8]}")
+            out[key] = t.replace(epochs=epochs, repeat=0,
+                                 trial_id=f"calibration-{t.architecture}-{t.node_type}-{key[:8]}")
     return out
 
 

@@ -200,9 +200,29 @@ def _node_type_row(node_type: str, trials: list[TrialConfig], pools: list[NodePo
 
 
 def calibrated_throughput(records: list[dict]) -> dict[tuple[str, str, str], Throughput]:
-    """``measured_throughput`` of calibration records, labelled as calibrated."""
-    return {key: Throughput(t.images_per_s, t.startup_s, f"calibrated: {len(records)} calibration trial(s) just now")
-            for key, t in measured_throughput(records).items()}
+    """Throughput from calibration records, per (architecture, node type, image size): an epoch counts as its
+    whole wall time (training, validation, checkpoint and report: the ``wall_s`` difference of the calibration's
+    later epochs, so ``images_per_s`` is training images over that), start-up as the rest of the trial's time."""
+    samples: dict[tuple, list[tuple[float, float]]] = {}
+    for r in records:
+        cfg, t, history = r.get("config") or {}, r.get("timings") or {}, r.get("history") or []
+        walls = [float(h["wall_s"]) for h in history if h.get("wall_s") is not None]
+        n_train = (r.get("data") or {}).get("n_train")
+        if r.get("status") != "completed" or len(walls) < 2 or not n_train or not t.get("total_s"):
+            continue
+        steps = sorted(b - a for a, b in zip(walls, walls[1:]))
+        epoch_s = steps[len(steps) // 2]
+        if epoch_s <= 0:
+            continue
+        startup = max(0.0, float(t["total_s"]) - len(history) * epoch_s)
+        key = (cfg.get("architecture"), cfg.get("node_type"), _size_key(cfg.get("dataset") or {}))
+        samples.setdefault(key, []).append((float(n_train) / epoch_s, startup))
+    out = {}
+    for key, values in samples.items():
+        ips, starts = sorted(v[0] for v in values), sorted(v[1] for v in values)
+        out[key] = Throughput(ips[len(ips) // 2], starts[len(starts) // 2],
+                              f"calibrated: {len(values)} calibration trial(s) just before the run")
+    return out
 
 
 def estimate_study(trials: list[TrialConfig], pools: list[NodePool], records: list[dict], reference: dict, *,

@@ -12,7 +12,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from orchestrator.execution.callbacks import error_text
-from orchestrator.execution.trainable import FINAL_KEY, numeric, read_checkpoint_record
+from orchestrator.execution.trainable import FINAL_KEY, NODE_ID_KEY, numeric, read_checkpoint_record
 from orchestrator.records import RunPaths, read_trial_record, write_trial_record
 from orchestrator.search.space import base_key, plain, select_base, short, trial_for_sample
 from orchestrator.spec.schema import SearchSpec
@@ -61,6 +61,8 @@ class SearchRecorder(Callback):
         self.finished = 0
         self.trials: list = []
         self.statuses: dict[str, str] = {}
+        self.running_on: dict[str, set[str]] = {}  # Ray node id -> Tune trial ids running there
+        self.sharing: dict[str, int] = {}  # Tune trial id -> most trials seen on its node at once (itself included)
 
     def __getstate__(self):
         # Tune pickles its callbacks with the experiment; the store client and the live state stay here.
@@ -98,8 +100,23 @@ class SearchRecorder(Callback):
                           last_result=numeric(history[-1]) if history else {},
                           resources=_requested(trial))
 
+    def _note_node(self, tid: str, node_id: str | None) -> None:
+        """Which trials run on the same node at once: their timings (and objectives) are shared-node figures."""
+        if not node_id or tid in self.running_on.get(node_id, ()):
+            return
+        self._forget(tid)
+        here = self.running_on.setdefault(node_id, set())
+        here.add(tid)
+        for other in here:
+            self.sharing[other] = max(self.sharing.get(other, 1), len(here))
+
+    def _forget(self, tid: str) -> None:
+        for others in self.running_on.values():
+            others.discard(tid)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.trials = trials
+        self._note_node(trial.trial_id, result.get(NODE_ID_KEY))
         if "epoch" in result and not result.get(FINAL_KEY):
             row = {k: result[k] for k in EPOCH_KEYS if k in result}
             self.history.setdefault(trial.trial_id, {})[int(result["epoch"])] = row
@@ -118,6 +135,9 @@ class SearchRecorder(Callback):
                            retries=self.retries.get(trial.trial_id, 0))
 
     def _write(self, trial, record: TrialRecord, predictions: str | None = None) -> None:
+        self._forget(trial.trial_id)
+        if trial.trial_id in self.sharing:
+            record = record.model_copy(update={"trials_sharing_node": self.sharing[trial.trial_id]})
         write_trial_record(self.store, self.paths, record, predictions)
         self.written.add(trial.trial_id)
         self._announce(record)
@@ -126,7 +146,8 @@ class SearchRecorder(Callback):
         self.trials = trials
         if trial.trial_id in self.written:
             return
-        reason = (trial.config.get("infeasible") or {}).get(base_key(select_base(trial.config["bases"], trial.config["hp"])))
+        base = select_base(trial.config["bases"], trial.config["hp"])
+        reason = (trial.config.get("infeasible") or {}).get(base_key(base))
         if reason:
             self._write(trial, self._partial(trial, TrialStatus.INFEASIBLE, reason))
             return
@@ -158,7 +179,8 @@ class SearchRecorder(Callback):
         for trial in self.trials:
             if trial.trial_id in self.written:
                 continue
-            trial_id = trial_for_sample(select_base(trial.config["bases"], trial.config["hp"]), {}, trial.trial_id)["trial_id"]
+            base = select_base(trial.config["bases"], trial.config["hp"])
+            trial_id = trial_for_sample(base, {}, trial.trial_id)["trial_id"]
             earlier = read_trial_record(self.store, self.paths, trial_id)
             if earlier is not None and earlier.status.value in FINAL_STATUSES:
                 continue  # finished before a resume

@@ -4,9 +4,10 @@ The block (``orchestrator.spec.schema.SearchSpec``) becomes a Tune search space,
 among its dimensions when the block lists several; random search (``BasicVariantGenerator``) or ``OptunaSearch``
 (one metric, or several objectives: Optuna's multi-objective TPE through Tune) samples it and an
 ``ASHAScheduler`` (or FIFO) stops poor trials early. Each trial asks Ray for the resources of the node type it
-sampled (a config-dependent ``tune.with_resources`` request), so CPU and GPU trials run side by side; samples of a
-node type no node can run are recorded ``infeasible`` without training. Each trial is the study's own trainable with the sampled values as
-``TrialConfig.overrides``, so it reports per-epoch metrics and checkpoints exactly like a study trial.
+sampled (a config-dependent ``tune.with_resources`` request), so CPU and GPU trials run side by side; samples of
+a node type no node can run are recorded ``infeasible`` without training. Each trial is the study's own trainable
+with the sampled values as ``TrialConfig.overrides``, so it reports per-epoch metrics and checkpoints exactly
+like a study trial.
 
 Every trial is recorded in the store like a study trial, with a ``search`` entry (sampled hyperparameters,
 epochs run, last metrics); trials the scheduler stops are recorded from their last result (``stopped_early``).
@@ -24,7 +25,7 @@ from typing import Any, Callable
 from orchestrator.errors import StudyError
 from orchestrator.execution.run_steps import RunSession
 from orchestrator.records import RunPaths, read_trial_records
-from orchestrator.search.space import (base_key, base_trial, base_trials, n_trials, select_base, trial_for_sample,
+from orchestrator.search.space import (base_key, base_trials, n_trials, select_base, trial_for_sample,
                                        tune_space)
 from orchestrator.spec.schema import ExperimentSpec
 from workers.config import TrialConfig
@@ -132,8 +133,8 @@ def _new_tuner(session: RunSession, trainable, bases: list[TrialConfig], infeasi
 
     spec, search = session.spec, session.spec.search
     storage_path, fs = session.tune_storage()
-    algorithm, concurrency = _algorithm_and_concurrency(spec, [b for b in bases if base_key(b.to_dict()) not in infeasible],
-                                                        nodes)
+    runnable = [b for b in bases if base_key(b.to_dict()) not in infeasible]
+    algorithm, concurrency = _algorithm_and_concurrency(spec, runnable, nodes)
     target = spec.report.target
     return tune.Tuner(
         trainable,
@@ -214,6 +215,7 @@ def _search(session: RunSession, resume: bool) -> SearchOutcome:
     from ray import tune
 
     from orchestrator.execution.placement import place_trials, trial_resources
+    from orchestrator.execution.trainable import named_trial_class
     from orchestrator.execution.ray_runtime import credentials_kept_out_of_runtime_env
     from orchestrator.report.search import write_search_report
     from orchestrator.search.callbacks import SearchRecorder
@@ -234,7 +236,8 @@ def _search(session: RunSession, resume: bool) -> SearchOutcome:
     for key, reason in infeasible.items():
         notify(f"Samples of {key} are recorded infeasible: {reason}")
     cache_keys = _prepare(session, bases[0])
-    trainable = tune.with_resources(search_trainable, sampled_resources if len(bases) > 1 else trial_resources(bases))
+    resources = sampled_resources if len(bases) > 1 else trial_resources(bases)
+    trainable = named_trial_class(tune.with_resources(search_trainable, resources), spec.name)
     recorder = SearchRecorder(session.store, session.settings, session.paths, search, total, notify)
     tuner = _restored_tuner(session, trainable, recorder) if resume else \
         _new_tuner(session, trainable, bases, infeasible, cache_keys, nodes, recorder)
@@ -246,7 +249,8 @@ def _search(session: RunSession, resume: bool) -> SearchOutcome:
     url = write_search_report(session.store, session.paths, search)
     best = json.loads(session.store.get_text(session.paths.report("best.json")))
     front_path = session.paths.report("front.json")
-    front = json.loads(session.store.get_text(front_path)) if search.objectives and session.store.exists(front_path) else []
+    front = json.loads(session.store.get_text(front_path)) \
+        if search.objectives and session.store.exists(front_path) else []
     return SearchOutcome(paths=session.paths, store=session.store, records=records, best=best, report_uri=url,
                          counts=counts, interrupted=unfinished > 0, front=front or [])
 
@@ -298,7 +302,8 @@ def then_study(spec: ExperimentSpec, outcome: SearchOutcome, *, address: str | N
         trials, suffix = best_trials(spec, outcome.best), "best"
         notify(f"Study of the best configuration ({outcome.best['trial_id']}): {len(trials)} trial(s) of "
                f"{spec.search.epochs} epochs")
-    study = execute_study(spec, trials=trials, run_id=f"{outcome.paths.run_id}-{suffix}", address=address, notify=notify)
+    study = execute_study(spec, trials=trials, run_id=f"{outcome.paths.run_id}-{suffix}", address=address,
+                          notify=notify)
     outcome.study = study
     outcome.study_report_uri = write_report(study.store, study.paths)
     return outcome
