@@ -104,11 +104,11 @@ def test_ray_cluster_yaml_installs_package_and_exposes_nothing(cluster_config):
 def test_default_node_types_are_feasible_on_the_autoscaler(cluster_config):
     from orchestrator.spec.node_types import (autoscaler_node_types, feasibility_nodes, infeasibility_reason,
                                          placement_request)
-    from orchestrator.spec.schema import DEFAULT_NODE_TYPES
+    from orchestrator.spec.schema import default_node_types
 
     nodes = feasibility_nodes([], cluster_config)  # a cluster scaled to zero: only the autoscaler's types
     assert {n.name for n in nodes} == {f"autoscaler:{n.name}" for n in autoscaler_node_types(cluster_config)}
-    for name, nt in DEFAULT_NODE_TYPES.items():
+    for name, nt in default_node_types().items():
         for exclusive in (False, True):
             req = placement_request(nt.resources, name, nodes, exclusive=exclusive)
             assert infeasibility_reason(req, nodes) is None, (name, exclusive, req)
