@@ -102,8 +102,8 @@ def test_ray_cluster_yaml_installs_package_and_exposes_nothing(cluster_config):
 
 
 def test_default_node_types_are_feasible_on_the_autoscaler(cluster_config):
-    from orchestrator.spec.node_types import (autoscaler_node_types, feasibility_nodes, infeasibility_reason,
-                                         placement_request)
+    from orchestrator.cluster.nodes import feasibility_nodes
+    from orchestrator.spec.node_types import autoscaler_node_types, infeasibility_reason, placement_request
     from orchestrator.spec.schema import default_node_types
 
     nodes = feasibility_nodes([], cluster_config)  # a cluster scaled to zero: only the autoscaler's types
@@ -180,7 +180,8 @@ def test_placement_request_pins_only_where_the_cluster_labels_node_kinds():
 
 
 def test_feasibility_nodes_reads_the_head_bootstrap_config(tmp_path, monkeypatch, cluster_config):
-    from orchestrator.spec.node_types import NodeCapacity, feasibility_nodes, load_cluster_config
+    from orchestrator.cluster.nodes import feasibility_nodes
+    from orchestrator.spec.node_types import NodeCapacity, load_cluster_config
 
     path = tmp_path / "boot.yaml"
     path.write_text(yaml.safe_dump(cluster_config))

@@ -14,6 +14,7 @@ BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 # ``framework: auto`` tries the installed backends of the device kind's entry (``workers/accelerators.py``) in
 # order; the first that sees the kind wins. PyTorch trains on one device, so it is never chosen for several.
 SINGLE_DEVICE_BACKENDS = ("torch",)
+NOT_PROBED = "not probed"  # the status of a probe that could not run (no node of its type)
 
 
 class BackendUnavailable(RuntimeError):
@@ -157,3 +158,15 @@ def probe_devices(node_type: str, framework: str, resources: dict, allow_mismatc
         out["error"] = f"backend '{backend}' sees {seen['count']} {want}(s) but the node type asks for {wanted}"
     out["ok"] = out["error"] is None
     return out
+
+
+def probe_summary(probe: dict) -> str:
+    """One line per probe, for the console and the report header."""
+    where = f"{probe['node_type']} / {probe['framework']}"
+    if probe.get("status") == NOT_PROBED:
+        return f"{where}: not probed ({probe.get('note')})"
+    if not probe.get("ok"):
+        return f"{where}: FAILED - {probe.get('error')}"
+    names = ", ".join(dict.fromkeys(probe.get("names") or [])) or "?"
+    simulated = f" (simulated {probe['simulated']})" if probe.get("simulated") else ""
+    return f"{where}: ok - {probe.get('backend')} sees {probe.get('count')} {probe.get('kind')}: {names}{simulated}"
