@@ -278,10 +278,10 @@ def _resolved_endpoint(endpoint_url: str | None) -> str | None:
 
 def s3_cache_dir(uri: str, endpoint_url: str | None = None) -> Path:
     """Local folder a mirrored ``s3://`` URI lives in: ``<cache root>/s3/<hash of endpoint and uri>``."""
-    from workers.data.synthetic import default_cache_root
+    from workers.settings import cache_root
 
     ident = json.dumps({"uri": uri.rstrip("/"), "endpoint": _resolved_endpoint(endpoint_url) or ""}, sort_keys=True)
-    return default_cache_root() / "s3" / hashlib.sha256(ident.encode()).hexdigest()[:16]
+    return cache_root() / "s3" / hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
 def _s3_objects(uri: str, endpoint: str | None, where: str):
