@@ -269,9 +269,10 @@ def test_unreachable_address_is_one_clear_line_exit_2(capsys):
     assert "Ray Client address" in capsys.readouterr().err
 
 
-def test_metrics_callback_records_epochs_and_finished_trials():
+def test_metrics_callback_records_epochs_and_finished_trials(monkeypatch):
     from types import SimpleNamespace
 
+    from orchestrator.execution import metrics_export
     from orchestrator.execution.metrics_export import MetricsExportCallback
 
     recorded: list[tuple] = []
@@ -290,7 +291,8 @@ def test_metrics_callback_records_epochs_and_finished_trials():
 
     backend = SimpleNamespace(Gauge=_Metric, Counter=_Metric)
     trials = [SimpleNamespace(trial_id="t1", node_type="gpu", epochs=4)]
-    cb = MetricsExportCallback("exp", "run1", trials, backend=backend)
+    monkeypatch.setattr(metrics_export, "_ray_metrics", lambda: backend)  # Ray's metrics module, recorded
+    cb = MetricsExportCallback("exp", "run1", trials)
     trial = SimpleNamespace(config={"trial": {"trial_id": "t1"}})
     cb.on_trial_result(1, [], trial, {"epoch": 2, "val_accuracy": 0.75, "loss": float("nan")})
     cb.on_trial_result(3, [], trial, {"done": True, "record": "{}"})

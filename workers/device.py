@@ -140,7 +140,7 @@ def probe_devices(node_type: str, framework: str, resources: dict, allow_mismatc
     restrict_devices(resources)
     want, wanted = expected_kind(resources), device_count(resources)
     out = {"node_type": node_type, "framework": framework, "backend": None, "ok": False, "expected_kind": want, "kind": None, "count": 0,
-           "names": [], "simulated": os.environ.get("SKINLESION_SIMULATED_DEVICE") or None, "host": platform.node(),
+           "names": [], "simulated": simulated_device(), "host": platform.node(),
            "error": None}
     try:
         backend = resolve_backend(framework, want, wanted)
