@@ -5,7 +5,7 @@ import os
 import platform
 import sys
 
-from workers.accelerators import CPU, accelerator, device_count, kind_of, visible_kind
+from workers.accelerators import ACCELERATORS, CPU, accelerator, device_count, kind_of, visible_kind
 from workers.error_text import last_line
 from workers.settings import simulated_device
 
@@ -125,12 +125,12 @@ def device_problem(device: dict, allow_mismatch: bool = False) -> str | None:
     if not device["mismatch"] or device["simulated"] or allow_mismatch:
         return None
     want, used, backend = device["expected_kind"], device["used"], device["backend"]
-    entry = accelerator(want)
-    if backend not in entry.backends:
+    entry = ACCELERATORS.get(want) if want in ACCELERATORS else None
+    if entry is not None and backend not in entry.backends:
         return (f"{want.upper()} trials run on the {' or '.join(entry.backends)} backend; framework '{backend}' "
                 f"cannot drive a {want.upper()} here (use frameworks: [auto] or [{entry.backends[0]}])")
     return (f"node type '{device['requested']}' asks for a {want} but backend '{backend}' computes on "
-            f"{used['kind']} ({used['name']}) on {device['host']}; {entry.install_hint}, or set "
+            f"{used['kind']} ({used['name']}) on {device['host']}; {entry.install_hint if entry else ''}, or set "
             "execution.allow_device_mismatch: true to train anyway")
 
 
