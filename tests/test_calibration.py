@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from orchestrator.execution import plan
-from orchestrator.execution.calibration import calibration_key, calibration_trials
+from orchestrator.execution.calibration import calibration_trials
+from orchestrator.execution.calibration_cache import calibration_key
 from orchestrator.spec.grid import expand_grid
 from orchestrator.spec.schema import parse_spec
 from tests.conftest import tiny_spec_dict

@@ -314,7 +314,7 @@ def plan_study(spec, trials: list[TrialConfig], store, pools: list[NodePool] | N
     spec's budget beside it."""
     calibration = None
     if spec.plan.calibrate:
-        from orchestrator.execution.calibration import cached_calibrations
+        from orchestrator.execution.calibration_cache import cached_calibrations
 
         calibration = cached_calibrations(store, trials)
     estimate = estimate_study(trials, pools or local_pools(), earlier_records(store), load_reference(),
