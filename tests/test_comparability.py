@@ -91,3 +91,32 @@ def test_collapsed_models_are_flagged():
     assert table_cost(df.reset_index()).set_index("architecture").loc["resnet50", "collapsed"]
     html = build_report([collapsed, fine], RUN_INFO)["index.html"].decode()
     assert "COLLAPSED MODELS: 1 trial(s)" in html and collapsed["trial_id"] in html
+
+
+def _spec(**execution):
+    from orchestrator.spec.schema import parse_spec
+
+    return parse_spec({"name": "hw", "grid": {"architectures": ["cnn"], "epochs": [1], "node_types": ["cpu", "gpu"]},
+                       "execution": {"cpus_per_trial": 1, **execution}})
+
+
+def test_a_one_machine_hardware_study_is_told_its_timings_will_be_shared_and_isolated_timing_prevents_it():
+    from orchestrator.execution.timing import concurrency_limit, timing_notice
+    from orchestrator.spec.grid import expand_grid
+    from orchestrator.spec.node_types import NodeCapacity, placement_request
+
+    laptop = [NodeCapacity("127.0.0.1:abcd", {"CPU": 2, "GPU": 1})]
+    spec = _spec()
+    trials = expand_grid(spec)
+    assert timing_notice(spec, trials, laptop).startswith("Timings will be shared: up to 2 trials run at once "
+                                                           "on this machine")
+    assert concurrency_limit(spec, trials, laptop) is None
+    isolated = _spec(isolated_timing=True)
+    assert "one at a time" in timing_notice(isolated, trials, laptop)
+    assert concurrency_limit(isolated, trials, laptop) == 1
+    cluster = [NodeCapacity("a", {"CPU": 8, "node_kind_cpu": 1}), NodeCapacity("b", {"CPU": 8, "GPU": 1,
+                                                                                     "node_kind_gpu": 1})]
+    placed = [t.replace(resources=placement_request(t.resources, t.node_type, cluster, exclusive=True))
+              for t in trials]
+    assert timing_notice(isolated, placed, cluster) is None and concurrency_limit(isolated, placed, cluster) is None
+    assert timing_notice(_spec(max_concurrent_trials=1), trials, laptop) is None

@@ -71,6 +71,7 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     from orchestrator.execution.metrics_export import MetricsExportCallback
     from orchestrator.execution.placement import trial_resources
     from orchestrator.execution.ray_runtime import credentials_kept_out_of_runtime_env
+    from orchestrator.execution.timing import concurrency_limit
     from orchestrator.execution.trainable import named_trial_class
     from orchestrator.spec.node_types import feasibility_nodes
 
@@ -85,7 +86,7 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
         param_space={"trial": tune.grid_search([t.to_dict() for t in pending]), "store": session.settings,
                      "cache_keys": cache_keys, "tracking": tracking},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=spec.execution.max_concurrent_trials,
+            max_concurrent_trials=concurrency_limit(spec, pending, feasibility_nodes(cluster_nodes(), cluster_config)),
             # On a cluster every trial gets its own actor, named by its trial in Ray's views (a reused actor keeps
             # the name of its first trial); an embedded run reuses actors to save the framework's start-up.
             reuse_actors=len({t.framework for t in pending}) == 1 and not session.address,

@@ -63,6 +63,9 @@ class ExecutionSpec(_Strict):
     max_retries: int = Field(default=1, ge=0, le=10)
     max_concurrent_trials: int | None = Field(default=None, ge=1)
     exclusive_nodes: bool = False
+    isolated_timing: bool = Field(default=False, description=(
+        "one timed trial per node at a time, so hardware figures are never taken beside other trials: the whole "
+        "node_kind_<type> unit per trial where nodes advertise it, else trials one at a time"))
     cpus_per_trial: float | None = Field(default=None, gt=0)
     trial_timeout_s: float | None = Field(default=None, gt=0)
     allow_device_mismatch: bool = False
