@@ -245,8 +245,9 @@ class _Trained:
 
 def compile_model(keras, config: TrialConfig, model, plan: DevicePlan) -> dict:
     """Compile ``model`` with the trial's optimizer, ``steps_per_execution`` and XLA setting; return those."""
+    jit = config.hparam("jit_compile")  # the study's one setting (orchestrator/spec/stack.py), else per device
     settings = {"steps_per_execution": steps_per_execution(config.hparam("steps_per_execution"), plan.kind),
-                "jit_compile": jit_compile(plan.backend, plan.kind)}
+                "jit_compile": jit_compile(plan.backend, plan.kind) if jit is None else bool(jit)}
     model.compile(
         optimizer=_optimizer(keras, config.hparam("optimizer"), float(config.hparam("learning_rate"))),
         loss="sparse_categorical_crossentropy", metrics=["accuracy"], **settings,

@@ -25,18 +25,50 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 
 
 class NodeTypeSpec(_Strict):
-    """How a node type maps to Ray resources, its default Keras backend and its price."""
+    """How a node type maps to Ray resources, its default Keras backend and its price.
+
+    ``instance`` names a machine type of the price table (``spec/prices.json``: provider, region, date); its
+    price is the node type's ``price_per_hour`` unless the file gives its own."""
 
     resources: dict[str, float]
-    framework: Literal["auto", "tensorflow", "jax", "torch"] = "tensorflow"
-    price_per_hour: float | None = Field(default=None, ge=0, description="USD per hour; unknown when unset")
+    # Its own stack, only when set (see spec/stack.py); unset: the study's one stack.
+    framework: Literal["auto", "tensorflow", "jax", "torch"] | None = None
+    mixed_precision: Literal["off", "bfloat16"] | None = None
+    jit_compile: bool | None = None
+    steps_per_execution: int | None = Field(default=None, ge=1, le=10000)
+    price_per_hour: float | None = Field(default=None, ge=0, description="USD per node-hour; unknown when unset")
     accelerator: str | None = None
+    instance: str | None = Field(default=None, description="a machine type of the price table (spec/prices.json)")
+
+    @model_validator(mode="after")
+    def _price_from_table(self) -> "NodeTypeSpec":
+        if self.instance is None:
+            return self
+        from orchestrator.spec.prices import instance_price
+
+        try:
+            price = instance_price(self.instance)["usd_per_hour"]
+        except ValueError as err:
+            raise ValueError(f"instance: {err}") from None
+        if self.price_per_hour is None:
+            object.__setattr__(self, "price_per_hour", price)  # frozen: set once, while validating
+        return self
+
+    @property
+    def price_source(self) -> str | None:
+        """Where ``price_per_hour`` comes from: the price table's entry, the file, or nowhere."""
+        from orchestrator.spec.prices import instance_price, price_source
+
+        if self.instance and self.price_per_hour == instance_price(self.instance)["usd_per_hour"]:
+            return price_source(self.instance)
+        return "the experiment file" if self.price_per_hour is not None else None
 
 
+# The machine types of ray-cluster.yaml, priced from the price table (spec/prices.json).
 DEFAULT_NODE_TYPES: dict[str, NodeTypeSpec] = {
-    "cpu": NodeTypeSpec(resources={"CPU": 1}, framework="tensorflow", price_per_hour=0.19),
-    "gpu": NodeTypeSpec(resources={"CPU": 1, "GPU": 1}, framework="auto", price_per_hour=2.48),
-    "tpu": NodeTypeSpec(resources={"CPU": 1, "TPU": 1}, framework="jax", price_per_hour=1.20),
+    "cpu": NodeTypeSpec(resources={"CPU": 1}, instance="n2-standard-8"),
+    "gpu": NodeTypeSpec(resources={"CPU": 1, "GPU": 1}, instance="n1-standard-8+nvidia-tesla-t4"),
+    "tpu": NodeTypeSpec(resources={"CPU": 1, "TPU": 1}, instance="v5litepod-8"),
 }
 
 
