@@ -425,8 +425,10 @@ def test_comparison_page_side_by_side_with_differences(tmp_path):
                {**RUN_INFO, "run_id": "run-a"})
     _store_run(store, b, [make_record("cnn", 2, "cpu", acc=0.75, ips=150), make_record("cnn", 4, "cpu", acc=0.8)],
                {**RUN_INFO, "run_id": "run-b", "experiment": "<b>evil</b>"})
-    table = comparison_table([make_record("cnn", 2, "cpu", acc=0.5)], [make_record("cnn", 2, "cpu", acc=0.75)])
+    table = comparison_table([make_record("cnn", 2, "cpu", acc=0.5)],
+                             [make_record("cnn", 2, "cpu", acc=0.75, sharing=2)])
     assert table["accuracy_diff"].iloc[0] == pytest.approx(0.25)
+    assert table["timing_a"].iloc[0] == "isolated" and table["timing_b"].iloc[0] == "shared node"
     url = write_comparison(store, a, b)
     page = store.get_text(url[len(store.uri) + 1:])
     assert "run-a" in page and "run-b" in page and "+0.2500" in page
