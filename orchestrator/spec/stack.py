@@ -53,10 +53,8 @@ def resolve_stack(spec: ExperimentSpec, node_type: str, framework: str, node_typ
     own = explicit_stack(spec.resolved_node_types()[node_type]) if own_stack else {}
     kinds = _kinds(spec, node_types)
     accelerators_only = all(k != "cpu" for k in kinds)
+    # a node type's own framework wins (its own ``auto`` is resolved on the node, workers.device.resolve_backend)
     backend = own.get("framework") or (framework if framework != "auto" else study_backend(spec, node_types))
-    if backend == "auto":  # a node type that asked for auto explicitly: its own kind's first backend
-        backend = AUTO_BACKENDS.get(expected_kind(spec.resolved_node_types()[node_type].resources),
-                                    AUTO_BACKENDS["cpu"])[0]
     t = spec.training
     precision = t.mixed_precision if t.mixed_precision != "auto" else (
         "bfloat16" if backend == "jax" and accelerators_only else "off")
