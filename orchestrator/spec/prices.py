@@ -1,4 +1,4 @@
-"""The price table (package data ``prices.json``): USD per node-hour of named machine types, each figure with
+"""The price table (package data ``orchestrator/data/prices.json``): USD per node-hour of named machine types, each figure with
 its provider, region, date and source. A node type names one with ``instance:``; its price then comes from here."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from importlib import resources
 @lru_cache(maxsize=1)
 def price_table() -> dict[str, dict]:
     """instance name -> {provider, region, date, usd_per_hour, resources, what, source}."""
-    text = resources.files("orchestrator.spec").joinpath("prices.json").read_text(encoding="utf-8")
+    text = resources.files("orchestrator").joinpath("data", "prices.json").read_text(encoding="utf-8")
     return json.loads(text)["instances"]
 
 

@@ -15,6 +15,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, V
 
 from orchestrator.errors import SpecError
 from orchestrator.spec.yaml_loader import YAMLInputError, load_yaml
+from workers.accelerators import ACCELERATORS, accelerator
 from workers.config import (AugmentationSpec, DatasetSpec, ModelSpec, RandomAugmentSpec, SplitSpec,  # noqa: F401
                             TrainingSpec, _Strict)
 
@@ -27,7 +28,7 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 class NodeTypeSpec(_Strict):
     """How a node type maps to Ray resources, its default Keras backend and its price.
 
-    ``instance`` names a machine type of the price table (``spec/prices.json``: provider, region, date); its
+    ``instance`` names a machine type of the price table (``orchestrator/data/prices.json``: provider, region, date); its
     price is the node type's ``price_per_hour`` unless the file gives its own."""
 
     resources: dict[str, float]
@@ -38,7 +39,7 @@ class NodeTypeSpec(_Strict):
     steps_per_execution: int | None = Field(default=None, ge=1, le=10000)
     price_per_hour: float | None = Field(default=None, ge=0, description="USD per node-hour; unknown when unset")
     accelerator: str | None = None
-    instance: str | None = Field(default=None, description="a machine type of the price table (spec/prices.json)")
+    instance: str | None = Field(default=None, description="a machine type of the price table (orchestrator/data/prices.json)")
 
     @model_validator(mode="after")
     def _price_from_table(self) -> "NodeTypeSpec":
@@ -64,12 +65,12 @@ class NodeTypeSpec(_Strict):
         return "the experiment file" if self.price_per_hour is not None else None
 
 
-# The machine types of ray-cluster.yaml, priced from the price table (spec/prices.json).
-DEFAULT_NODE_TYPES: dict[str, NodeTypeSpec] = {
-    "cpu": NodeTypeSpec(resources={"CPU": 1}, instance="n2-standard-8"),
-    "gpu": NodeTypeSpec(resources={"CPU": 1, "GPU": 1}, instance="n1-standard-8+nvidia-tesla-t4"),
-    "tpu": NodeTypeSpec(resources={"CPU": 1, "TPU": 1}, instance="v5litepod-8"),
-}
+def default_node_types() -> dict[str, NodeTypeSpec]:
+    """The built-in node types: one per registered device kind that defines one (``Accelerator.node_type``),
+    named after the kind, sorted by name; priced from the price table (``data/prices.json``) by ``instance``."""
+    return {name: NodeTypeSpec(**accelerator(name).node_type) for name in ACCELERATORS.names()
+            if accelerator(name).node_type is not None}
+
 
 
 class GridSpec(_Strict):
@@ -300,7 +301,7 @@ def _resolve_search(search: SearchSpec | None, info: ValidationInfo) -> SearchSp
     known = _known_architectures()
     if arch not in known:
         raise _FieldError("search.architecture", f"unknown architecture '{arch}' (valid: {', '.join(known)})")
-    node_types = {**DEFAULT_NODE_TYPES, **(info.data.get("node_types") or {})}
+    node_types = {**default_node_types(), **(info.data.get("node_types") or {})}
     if search.node_type not in node_types:
         raise _FieldError("search.node_type",
                           f"unknown node type '{search.node_type}' (valid: {', '.join(node_types)})")
@@ -349,6 +350,17 @@ class ExperimentSpec(_Strict):
     tracking: TrackingSpec = TrackingSpec()
     search: Annotated[SearchSpec | None, AfterValidator(_resolve_search)] = None
 
+    @field_validator("dataset")
+    @classmethod
+    def _known_source(cls, v: DatasetSpec) -> DatasetSpec:
+        from workers.data.sources import SOURCES  # importing workers.data registers the sources (numpy, PIL)
+
+        if v.source not in SOURCES:
+            raise _FieldError("dataset.source", f"unknown source '{v.source}' (valid: {', '.join(SOURCES.names())})")
+        if SOURCES.get(v.source).needs_path and not v.path:
+            raise _FieldError("dataset.path", f"is required for source '{v.source}'")
+        return v
+
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
@@ -381,7 +393,7 @@ class ExperimentSpec(_Strict):
 
     def resolved_node_types(self) -> dict[str, NodeTypeSpec]:
         """Built-in node types overlaid with the ones this file declares."""
-        return {**DEFAULT_NODE_TYPES, **self.node_types}
+        return {**default_node_types(), **self.node_types}
 
     def model_spec(self, arch: str) -> ModelSpec:
         return self.models.get(arch, ModelSpec())

@@ -2,13 +2,14 @@
 study computes with, so that a hardware comparison changes the hardware alone (pure functions of the spec).
 
 The study's stack comes from ``training`` and ``grid.frameworks``; where they say ``auto`` / leave a setting
-unset, ONE value is chosen for the whole study from the node types it crosses:
+unset, ONE value is chosen for the whole study from the device kinds (``workers/accelerators.py``) of the node
+types it crosses:
 
-* backend: the first backend (in the first accelerator node type's ``auto`` order, else the cpu order) that
-  every node type of the grid can drive (cpu + gpu + tpu: jax);
-* precision: mixed bfloat16 when the backend is jax and every node type computes on an accelerator, else float32;
-* XLA: on with jax; with tensorflow only when every node type is an accelerator; off with torch;
-* steps per execution: 32 when every node type is a TPU (a host round trip per call), else 1.
+* backend: the first backend (in the first accelerator kind's ``auto`` order, else the cpu order) that every
+  kind can drive (cpu + gpu + tpu: jax; cpu alone: tensorflow);
+* precision: mixed bfloat16 when every kind's entry picks it for that backend (gpu + tpu on jax), else float32;
+* XLA: on when the backend XLA-compiles on every kind (jax everywhere; tensorflow on accelerators only);
+* steps per execution: the kinds' own value when they all agree (32 in an all-TPU study), else 1.
 
 A node type gets its own stack only explicitly (its ``framework``, ``mixed_precision``, ``jit_compile`` or
 ``steps_per_execution``); its trials then differ from the others in the stack too, which the report says.
@@ -18,23 +19,21 @@ follow from the node type's resources.
 from __future__ import annotations
 
 from orchestrator.spec.schema import ExperimentSpec, NodeTypeSpec
-from workers.device import AUTO_BACKENDS, expected_kind
-from workers.distribution import accelerator_count
+from workers.accelerators import CPU, Accelerator, accelerator, device_count, kind_of
 
 STACK_FIELDS = ("framework", "mixed_precision", "jit_compile", "steps_per_execution")
-TPU_STEPS_PER_EXECUTION = 32
 
 
-def _kinds(spec: ExperimentSpec, node_types: list[str]) -> list[str]:
+def _kinds(spec: ExperimentSpec, node_types: list[str]) -> list[Accelerator]:
     types = spec.resolved_node_types()
-    return [expected_kind(types[n].resources) for n in dict.fromkeys(node_types)]
+    return [accelerator(kind_of(types[n].resources)) for n in dict.fromkeys(node_types)]
 
 
 def study_backend(spec: ExperimentSpec, node_types: list[str]) -> str:
     """The one backend of ``framework: auto`` for node types ``node_types`` (see the module docstring)."""
     kinds = _kinds(spec, node_types)
-    preference = next((AUTO_BACKENDS[k] for k in kinds if k != "cpu"), AUTO_BACKENDS["cpu"])
-    common = [b for b in preference if all(b in AUTO_BACKENDS.get(k, AUTO_BACKENDS["cpu"]) for k in kinds)]
+    preference = next((k.backends for k in kinds if k.resource is not None), accelerator(CPU).backends)
+    common = [b for b in preference if all(b in k.backends for k in kinds)]
     return common[0] if common else preference[0]
 
 
@@ -52,15 +51,14 @@ def resolve_stack(spec: ExperimentSpec, node_type: str, framework: str, node_typ
     node_types = list(node_types or spec.grid.node_types)
     own = explicit_stack(spec.resolved_node_types()[node_type]) if own_stack else {}
     kinds = _kinds(spec, node_types)
-    accelerators_only = all(k != "cpu" for k in kinds)
     # a node type's own framework wins (its own ``auto`` is resolved on the node, workers.device.resolve_backend)
     backend = own.get("framework") or (framework if framework != "auto" else study_backend(spec, node_types))
     t = spec.training
     precision = t.mixed_precision if t.mixed_precision != "auto" else (
-        "bfloat16" if backend == "jax" and accelerators_only else "off")
-    jit = t.jit_compile if t.jit_compile is not None else (
-        backend == "jax" or (backend == "tensorflow" and accelerators_only))
-    steps = t.steps_per_execution or (TPU_STEPS_PER_EXECUTION if all(k == "tpu" for k in kinds) else 1)
+        "bfloat16" if all(k.mixed_precision.get(backend) == "mixed_bfloat16" for k in kinds) else "off")
+    jit = t.jit_compile if t.jit_compile is not None else all(backend in k.jit_backends for k in kinds)
+    agreed = {k.steps_per_execution for k in kinds}
+    steps = t.steps_per_execution or (agreed.pop() if len(agreed) == 1 else 1)
     stack = {"framework": backend, "mixed_precision": precision, "jit_compile": bool(jit),
              "steps_per_execution": int(steps)}
     return stack | {k: v for k, v in own.items() if k != "framework"} | {"framework": backend}
@@ -68,7 +66,7 @@ def resolve_stack(spec: ExperimentSpec, node_type: str, framework: str, node_typ
 
 def stack_text(stack: dict, nt: NodeTypeSpec, global_batch: int) -> str:
     """``jax, float32, XLA, 4 devices x 8 per device (global 32), 1 step/execution`` for the dry run."""
-    devices = accelerator_count(nt.resources)
+    devices = device_count(nt.resources)
     precision = "mixed_bfloat16" if stack["mixed_precision"] == "bfloat16" else "float32"
     return (f"{stack['framework']}, {precision}, {'XLA' if stack['jit_compile'] else 'no XLA'}, "
             f"{devices} device{'s' if devices > 1 else ''} x {global_batch // devices} per device "
