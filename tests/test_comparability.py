@@ -120,3 +120,11 @@ def test_a_one_machine_hardware_study_is_told_its_timings_will_be_shared_and_iso
               for t in trials]
     assert timing_notice(isolated, placed, cluster) is None and concurrency_limit(isolated, placed, cluster) is None
     assert timing_notice(_spec(max_concurrent_trials=1), trials, laptop) is None
+
+
+def test_a_node_busy_with_other_work_counts_as_shared():
+    busy = make_record("cnn", 2, "cpu", 0, framework="jax", sharing=1)
+    busy["timings"].update({"cpu_load_1m": 9.0, "node_cpus": 4})   # load above 2 x its CPUs: others ran there
+    calm = make_record("cnn", 2, "gpu", 0, framework="jax", sharing=1)
+    calm["timings"].update({"cpu_load_1m": 3.0, "node_cpus": 4})
+    assert trial_table([busy, calm])["timing"].tolist() == ["shared node", "isolated"]

@@ -8,8 +8,9 @@ differ in the node type alone and their timings were taken on nodes they had to 
   batch, and are named with it);
 * ``COMPARED`` lists every factor two trials must share for their speed-up to be computed; otherwise the
   comparison is "not comparable" and names the factor that differs;
-* a trial that shared its node with other trials (``trials_sharing_node`` > 1) has **shared-node** timings: they
-  are marked, and left out of speed-ups and the Pareto front;
+* a trial that shared its node with other trials (``trials_sharing_node`` > 1), or whose node's load average
+  exceeded ``BUSY_LOAD`` times its CPUs (other work ran there), has **shared-node** timings: they are marked, and
+  left out of speed-ups and the Pareto front;
 * a **collapsed** model predicts (nearly) one class for every test image; it is flagged wherever it is listed;
 * time to target is scored by MLPerf Training's rules (``mlperf_score``).
 """
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 TIMING_ISOLATED, TIMING_SHARED = "isolated", "shared node"
+BUSY_LOAD = 2.0  # a node whose 1-minute load average exceeded this many times its CPUs was busy with other work
 COLLAPSE_SHARE = 0.95  # a model whose most-predicted class takes this share of the test predictions is collapsed
 STACK_COLUMNS = ["precision", "jit", "devices_used", "per_device_batch", "global_batch", "steps_per_execution"]
 # Factors two trials must share for a speed-up or cost ratio between their node types (backend: what ran).
@@ -79,9 +81,11 @@ def trial_columns(record: dict) -> dict:
     sharing = record.get("trials_sharing_node")
     share = predicted_share(record)
     timings = record.get("timings") or {}
+    load, cpus = timings.get("cpu_load_1m"), timings.get("node_cpus")
+    busy = load is not None and bool(cpus) and load > BUSY_LOAD * cpus  # other processes ran on the node
     columns = trial_stack(record)
     columns.update({
-        "timing": None if sharing is None else TIMING_SHARED if sharing > 1 else TIMING_ISOLATED,
+        "timing": TIMING_SHARED if busy or (sharing or 0) > 1 else None if sharing is None else TIMING_ISOLATED,
         "shared_with": ", ".join(record.get("shared_with") or []) or None,
         "cpu_load_1m": timings.get("cpu_load_1m"),
         "predicted_share": share,

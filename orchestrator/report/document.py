@@ -315,7 +315,7 @@ def preparation_text(prep: dict) -> str:
     text = (f"Data preparation (shared by every trial, in no trial's cost): {seconds:.1f} s for "
             f"{prep.get('prepared', 0)} setting(s) prepared, {prep.get('hits', 0)} taken from the cache")
     if price is not None:
-        text += f"; at node type '{node}''s price ({_fmt_usd(price)}/h) {_fmt_usd(price * seconds / 3600)}"
+        text += f"; at the price of node type '{node}' ({_fmt_usd(price)}/h): {_fmt_usd(price * seconds / 3600)}"
     return text + "."
 
 
@@ -325,9 +325,11 @@ def fairness_blocks(df: pd.DataFrame) -> list:
     done = df[df["status"] == "completed"]
     shared = done[done["timing"] == comparability.TIMING_SHARED]
     if len(shared):
+        most = shared["trials_sharing_node"].max()
         blocks.append(Text(f"SHARED NODE: {len(shared)} of {len(done)} completed trial(s) shared their node with "
-                           "other trials while they ran (up to "
-                           f"{int(shared['trials_sharing_node'].max())} at once): their images/s, epoch times, time "
+                           f"other trials (up to {int(most) if pd.notna(most) else '?'} of this study at once) or "
+                           "ran on a node busy with other work (load average above "
+                           f"{comparability.BUSY_LOAD:g} x its CPUs): their images/s, epoch times, time "
                            "to target and costs are marked 'shared node', are not hardware figures, and are left "
                            "out of speed-ups and the Pareto front. Set execution.isolated_timing: true for "
                            "hardware figures.", "warn", strong=True))
