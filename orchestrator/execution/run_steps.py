@@ -84,6 +84,16 @@ class RunSession:
         self.started_ray = not ray.is_initialized()
         self.dashboard = connect_ray(self.address, num_cpus=num_cpus)
 
+    def single_node(self) -> tuple[str, str] | None:
+        """(node id, address) of the only node of an embedded run, so the recorder needs no per-trial node
+        lookup; None on a cluster or when the connected Ray has several nodes."""
+        if self.address:
+            return None
+        import ray
+
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        return (alive[0]["NodeID"], alive[0]["NodeManagerAddress"]) if len(alive) == 1 else None
+
     def close(self) -> None:
         """Shut down the Ray this run started (an embedded one ends with the run, on every exit path)."""
         if self.started_ray:
