@@ -85,6 +85,23 @@ def test_sampled_values_become_trial_overrides():
     assert trial.overrides["model_params"] == {"lstm_units": 24}
 
 
+def test_one_trial_id_function_names_study_search_and_best_trials():
+    from orchestrator.search.runner import best_trials
+    from orchestrator.search.space import base_trial, trial_for_sample
+    from orchestrator.spec.grid import expand_grid, trial_id
+
+    spec = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn"], "epochs": [2]}, search={"space": LR}))
+    (study,) = expand_grid(spec)
+    assert trial_id(study.to_dict()) == study.trial_id  # the grid's id is the function of the trial's settings
+    base = base_trial(spec).to_dict()
+    a, b = (trial_for_sample(base, {"learning_rate": 0.001}, tid)["trial_id"] for tid in ("t_00000", "t_00001"))
+    assert a.startswith("cnn-t_00000-e2-") and b.startswith("cnn-t_00001-e2-") and a[-8:] != b[-8:]
+    assert trial_for_sample(base, {"learning_rate": 0.001}, "t_00000")["trial_id"] == a  # worker and coordinator agree
+    best = best_trials(spec, {"hyperparameters": {"learning_rate": 0.001}})
+    assert [t.trial_id.rsplit("-", 1)[0] for t in best] == ["cnn-best-e2-cpu-none-tensorflow-r0"]
+    assert best[0].trial_id == trial_id(best[0].to_dict(), "best")
+
+
 def test_cli_tune_dry_run_and_bad_input(tmp_path, capsys):
     from orchestrator.cli import main
 
@@ -141,6 +158,13 @@ def test_asha_search_stops_poor_trials_and_reports_the_best(ray_session, tiny_sp
                  "plots/search_val_loss_vs_learning_rate.png", "plots/search_val_loss_vs_batch_size.png"):
         assert (report / name).stat().st_size > 0, name
     assert best["trial_id"] in (report / "search.md").read_text()
+    # tracked like a study (TensorBoard event files per trial) and shaped like a StudyResult
+    tensorboard = report.parent / "tensorboard"
+    assert {p.name for p in tensorboard.iterdir()} == {r.trial_id for r in outcome.records}
+    assert list((tensorboard / best["trial_id"]).glob("events.out.tfevents.*"))
+    assert outcome.best().trial_id == best["trial_id"] and len(outcome.dataframe()) == 6
+    assert outcome.run_id == outcome.paths.run_id and outcome.counts == {"completed": len(by_status["completed"]),
+                                                                         "stopped_early": len(by_status["stopped_early"])}
 
 
 @pytest.mark.slow

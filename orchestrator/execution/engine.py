@@ -11,6 +11,7 @@ these keys.
 """
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Callable
 
 from orchestrator.execution.trainable import TrialTask
@@ -54,12 +55,20 @@ def tune_name(trial) -> str:
     return trial.config[TRIAL_KEY].get("id") or trial.trial_id
 
 
+REUSE_WAIT_S = "120"  # how long a reused actor waits for a stopped trial's epoch to end (Tune's default: 2 s)
+
+
 def tune_function(trainable: Trainable) -> Callable[[dict], None]:
-    """Tune's function trainable: the trial's typed task, then ``trainable(task)``."""
+    """Tune's function trainable: the trial's typed task, then ``trainable(task)``.
+
+    A trial a scheduler stops (ASHA) ends at its next report, i.e. after its current epoch; Tune reuses its actor
+    only if that happens within ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` (read in the actor), else the next trial fails
+    with "Trainable runner reuse requires reset_config()". The actor is told to wait for the epoch instead."""
 
     def run(config: dict) -> None:
         from ray import tune
 
+        os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", REUSE_WAIT_S)
         trainable(task_of(config, tune.get_context().get_trial_id()))
 
     run.__name__ = getattr(trainable, "__name__", "trial")
