@@ -71,7 +71,7 @@ def fixed_costs(spec) -> dict:
     from orchestrator.execution.device_probe import preflight
     from orchestrator.execution.run_steps import store_settings
     from orchestrator.spec.grid import expand_grid
-    from orchestrator.spec.node_types import cluster_nodes
+    from orchestrator.cluster.nodes import cluster_nodes
 
     trials = expand_grid(spec)
     t = time.perf_counter()

@@ -8,7 +8,7 @@ from typing import Callable
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
-from orchestrator.cluster.jobs import QUEUE_PREFIX
+from orchestrator.run_lines import QUEUE_PREFIX
 from orchestrator.execution.engine import trial_id_of, trial_task
 from orchestrator.execution.recorder import TrialRecorder
 from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason
