@@ -119,7 +119,7 @@ def _tune_trainable(session: RunSession, trainable: Trainable, resources):
 def build_tuner(session: RunSession, trainable: Trainable, param_space: dict, resources, *, callbacks: list,
                 stop=None, **tune_config: Any):
     """The Tuner of a run: the run's Tune storage, retries (``execution.max_retries``), one checkpoint kept,
-    trials named by their trial id (in Ray's views too), ``callbacks`` on the coordinator; ``tune_config``
+    trials named by their trial id (a search sample by its Tune id), ``callbacks`` on the coordinator; ``tune_config``
     holds what differs (searcher, scheduler, samples, concurrency, actor reuse)."""
     from ray import tune
 
