@@ -4,8 +4,9 @@
 that needs it. ``run_preparation`` is the pipeline: the per-chunk work (decode a chunk of images, gather rows,
 augment a chunk of one class) goes through an executor (``InProcess`` here; Ray tasks in the orchestrator), and
 every chunk's content and seed depend only on (seed, class, chunk index), so the result is the same whatever
-the number of workers. Decoded chunks are held once (in this process or Ray's object store) and written a shard
-at a time (``workers.data.shards``); ``prepare_data`` reads small prepared data back into memory.
+the number of workers. Decoded chunks are held once (in this process or Ray's object store); each shard is
+gathered and written by its own task on the node that holds the target folder (``workers.data.shards``), the
+index last; ``prepare_data`` reads small prepared data back into memory.
 """
 from __future__ import annotations
 
@@ -21,11 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from workers.augment import augment_chunk, chunk_seed
 from workers.config import AugmentationSpec, AugmentorSpec
-from workers.data.shards import SHUFFLE_BLOCK, ShardWriter
+from workers.data.shards import SHUFFLE_BLOCK, ShardWriter, shard_name, write_shard
 from workers.data.sources import (DatasetError, ImageListing, LoadedDataset, check_classes, decode_image, keep_decoded,
                                   list_dataset, local_root)
 
@@ -113,6 +113,8 @@ def preparation_key(dataset: dict, split: dict, augmentation: str, augmentation_
 def _split_indices(labels: np.ndarray, fraction: float, seed: int, idx: np.ndarray,
                    groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(rest, held-out) positions of ``idx``: stratified when every class can be, grouped when ``groups`` is set."""
+    from sklearn.model_selection import train_test_split  # here: Ray tasks that only decode never import sklearn
+
     if groups is not None:
         return _group_split(labels, fraction, seed, idx, groups)
     counts = np.bincount(labels[idx])
@@ -220,15 +222,22 @@ def gather_rows(locations: np.ndarray, *blocks: np.ndarray) -> np.ndarray:
     return out
 
 
+def write_rows(directory: str, name: str, locations: np.ndarray, *blocks: np.ndarray) -> dict:
+    """Gather the rows at ``locations`` (as ``gather_rows``) and write them as shard ``name`` in ``directory``;
+    returns the shard's index entry."""
+    return write_shard(directory, name, gather_rows(locations, *blocks))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Executors: where the per-chunk work runs.
 
 
 class Executor(Protocol):
-    """Runs per-chunk work: ``submit`` returns a handle (arguments may be handles); ``get`` resolves handles,
-    calling ``progress(done, total)`` as they finish."""
+    """Runs per-chunk work: ``submit`` returns a handle (arguments may be handles); with ``here`` the work runs
+    on this node (it writes to this node's disk). ``get`` resolves handles, calling ``progress(done, total)``
+    as they finish."""
 
-    def submit(self, fn: Callable, *args, num_returns: int = 1) -> Any: ...
+    def submit(self, fn: Callable, *args, num_returns: int = 1, here: bool = False) -> Any: ...
 
     def get(self, handles: list, progress: Callable[[int, int], None] | None = None) -> list: ...
 
@@ -238,7 +247,7 @@ class InProcess:
 
     workers = 1
 
-    def submit(self, fn: Callable, *args, num_returns: int = 1) -> Any:
+    def submit(self, fn: Callable, *args, num_returns: int = 1, here: bool = False) -> Any:
         return fn(*args)
 
     def get(self, handles: list, progress: Callable[[int, int], None] | None = None) -> list:
@@ -328,11 +337,16 @@ def augment_stage(ex: Executor, cat: Catalog, train: np.ndarray, settings: Augme
     return np.concatenate(loc), np.concatenate(out_labels), ids
 
 
-def _gather(ex: Executor, cat: Catalog, locations: np.ndarray):
-    """A handle to the rows at ``locations`` (only the blocks they use are passed to the task)."""
+def _blocks_of(cat: Catalog, locations: np.ndarray) -> tuple[np.ndarray, list]:
+    """(``locations`` renumbered over the blocks they use, those blocks): only they are passed to a task."""
     used = np.unique(locations[:, 0])
-    renumbered = np.stack([np.searchsorted(used, locations[:, 0]), locations[:, 1]], 1)
-    return ex.submit(gather_rows, renumbered, *[cat.blocks[b] for b in used])
+    return np.stack([np.searchsorted(used, locations[:, 0]), locations[:, 1]], 1), [cat.blocks[b] for b in used]
+
+
+def _gather(ex: Executor, cat: Catalog, locations: np.ndarray):
+    """A handle to the rows at ``locations``."""
+    renumbered, blocks = _blocks_of(cat, locations)
+    return ex.submit(gather_rows, renumbered, *blocks)
 
 
 def _check_split(split: dict, train: np.ndarray, val: np.ndarray, test: np.ndarray, data) -> None:
@@ -347,19 +361,20 @@ def _check_split(split: dict, train: np.ndarray, val: np.ndarray, test: np.ndarr
 
 def write_stage(ex: Executor, cat: Catalog, rows: dict[str, tuple[np.ndarray, np.ndarray, list[str]]],
                 writer: ShardWriter, notify: Callable[[str], None]) -> None:
-    """Hand every split's rows (locations, labels, ids) to ``writer`` a shard at a time, two gathers in flight."""
-    step = writer.rows_per_shard
-    runs = [(split, a, min(a + step, len(labels))) for split, (_, labels, _) in rows.items()
-            for a in range(0, len(labels), step)]
-    report = _progress(notify, "written rows")
-    total, done, pending = sum(len(v[1]) for v in rows.values()), 0, []
-    for i, run in enumerate(runs):
-        pending.append((run, _gather(ex, cat, rows[run[0]][0][run[1]:run[2]])))
-        while pending and (len(pending) == 2 or i == len(runs) - 1):
-            (split, a, b), handle = pending.pop(0)
-            writer.append(split, ex.get([handle])[0], rows[split][1][a:b], rows[split][2][a:b])
-            done += b - a
-            report(done, total)
+    """Write every split's rows (locations, labels, ids) as shards, each gathered and written by its own task on
+    this node (whose disk holds ``writer.directory``), in parallel; ``writer`` records them (and writes labels,
+    ids and the index when finished)."""
+    step, directory = writer.rows_per_shard, str(writer.directory.resolve())
+    jobs = []
+    for split, (locations, labels, _) in rows.items():
+        for k, a in enumerate(range(0, len(labels), step)):
+            renumbered, blocks = _blocks_of(cat, locations[a:a + step])
+            name = shard_name(split, k)
+            jobs.append((split, name, ex.submit(write_rows, directory, name, renumbered, *blocks, here=True)))
+    notify(f"  writing {sum(len(v[1]) for v in rows.values())} rows in {len(jobs)} shard(s)")
+    entries = ex.get([handle for *_, handle in jobs], _progress(notify, "written shards"))
+    for split, (_, labels, ids) in rows.items():
+        writer.add_written(split, [(name, e) for (s, name, _), e in zip(jobs, entries) if s == split], labels, ids)
 
 
 def run_preparation(dataset: dict, split: dict, augmentation: str, augmentation_settings: dict,
@@ -397,13 +412,15 @@ def run_preparation(dataset: dict, split: dict, augmentation: str, augmentation_
     image_shape = (*data.size, 3) if isinstance(data, ImageListing) else data.images.shape[1:]
     writer = ShardWriter(directory, image_shape, expected_rows=sum(len(r[1]) for r in rows.values()),
                          rows_per_shard=rows_per_shard, shuffle_block=shuffle_block)
+    t2 = time.perf_counter()
     write_stage(ex, cat, rows, writer, notify)
+    t_write = time.perf_counter() - t2
     meta = {
         "synthetic": data.synthetic, "skipped_images": data.skipped, "n_loaded": int(len(data.labels)),
         "train_counts_before_augmentation": before,
         "train_counts": np.bincount(train_labels, minlength=len(data.class_names)).tolist(),
         "n_val": int(len(val)), "n_test": int(len(test)), "grouped_split": data.groups is not None,
-        "load_s": t_load, "augment_s": t_aug, "augmented_images": int(len(aug_labels)),
+        "load_s": t_load, "augment_s": t_aug, "write_s": t_write, "augmented_images": int(len(aug_labels)),
         "augmentor": augmentor_meta(augmentation, augmentation_settings),
         "prepare_workers": getattr(ex, "workers", None), "prepare_s": time.perf_counter() - t0,
     }
