@@ -59,6 +59,7 @@ def streamed_vs_in_memory(args) -> int:
     from orchestrator.spec.grid import expand_grid
     from orchestrator.spec.schema import load_spec
     from workers.data import open_sharded, prepare_shards
+    from workers.data.prepare import in_memory as prepared_in_memory
     from workers.train import run_trial
 
     spec = load_spec(Path(__file__).resolve().parent.parent / "experiments" / "quickstart.yaml")
@@ -70,7 +71,7 @@ def streamed_vs_in_memory(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         prepare_shards(*first.preparation_args(), Path(tmp) / "d")
         sharded = open_sharded(Path(tmp) / "d")
-        in_memory = sharded.in_memory()
+        in_memory = prepared_in_memory(sharded)
         for trial in trials:
             times = {"streamed": [], "in-memory": []}
             for _ in range(args.rounds):
@@ -104,6 +105,7 @@ def streamed_isic_vs_plain(args) -> int:
     from orchestrator.spec.grid import expand_grid
     from orchestrator.spec.schema import parse_spec
     from workers.data import open_sharded, prepare_shards
+    from workers.data.prepare import in_memory as prepared_in_memory
     from workers.device import activate_backend, restrict_devices
     from workers.train import run_trial
 
@@ -121,7 +123,7 @@ def streamed_isic_vs_plain(args) -> int:
         prepare_shards(*trials[0].preparation_args(), Path(tmp) / "d")
         prepare_s = time.perf_counter() - t
         sharded = open_sharded(Path(tmp) / "d")
-        in_memory = sharded.in_memory()
+        in_memory = prepared_in_memory(sharded)
         n = len(sharded.y_train)
         for trial in trials:
             lr = float(trial.hparam("learning_rate"))
