@@ -22,6 +22,19 @@ def _print_plan(plan, title: str) -> None:
     out.print(table)
 
 
+def _print_stacks(spec) -> None:
+    from orchestrator.spec.stack import stack_lines
+
+    out.print("Stack per node type (backend, precision, XLA, devices x per-device batch, steps per execution):",
+              markup=False)
+    for line in stack_lines(spec):
+        out.print(f"  {line}", soft_wrap=True, markup=False)
+    types = spec.resolved_node_types()
+    out.print("Prices: " + "; ".join(
+        f"{n} " + (f"${types[n].price_per_hour:g}/h ({types[n].price_source})" if types[n].price_per_hour is not None
+                   else "unknown") for n in dict.fromkeys(spec.grid.node_types)), soft_wrap=True, markup=False)
+
+
 def _confirm_huge(n: int, yes: bool) -> bool:
     from orchestrator.study import HUGE_GRID
 
@@ -61,6 +74,7 @@ def cmd_submit(args) -> int:
     plan = study.plan()
     if args.dry_run:
         _print_plan(plan, f"{study.spec.name}: {len(plan)} trials (dry run, nothing started)")
+        _print_stacks(study.spec)
         out.print(format_plan(plan.estimate), soft_wrap=True, markup=False)
     plan.check_budget(study.spec.execution.budget_usd, "--max-cost" if args.max_cost is not None else
                       "execution.budget_usd")

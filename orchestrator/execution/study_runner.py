@@ -57,6 +57,7 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     from orchestrator.execution.progress import StudyProgress
     from orchestrator.execution.recorder import TrialRecorder
     from orchestrator.execution.resource_watch import ResourceWatch, WatchStopper
+    from orchestrator.execution.timing import concurrency_limit
     from orchestrator.execution.trainable import TrialTask
 
     spec = session.spec
@@ -68,7 +69,8 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     tuner = engine.build_tuner(
         session, trainable, engine.grid_space(tasks), engine.trial_resources(tasks),
         callbacks=[recorder, progress, watch, MetricsExportCallback(spec.name, session.paths.run_id, pending)],
-        stop=WatchStopper(watch), max_concurrent_trials=spec.execution.max_concurrent_trials,
+        stop=WatchStopper(watch),
+        max_concurrent_trials=concurrency_limit(spec, pending, feasibility_nodes(cluster_nodes(), cluster_config)),
         # On a cluster every trial gets its own actor, named by its trial in Ray's views (a reused actor keeps
         # the name of its first trial); an embedded run reuses actors to save the framework's start-up.
         reuse_actors=len({t.framework for t in pending}) == 1 and not session.address)
