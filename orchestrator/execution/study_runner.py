@@ -78,7 +78,8 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     recorder = TrialRecorder(session.store, session.paths, {t.trial_id: t for t in pending})
     progress = StudyProgress(pending, enabled=show_progress)
     watch = ResourceWatch(recorder, lambda: feasibility_nodes(cluster_nodes(), cluster_config),
-                          spec.execution.lost_node_timeout_s, session.notify if session.address else None)
+                          spec.execution.lost_node_timeout_s, session.notify if session.address else None,
+                          on_queue=session.set_queue)
     tuner = tune.Tuner(
         named_trial_class(tune.with_resources(_study_trainable(trainable), trial_resources(pending)), spec.name),
         param_space={"trial": tune.grid_search([t.to_dict() for t in pending]), "store": session.settings,
@@ -150,7 +151,8 @@ def _execute(session: RunSession, trials: list[TrialConfig], strict: bool, show_
     refusal = plan.budget_refusal(estimate, spec.execution.budget_usd)
     if refusal:
         raise OverBudget(refusal)
-    probed = preflight([t for t in trials if t.trial_id not in infeasible], cluster_nodes(), notify)
+    probed = preflight([t for t in trials if t.trial_id not in infeasible], cluster_nodes(), notify,
+                       on_queue=session.set_queue)
     if probed.misconfigured and strict:
         raise StudyError(f"{len(probed.misconfigured)} trial(s) failed the device probe (--strict): "
                          f"{next(iter(probed.misconfigured.values()))}")
