@@ -43,13 +43,17 @@ class QueueState(BaseModel):
 
 
 def run_state(info: dict | None) -> str | None:
-    """A run's state in one line from its run.json: ``finished (completed: 3)``, its queue state, or
+    """A run's state in one line from its run.json: ``finished (completed: 3)`` (or ``interrupted (...)``), its
+    queue state, or
     ``started (N trials)``; None without a run.json (the driver has not got that far)."""
     if not info:
         return None
     if info.get("finished"):
         counts = ", ".join(f"{k}: {v}" for k, v in sorted((info.get("counts") or {}).items()))
-        return f"finished ({counts})" if counts else "finished"
+        ended = "interrupted" if info.get("interrupted") else "finished"
+        if info.get("interrupted"):
+            counts = ", ".join(filter(None, [counts, f"{len(info.get('unfinished') or [])} trial(s) unfinished"]))
+        return f"{ended} ({counts})" if counts else ended
     if info.get("queue"):
         return QueueState.model_validate(info["queue"]).describe()
     if info.get("started"):

@@ -23,6 +23,8 @@ def test_run_state_reads_queue_and_end_from_run_json():
     assert run_state({"started": "t", "n_trials": 3}) == "started (3 trials)"
     assert run_state({"started": "t", "finished": "u", "counts": {"failed": 1, "completed": 2},
                       "queue": running.model_dump()}) == "finished (completed: 2, failed: 1)"
+    assert run_state({"started": "t", "finished": "u", "counts": {"completed": 1}, "interrupted": True,
+                      "unfinished": ["a", "b"]}) == "interrupted (completed: 1, 2 trial(s) unfinished)"
     assert run_state(None) is None and run_state({}) is None
     assert waiting.console_line() == "Queue: waiting for resources: 2 trial(s) need CPU=1 | CPU=1, GPU=1"
 
@@ -49,7 +51,8 @@ def test_driver_keeps_queue_state_in_run_json(tmp_path):
     info = json.loads(info_file.read_text())
     assert info["n_trials"] == 2 and run_state(info) == "waiting for resources: 2 trial(s) need CPU=1"
     session.finish([])
-    assert run_state(json.loads(info_file.read_text())) == "finished"
+    info = json.loads(info_file.read_text())
+    assert run_state(info) == "finished" and "queue" not in info
     # a resume starts a fresh queue state and is counted as a resume
     again = _session(tmp_path)
     again.begin("study", [], 2)

@@ -52,7 +52,9 @@ def cmd_list(args) -> int:
 def cmd_status(args) -> int:
     info = jobs.job_info(args.address, args.job_id, wait=args.wait, timeout=args.timeout)
     status, meta = jobs.status_name(info.status), info.metadata or {}
-    said = run_state(jobs.run_info_of(meta))
+    run_info = jobs.run_info_of(meta)  # one read of run.json in the store; no log
+    # a driver that died before its run ended left a queue state that no longer holds
+    said = run_state(run_info) if status == "RUNNING" or (run_info or {}).get("finished") else None
     message = (info.message or "").strip().splitlines()
     out.print(f"job:        {args.job_id}")
     out.print(f"status:     {status}" + (f" ({message[0]})" if message and status != "RUNNING" else ""))

@@ -179,6 +179,7 @@ class RunSession:
     def finish(self, records: list[TrialRecord], **extra) -> dict[str, int]:
         """Record the end of the run in run.json; returns the status counts."""
         counts = status_counts(records)
+        self.info.pop("queue", None)
         self.info.update({"finished": _now(), "counts": counts, **extra})
         self.write_info()
         return counts
