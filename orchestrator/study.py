@@ -190,7 +190,9 @@ class Study:
         """Queue the study on a remote cluster as a Ray Job; returns the job id at once.
 
         The run id is chosen here (``self.run_id``, unless the study continues a given one) and travels in the
-        job's entrypoint and metadata, so ``orchestrator list`` / ``status`` find the run's run.json. Inputs (dataset paths, a directory store, weights files) are checked where the study runs: the job's
+        job's entrypoint and metadata, so ``orchestrator list`` / ``status`` find the run's run.json.
+
+        Inputs (dataset paths, a directory store, weights files) are checked where the study runs: the job's
         driver checks them first and fails in seconds with one line. With ``strict`` the cluster's live nodes
         (read through its dashboard) and the ``cluster_config``'s node types must be able to run every trial, or
         nothing is submitted."""

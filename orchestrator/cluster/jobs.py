@@ -478,8 +478,9 @@ def run_info_of(metadata: dict | None) -> dict | None:
     try:
         store = open_store(store_uri, endpoint_url=meta.get("endpoint_url"))
         paths = RunPaths(meta.get("experiment", ""), run_id)
+        resumed = meta.get("resumes", "")
         if not store.exists(paths.run_info):
-            if "/" in meta.get("resumes", "/"):
+            if not resumed or "/" in resumed:
                 return None
             paths = find_run(store, run_id)  # a resume whose experiment could not be read at submission
         return json.loads(store.get_text(paths.run_info))
