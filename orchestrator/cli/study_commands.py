@@ -85,8 +85,8 @@ def cmd_submit(args) -> int:
         return 1
     if remote:
         job_id = study.submit(args.address, strict=args.strict, store=args.store, notify=say)
-        out.print(f"Submitted job {job_id} to {args.address}. Follow it with: orchestrator logs {job_id} --follow "
-                  f"--address {args.address}")
+        out.print(f"Submitted job {job_id} to {args.address} (run {study.run_id}). Follow it with: orchestrator "
+                  f"logs {job_id} --follow --address {args.address}")
         return 0
     return _finish(study.run(strict=args.strict, notify=say), study.spec.storage.uri)
 

@@ -65,7 +65,8 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     recorder = TrialRecorder(session.store, session.paths, {t.trial_id: t for t in pending}, session.single_node())
     progress = StudyProgress(pending, enabled=show_progress)
     watch = ResourceWatch(recorder, lambda: feasibility_nodes(cluster_nodes(), cluster_config),
-                          spec.execution.lost_node_timeout_s, session.notify if session.address else None)
+                          spec.execution.lost_node_timeout_s, session.notify if session.address else None,
+                          on_queue=session.set_queue)
     tuner = engine.build_tuner(
         session, trainable, engine.grid_space(tasks), engine.trial_resources(tasks),
         callbacks=[recorder, progress, watch, MetricsExportCallback(spec.name, session.paths.run_id, pending)],
@@ -127,7 +128,7 @@ def _execute(session: RunSession, trials: list[TrialConfig], strict: bool, show_
     if refusal:
         raise OverBudget(refusal)
     probed = preflight([t for t in trials if t.trial_id not in infeasible], cluster_nodes(), notify,
-                       single_machine=session.single_node() is not None)
+                       single_machine=session.single_node() is not None, on_queue=session.set_queue)
     if probed.misconfigured and strict:
         raise StudyError(f"{len(probed.misconfigured)} trial(s) failed the device probe (--strict): "
                          f"{next(iter(probed.misconfigured.values()))}")
