@@ -49,7 +49,7 @@ def test_calibrated_figures_win_over_earlier_measurements_and_the_reference():
     assert row["throughput_source"].startswith("calibrated")
     # start-up = 11 - 2 x 3 = 5 s, then 4 epochs of 3 s each
     assert row["trial_hours"] * 3600 == pytest.approx(5 + 4 * 3)
-    assert row["cost_usd"] == pytest.approx(0.19 * (5 + 12) / 3600)
+    assert row["cost_usd"] == pytest.approx(trial.price_per_hour * (5 + 12) / 3600)
     without = plan.estimate_study([trial], pools, [earlier], plan.load_reference())["rows"][0]
     assert without["throughput_source"].startswith("measured")
 

@@ -123,6 +123,10 @@ def test_hardware_search_places_each_trial_on_its_node_type_and_reports_the_fron
                              "scheduler": "fifo", "num_samples": 6, "max_concurrent_trials": 2,
                              "objectives": {"val_balanced_accuracy": "max", "cost_to_target_usd": "min"},
                              "space": {"batch_size": {"choice": [8, 16]}}})
+    from orchestrator.search.space import base_trials
+
+    prices = {b.node_type: b.price_per_hour for b in base_trials(spec)}  # the price table's, or the file's own
+    assert prices["gpu_sim"] == 2.48
     outcome = Search(spec).run(notify=lambda m: None)
     records = list(outcome.records)
     kinds = {r.config["node_type"] for r in records}
@@ -136,12 +140,16 @@ def test_hardware_search_places_each_trial_on_its_node_type_and_reports_the_fron
         assert r.status.value == "completed", r.error
         want = {"cpu": {"CPU": 1.0}, "gpu_sim": {"CPU": 1.0, "simulated_gpu": 1.0}}[sampled]
         assert r.search.resources == want and r.config["resources"] == want
-        assert r.config["price_per_hour"] == {"cpu": 0.19, "gpu_sim": 2.48}[sampled]
+        assert r.config["price_per_hour"] == prices[sampled]
 
     report = Path(spec.storage.uri) / spec.name / outcome.paths.run_id / "report"
     front = json.loads((report / "front.json").read_text())
     assert front == outcome.front and front
+    from orchestrator.report.comparability import TIMING_SHARED, trial_columns
+
     done = [r for r in records if r.completed]
+    alone = [r for r in done if trial_columns(r.to_dict())["timing"] != TIMING_SHARED]
+    done = alone or done  # the front leaves out shared-node timings unless every trial has them
     values = {r.trial_id: (r.history[-1]["val_balanced_accuracy"], r.config["price_per_hour"] * r.history[0]["wall_s"] / 3600)
               for r in done}
     on_front = {p["trial_id"] for p in front}
@@ -196,6 +204,18 @@ def test_multi_objective_search_resumes_with_its_searcher_state(ray_session, tin
     for record in kept.values():
         assert any(math.isclose(a, record.history[-1]["val_balanced_accuracy"]) for a in accs)
     assert second.front and {p["trial_id"] for p in second.front} <= {r.trial_id for r in second.records}
+
+
+def test_the_front_leaves_out_shared_node_trials_unless_all_shared():
+    from orchestrator.report.search import front_points
+    from orchestrator.search.pareto import pareto_mask
+
+    objectives = {"val_balanced_accuracy": "max", "time_to_target_s": "min"}
+    rows = [{"objective_val_balanced_accuracy": 0.9, "objective_time_to_target_s": 1.0, "timing": "shared node"},
+            {"objective_val_balanced_accuracy": 0.5, "objective_time_to_target_s": 5.0, "timing": "isolated"}]
+    assert pareto_mask(front_points(rows, objectives), objectives) == [False, True]
+    rows[1]["timing"] = "shared node"  # nothing isolated: the front is taken over all (the report warns)
+    assert pareto_mask(front_points(rows, objectives), objectives) == [True, False]
 
 
 def test_then_study_of_the_front_repeats_every_point_on_its_own_node_type():

@@ -2,7 +2,6 @@
 trials no node can ever run."""
 from __future__ import annotations
 
-import json
 from typing import Callable
 
 from orchestrator.cluster.nodes import cluster_nodes, feasibility_nodes
@@ -28,8 +27,14 @@ def place_trials(spec: ExperimentSpec, trials: list[TrialConfig], cluster_config
     pinning, exclusive nodes), and trial_id -> reason for trials no node can ever run. ``live`` nodes are read
     from the connected Ray when not given."""
     nodes = feasibility_nodes(cluster_nodes() if live is None else live, cluster_config)
-    placed = [t.replace(resources=placement_request(t.resources, t.node_type, nodes,
-                                                    exclusive=spec.execution.exclusive_nodes)) for t in trials]
+    from orchestrator.execution.timing import timing_notice
+
+    exclusive = spec.execution.exclusive_nodes or spec.execution.isolated_timing
+    placed = [t.replace(resources=placement_request(t.resources, t.node_type, nodes, exclusive=exclusive))
+              for t in trials]
+    notice = timing_notice(spec, placed, nodes)
+    if notice:
+        notify(notice)
     if spec.execution.exclusive_nodes:
         for node_type in exclusive_unenforceable(sorted({t.node_type for t in placed}), nodes):
             notify(f"exclusive_nodes: nodes of type '{node_type}' carry no node_kind_{node_type} resource here, "
@@ -42,14 +47,3 @@ def trial_bundle(resources: dict) -> dict:
     req = resource_request(resources)
     bundle = {"CPU": req.pop("cpu"), "GPU": req.pop("gpu"), **req}
     return {k: v for k, v in bundle.items() if v}
-
-
-def trial_resources(trials: list[TrialConfig]):
-    """What ``tune.with_resources`` gets: one static request when every trial asks for the same (which lets Tune
-    reuse actors cheaply), else a function of the trial's config."""
-    from ray import tune
-
-    distinct = {json.dumps(trial_bundle(t.resources), sort_keys=True) for t in trials}
-    if len(distinct) == 1:
-        return tune.PlacementGroupFactory([json.loads(distinct.pop())])
-    return lambda config: tune.PlacementGroupFactory([trial_bundle(config["trial"]["resources"])])

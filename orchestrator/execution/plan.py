@@ -318,7 +318,8 @@ def plan_study(spec, trials: list[TrialConfig], store, pools: list[NodePool] | N
 
         calibration = cached_calibrations(store, trials)
     estimate = estimate_study(trials, pools or local_pools(), earlier_records(store), load_reference(),
-                              exclusive=spec.execution.exclusive_nodes, calibration=calibration)
+                              exclusive=spec.execution.exclusive_nodes or spec.execution.isolated_timing,
+                              calibration=calibration)
     estimate["budget_usd"] = spec.execution.budget_usd
     if calibration is not None:
         estimate["calibrated"] = len(calibration)

@@ -1,11 +1,11 @@
-"""The Ray Tune function trainable of a study trial, and the reporting contract every trainable follows.
+"""The trial trainable, the typed task it is handed, and the reporting contract every trainable follows.
 
-Tune calls ``trial_trainable(config)`` with ``config = {"trial": TrialConfig dict, "store": store settings,
-"cache_key": prepared-data key, "tracking": what ``orchestrator.tracking`` needs (optional), "target": the
-time-to-target target of a search's objectives (optional)}`` (``TrialTask``). With a target, every result also
-carries the trial's time and cost to target so far (``orchestrator.search.objectives``), which a searcher optimises.
-Per epoch it reports the epoch's metrics with a checkpoint
-(so a killed worker resumes from its last epoch). At the end ``report_trial_record`` reports the final
+The run engine (``orchestrator.execution.engine``) calls ``trainable(task)`` with a ``TrialTask``: the trial's
+``TrialConfig``, how to open the run's store, its prepared data's key, what ``orchestrator.tracking`` needs and,
+for a search, the time-to-target target of its objectives: with a target every result also carries the trial's
+time and cost to target so far (``orchestrator.search.objectives``), which a searcher optimises.
+Per epoch ``trial_trainable`` reports the epoch's metrics with a checkpoint (so a killed worker resumes from its
+last epoch). At the end ``report_trial_record`` reports the final
 metrics with a checkpoint holding ``record.json`` and ``predictions.csv``; the coordinator's recorder stores
 them. Tune's results carry metrics only, never the record itself.
 """
@@ -28,15 +28,24 @@ NODE_ID_KEY = "node_id"  # added to every result by ``named_trial_class``: the R
 
 @dataclass(frozen=True)
 class TrialTask:
-    """What a trainable is handed: the trial, how to open the run's store, and its prepared data's key."""
+    """What a trainable is handed: the trial, how to open the run's store (``open_store`` settings), its
+    prepared data's key, the tracking context (``StudyTracking.trial_context``; None: untracked) and a search's
+    time-to-target target (None: no objectives reported)."""
 
     trial: TrialConfig
     store: dict
-    cache_key: str | None
+    cache_key: str | None = None
+    tracking: dict | None = None
+    target: dict | None = None
 
-    @classmethod
-    def from_config(cls, config: dict) -> "TrialTask":
-        return cls(TrialConfig.from_dict(config["trial"]), config["store"], config.get("cache_key"))
+    @property
+    def trial_id(self) -> str:
+        return self.trial.trial_id
+
+    def resolve(self, sample: dict, tune_trial_id: str) -> "TrialTask":
+        """The task of one Tune trial given the values Tune sampled for it: a study's task is already
+        complete (a search's task template overrides this)."""
+        return self
 
 
 def numeric(row: dict) -> dict:
@@ -128,8 +137,8 @@ def _epoch_reporter(tracking, trial: TrialConfig, target: dict | None):
     return on_epoch
 
 
-def trial_trainable(config: dict) -> None:
-    """Run one study trial under Tune (see the module docstring for ``config``)."""
+def trial_trainable(task: TrialTask) -> None:
+    """Run one trial under Tune: load its prepared data, train, report per epoch and the final record."""
     import ray
     from ray import tune
 
@@ -137,20 +146,21 @@ def trial_trainable(config: dict) -> None:
     from orchestrator.tracking.trial import TrialTracking
     from workers.train import run_trial
 
-    task = TrialTask.from_config(config)
     _limit_threads(task.trial.resources.get("CPU", 1))
     t = time.perf_counter()
-    data = load_prepared(task.store, task.cache_key)
+    data = load_prepared(task.store, task.cache_key)  # stages the node's data cache (once per node)
     data_load_s = time.perf_counter() - t
+    started = time.perf_counter()  # the trial's clock starts here, at the same point for every trial
     checkpoint = tune.get_checkpoint()
     resume_dir = checkpoint.to_directory() if checkpoint else None
-    tracking = TrialTracking(config.get("tracking"), config["trial"], task.store, resume_dir)
+    tracking = TrialTracking(task.tracking, task.trial.to_dict(), task.store, resume_dir)
     try:
         result = run_trial(
-            task.trial, data=data, on_epoch=_epoch_reporter(tracking, task.trial, config.get("target")), resume_dir=resume_dir,
+            task.trial, data=data, on_epoch=_epoch_reporter(tracking, task.trial, task.target),
+            resume_dir=resume_dir,
             weights_path=resolve_weights(task.trial, task.store),
             data_timings={"data_load_s": data_load_s, "prepare_s": 0.0, "augment_s": float(data.meta.get("augment_s", 0.0))},
-            started=t,
+            started=started,
         )
     except Exception as err:
         tracking.fail(f"{type(err).__name__}: {err}")
@@ -159,4 +169,4 @@ def trial_trainable(config: dict) -> None:
         "node_id": ray.get_runtime_context().get_node_id(), "resumed_from_checkpoint": resume_dir is not None,
         "tune_trial_id": tune.get_context().get_trial_id()})
     record = record.model_copy(update={"tracking": tracking.finish(record.to_dict(), result.predictions_csv)})
-    report_trial_record(record, result.predictions_csv, _objectives(task.trial, config.get("target"), record.history))
+    report_trial_record(record, result.predictions_csv, _objectives(task.trial, task.target, record.history))

@@ -56,9 +56,12 @@ def search_table(records: list[dict], search, target: dict | None = None) -> pd.
 
     ``<metric>`` is the value the trial reported at its last epoch (what ASHA and the best-configuration rule
     compare); ``best_<metric>`` is its best value over epochs, for reference. A multi-objective search adds every
-    objective (``orchestrator.search.objectives``; time and cost to ``target``, ``inf`` = not reached) and
-    ``pareto``: whether no other trial dominates the trial.
+    objective (``orchestrator.search.objectives``; time and cost to ``target``, ``inf`` = not reached),
+    ``timing`` (``shared node`` when the trial shared its node: ``report.comparability``) and ``pareto``: whether
+    no other trial dominates the trial (``front_points``: among the trials with isolated timings when any has
+    every objective).
     """
+    from orchestrator.report.comparability import trial_columns
     from orchestrator.report.tables import DEFAULT_TARGET
     from orchestrator.search.objectives import trial_objectives
     from orchestrator.search.pareto import pareto_mask
@@ -93,6 +96,7 @@ def search_table(records: list[dict], search, target: dict | None = None) -> pd.
             "train_s": (r.get("timings") or {}).get("fit_s") or (
                 sum(float(h.get("epoch_train_s") or 0) for h in r.get("history") or []) or None),
             "tune_trial_id": s.get("tune_trial_id"), "reason": r.get("error"),
+            "timing": trial_columns(r)["timing"],
         })
         if objectives:
             row.update({f"objective_{k}": v for k, v in
@@ -102,13 +106,24 @@ def search_table(records: list[dict], search, target: dict | None = None) -> pd.
     if df.empty:
         return df
     if objectives:
-        points = [{k: row.get(f"objective_{k}") for k in objectives} for row in rows]
-        df["pareto"] = pareto_mask(points, objectives)
+        df["pareto"] = pareto_mask(front_points(rows, objectives), objectives)
     df[metric] = pd.to_numeric(df[metric], errors="coerce")
     df = df.sort_values([metric, "epochs_run"], ascending=[mode == "min", False], na_position="last", kind="stable")
     ranks = pd.Series(range(1, len(df) + 1), index=df.index, dtype="Int64")
     df.insert(0, "rank", ranks.where(df[metric].notna()))
     return df.reset_index(drop=True)
+
+
+def front_points(rows: list[dict], objectives: dict[str, str]) -> list[dict]:
+    """The objective values the Pareto front is taken over: a trial that shared its node has none (its times
+    are shared-node timings, not hardware figures) unless no trial with isolated timings has every objective."""
+    from orchestrator.report.comparability import TIMING_SHARED
+
+    points = [{k: row.get(f"objective_{k}") for k in objectives} for row in rows]
+    complete = [all(_num(v) is not None for v in p.values()) for p in points]
+    if any(c and row.get("timing") != TIMING_SHARED for c, row in zip(complete, rows)):
+        return [{} if row.get("timing") == TIMING_SHARED else p for p, row in zip(points, rows)]
+    return points
 
 
 def _epochs_trained(df: pd.DataFrame, info: dict) -> str:

@@ -55,4 +55,5 @@ def shared_node_note(records: list[dict]) -> str | None:
     if not shared:
         return None
     return (f"{len(shared)} trial(s) shared their node with other trials: their time and cost to target are "
-            "shared-node timings, not hardware figures (set execution.exclusive_nodes or max_concurrent_trials: 1)")
+            "shared-node timings, not hardware figures, and the Pareto front leaves them out unless no trial with "
+            "isolated timings has every objective (set execution.exclusive_nodes or max_concurrent_trials: 1)")

@@ -4,10 +4,9 @@ The block (``orchestrator.spec.schema.SearchSpec``) becomes a Tune search space,
 among its dimensions when the block lists several; random search (``BasicVariantGenerator``) or ``OptunaSearch``
 (one metric, or several objectives: Optuna's multi-objective TPE through Tune) samples it and an
 ``ASHAScheduler`` (or FIFO) stops poor trials early. Each trial asks Ray for the resources of the node type it
-sampled (a config-dependent ``tune.with_resources`` request), so CPU and GPU trials run side by side; samples of
-a node type no node can run are recorded ``infeasible`` without training. Each trial is the study's own trainable
-with the sampled values as ``TrialConfig.overrides``, so it reports per-epoch metrics and checkpoints exactly
-like a study trial.
+sampled (``engine.sampled_resources``), so CPU and GPU trials run side by side; samples of a node type no node
+can run are recorded ``infeasible`` without training. Each trial is the study's own trainable with the sampled
+values as ``TrialConfig.overrides``, so it reports per-epoch metrics and checkpoints exactly like a study trial.
 
 Every trial is recorded in the store like a study trial, with a ``search`` entry (sampled hyperparameters,
 epochs run, last metrics); trials the scheduler stops are recorded from their last result (``stopped_early``).
@@ -17,70 +16,26 @@ The report (``search.html``, ``search.md``, ``trials.csv``, ``best.json``, plots
 """
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from orchestrator.errors import StudyError
 from orchestrator.execution.run_steps import RunSession
-from orchestrator.records import RunPaths, read_trial_records
-from orchestrator.search.space import (base_key, base_trials, n_trials, select_base, trial_for_sample,
+from orchestrator.records import read_trial_records
+from orchestrator.results import SearchResult
+from orchestrator.search.space import (SearchTask, base_key, base_trials, n_trials, select_base, trial_for_sample,
                                        tune_space)
+from orchestrator.spec.grid import trial_id
 from orchestrator.spec.schema import ExperimentSpec
 from workers.config import TrialConfig
-from workers.records import FINAL_STATUSES, TrialRecord
+from workers.records import FINAL_STATUSES
+
+if TYPE_CHECKING:
+    from orchestrator.execution.engine import Trainable
 
 
 class SearchError(StudyError):
     """A search that cannot start or resume."""
-
-
-@dataclass
-class SearchOutcome:
-    paths: RunPaths
-    store: Any
-    records: list[TrialRecord]
-    best: dict | None
-    report_uri: str | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    interrupted: bool = False
-    study: Any = None
-    study_report_uri: str | None = None
-    front: list[dict] = field(default_factory=list)  # Pareto front of a multi-objective search (``front.json``)
-
-
-def search_trainable(config: dict) -> None:
-    """Tune function trainable of a search: the study trainable on the sampled architecture and node type, with the
-    sampled values applied and the objectives (time and cost to target) in every result. A sample of a node type
-    no node can run returns at once without reporting (its record says ``infeasible``)."""
-    from ray import tune
-
-    from orchestrator.execution.trainable import trial_trainable
-
-    base = select_base(config["bases"], config["hp"])
-    if base_key(base) in config.get("infeasible", {}):
-        return
-    trial = trial_for_sample(base, config["hp"], tune.get_context().get_trial_id())
-    trial_trainable({"trial": trial, "store": config["store"], "cache_key": config["cache_keys"][trial["augmentation"]],
-                     "target": config.get("target")})
-
-
-# A sample of an infeasible node type still becomes a Tune trial (Tune samples before it places); it asks for
-# this sliver of a CPU, returns at once and is recorded ``infeasible``, instead of waiting forever for resources.
-INFEASIBLE_BUNDLE = {"CPU": 0.01}
-
-
-def sampled_resources(config: dict):
-    """The placement request of a sample: its node type's bundle (``tune.with_resources`` calls this per trial)."""
-    from ray import tune
-
-    from orchestrator.execution.placement import trial_bundle
-
-    base = select_base(config["bases"], config["hp"])
-    if base_key(base) in config.get("infeasible", {}):
-        return tune.PlacementGroupFactory([INFEASIBLE_BUNDLE])
-    return tune.PlacementGroupFactory([trial_bundle(base["resources"])])
 
 
 def _stored_spec(session: RunSession) -> ExperimentSpec:
@@ -94,7 +49,7 @@ def _stored_spec(session: RunSession) -> ExperimentSpec:
 
 
 def _scheduler(search):
-    from orchestrator.search.callbacks import FinishingASHAScheduler
+    from orchestrator.search.scheduler import FinishingASHAScheduler
 
     if search.scheduler != "asha":
         return None
@@ -127,45 +82,45 @@ def _algorithm_and_concurrency(spec: ExperimentSpec, bases: list[TrialConfig], n
     return OptunaSearch(metric=metrics, mode=modes, seed=spec.seed), concurrency
 
 
-def _new_tuner(session: RunSession, trainable, bases: list[TrialConfig], infeasible: dict[str, str], cache_keys: dict,
-               nodes, recorder):
-    from ray import tune
+def _resources(task: SearchTask):
+    """One static request when the search samples one node type, else each sample's node type's bundle."""
+    from orchestrator.execution import engine
+
+    return engine.sampled_resources(task.bundle) if len(task.bases) > 1 else engine.trial_resources([task])
+
+
+def _skipping_infeasible(trainable: Trainable, infeasible: dict[str, str]) -> Trainable:
+    """The trainable, except that a sample of a node type no node can run returns at once without reporting
+    (the recorder stores it ``infeasible``)."""
+
+    def search_trial(task) -> None:
+        if base_key(task.trial.to_dict()) not in infeasible:
+            trainable(task)
+
+    search_trial.__name__ = getattr(trainable, "__name__", "search_trial")
+    return search_trial
+
+
+def _new_tuner(session: RunSession, trainable: Trainable, task: SearchTask, nodes, recorder):
+    from orchestrator.execution import engine
 
     spec, search = session.spec, session.spec.search
-    storage_path, fs = session.tune_storage()
-    runnable = [b for b in bases if base_key(b.to_dict()) not in infeasible]
-    algorithm, concurrency = _algorithm_and_concurrency(spec, runnable, nodes)
-    target = spec.report.target
-    return tune.Tuner(
-        trainable,
-        param_space={"hp": tune_space(search), "bases": {base_key(b.to_dict()): b.to_dict() for b in bases},
-                     "infeasible": infeasible, "store": session.settings, "cache_keys": cache_keys,
-                     "target": {"metric": target.metric, "value": target.value, "mode": target.mode}},
-        tune_config=tune.TuneConfig(
-            search_alg=algorithm, scheduler=_scheduler(search), num_samples=search.num_samples,
-            max_concurrent_trials=concurrency, time_budget_s=search.time_budget_s, reuse_actors=True,
-            trial_dirname_creator=lambda trial: trial.trial_id,
-        ),
-        run_config=tune.RunConfig(
-            name="tune", storage_path=storage_path, storage_filesystem=fs,
-            failure_config=tune.FailureConfig(max_failures=spec.execution.max_retries),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[recorder], verbose=0, log_to_file=True,
-        ),
-    )
+    runnable = [TrialConfig.from_dict(b) for k, b in task.bases.items() if k not in task.infeasible]
+    algorithm, concurrency = _algorithm_and_concurrency(spec, runnable or [task.trial], nodes)
+    return engine.build_tuner(
+        session, trainable, engine.sample_space(task, tune_space(search)), _resources(task),
+        callbacks=[recorder], search_alg=algorithm, scheduler=_scheduler(search), num_samples=search.num_samples,
+        max_concurrent_trials=concurrency, time_budget_s=search.time_budget_s, reuse_actors=True)
 
 
-def _restored_tuner(session: RunSession, trainable, recorder):
-    from ray import tune
+def _restored_tuner(session: RunSession, trainable: Trainable, task: SearchTask, recorder):
+    from orchestrator.execution import engine
 
-    storage_path, fs = session.tune_storage()
-    path = f"{storage_path}/tune"
-    if not tune.Tuner.can_restore(path, storage_filesystem=fs):
-        raise SearchError(f"run '{session.paths.run_id}' has no Tune state to resume at {path}")
-    tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs)
-    local = getattr(tuner, "_local_tuner", None)  # the restored config holds unpickled copies of old callbacks
-    if local is not None:
-        local.get_run_config().callbacks = [recorder]
+    tuner = engine.restore_tuner(session, trainable, engine.sample_space(task, tune_space(session.spec.search)),
+                                 _resources(task), callbacks=[recorder])
+    if tuner is None:
+        raise SearchError(f"run '{session.paths.run_id}' has no Tune state to resume at "
+                          f"{session.tune_storage()[0]}/tune")
     done = sum(1 for r in read_trial_records(session.store, session.paths) if r.status.value in FINAL_STATUSES)
     recorder.finished = done
     session.notify(f"Resuming: {done} finished trial(s) are kept")
@@ -200,25 +155,27 @@ def _open_session(spec: ExperimentSpec, run_id, address, resume, notify) -> tupl
 
 
 def run_search(spec: ExperimentSpec, *, run_id: str | None = None, address: str | None = None, resume: bool = False,
-               notify: Callable[[str], None] = print, num_cpus: int | None = None) -> SearchOutcome:
+               notify: Callable[[str], None] = print, num_cpus: int | None = None,
+               trainable: Trainable | None = None) -> SearchResult:
     """Run (or, with ``resume=True``, continue) the hyperparameter search of ``spec.search``; an embedded Ray
-    started here is shut down on every exit path."""
+    started here is shut down on every exit path. ``trainable`` replaces the trial trainable, as for a study."""
+    from orchestrator.execution.trainable import trial_trainable
+    from orchestrator.tracking import open_study_tracking
+
     session, spec = _open_session(spec, run_id, address, resume, notify)
+    tracking = open_study_tracking(spec, session.paths)  # an unreachable tracking server stops here
     try:
         session.connect(num_cpus)
-        return _search(session, resume)
+        return _search(session, resume, trainable or trial_trainable, tracking)
     finally:
         session.close()
 
 
-def _search(session: RunSession, resume: bool) -> SearchOutcome:
-    from ray import tune
-
-    from orchestrator.execution.placement import place_trials, trial_resources
-    from orchestrator.execution.trainable import named_trial_class
-    from orchestrator.execution.ray_runtime import credentials_kept_out_of_runtime_env
+def _search(session: RunSession, resume: bool, trainable: Trainable, tracking) -> SearchResult:
+    from orchestrator.execution import engine
+    from orchestrator.execution.placement import place_trials
     from orchestrator.report.search import write_search_report
-    from orchestrator.search.callbacks import SearchRecorder
+    from orchestrator.search.recorder import SearchRecorder
 
     spec, notify = session.spec, session.notify
     search, total = spec.search, n_trials(spec.search)
@@ -228,6 +185,8 @@ def _search(session: RunSession, resume: bool) -> SearchOutcome:
         field = "search.node_types" if search.node_types else "search.node_type"
         raise SearchError(f"{field}: {next(iter(infeasible.values()))}")
     session.begin("search", nodes, total, search=search.model_dump(mode="json"))
+    tracking.start({"n_trials": total, "dataset": spec.dataset.source, "address": session.info["address"]},
+                   session.store.uri, notify)
     archs, kinds = search.architecture_choices(), search.node_type_choices()
     objectives = ", ".join(f"{m} ({d})" for m, d in zip(search.objective_metrics, search.objective_modes))
     notify(f"Search {session.paths.run_id}: {', '.join(archs)} on {', '.join(kinds)}, {search.algorithm} search, "
@@ -235,39 +194,39 @@ def _search(session: RunSession, resume: bool) -> SearchOutcome:
            f"store {session.store.uri}")
     for key, reason in infeasible.items():
         notify(f"Samples of {key} are recorded infeasible: {reason}")
-    cache_keys = _prepare(session, bases[0])
-    resources = sampled_resources if len(bases) > 1 else trial_resources(bases)
-    trainable = named_trial_class(tune.with_resources(search_trainable, resources), spec.name)
-    recorder = SearchRecorder(session.store, session.settings, session.paths, search, total, notify)
-    tuner = _restored_tuner(session, trainable, recorder) if resume else \
-        _new_tuner(session, trainable, bases, infeasible, cache_keys, nodes, recorder)
-    with credentials_kept_out_of_runtime_env():
-        tuner.fit()
+    target = spec.report.target
+    task = SearchTask(bases[0], session.settings, tracking=tracking.trial_context(),
+                      target={"metric": target.metric, "value": target.value, "mode": target.mode},
+                      cache_keys=_prepare(session, bases[0]), bases={base_key(b.to_dict()): b.to_dict() for b in bases},
+                      infeasible=infeasible)
+    recorder = SearchRecorder(session.store, session.paths, search, total, notify, session.single_node(), infeasible)
+    if infeasible:
+        trainable = _skipping_infeasible(trainable, infeasible)
+    tuner = _restored_tuner(session, trainable, task, recorder) if resume else \
+        _new_tuner(session, trainable, task, nodes, recorder)
+    engine.fit(tuner)
     unfinished = recorder.write_missing(search.time_budget_s)
     records = [r for r in read_trial_records(session.store, session.paths) if r.search]
-    counts = session.finish(records)
+    counts = session.finish(records, tracking=tracking.summary(records))
     url = write_search_report(session.store, session.paths, search)
     best = json.loads(session.store.get_text(session.paths.report("best.json")))
     front_path = session.paths.report("front.json")
     front = json.loads(session.store.get_text(front_path)) \
         if search.objectives and session.store.exists(front_path) else []
-    return SearchOutcome(paths=session.paths, store=session.store, records=records, best=best, report_uri=url,
-                         counts=counts, interrupted=unfinished > 0, front=front or [])
+    return SearchResult(session.paths, session.store, records, counts, url, best_trial=best,
+                        interrupted=unfinished > 0, front=front or [])
 
 
 def _study_trials(spec: ExperimentSpec, point: dict, label: str) -> list[TrialConfig]:
     """One searched configuration (its sampled values, architecture and node type included) as full-length study
-    trials, ``search.then_study_repeats`` repeats."""
+    trials, ``search.then_study_repeats`` repeats, ``label`` in their trial ids."""
     bases = {base_key(b.to_dict()): b.to_dict() for b in base_trials(spec)}
     hp = point["hyperparameters"]
     trials = []
     for repeat in range(spec.search.then_study_repeats):
         trial = trial_for_sample(select_base(bases, hp), hp, label)
         trial.update(epochs=spec.search.epochs, repeat=repeat, seed=spec.seed * 1000 + repeat)
-        digest = hashlib.sha256(json.dumps({k: v for k, v in trial.items() if k != "trial_id"}, sort_keys=True,
-                                           default=str).encode()).hexdigest()[:8]
-        trial["trial_id"] = (f"{trial['architecture']}-{label}-e{trial['epochs']}-{trial['node_type']}-"
-                             f"{trial['augmentation']}-{trial['framework']}-r{repeat}-{digest}")
+        trial["trial_id"] = trial_id(trial, label)
         trials.append(TrialConfig.from_dict(trial))
     return trials
 
@@ -283,8 +242,8 @@ def front_trials(spec: ExperimentSpec, front: list[dict]) -> list[TrialConfig]:
     return [t for i, point in enumerate(front) for t in _study_trials(spec, point, f"front{i}")]
 
 
-def then_study(spec: ExperimentSpec, outcome: SearchOutcome, *, address: str | None = None,
-               notify: Callable[[str], None] = print) -> SearchOutcome:
+def then_study(spec: ExperimentSpec, outcome: SearchResult, *, address: str | None = None,
+               notify: Callable[[str], None] = print) -> SearchResult:
     """Re-run the best configuration (a multi-objective search: every point of its Pareto front) as a full-length
     study with repeats (run id ``<search run id>-best`` / ``-front``) and report it."""
     from orchestrator.execution.study_runner import execute_study
@@ -297,13 +256,13 @@ def then_study(spec: ExperimentSpec, outcome: SearchOutcome, *, address: str | N
         notify(f"Study of the Pareto front ({len(outcome.front)} configuration(s)): {len(trials)} trial(s) of "
                f"{spec.search.epochs} epochs")
     else:
-        if not outcome.best:
+        if not outcome.best_trial:
             raise SearchError("no trial of the search reported its metric, so there is no best configuration to study")
-        trials, suffix = best_trials(spec, outcome.best), "best"
-        notify(f"Study of the best configuration ({outcome.best['trial_id']}): {len(trials)} trial(s) of "
+        trials, suffix = best_trials(spec, outcome.best_trial), "best"
+        notify(f"Study of the best configuration ({outcome.best_trial['trial_id']}): {len(trials)} trial(s) of "
                f"{spec.search.epochs} epochs")
     study = execute_study(spec, trials=trials, run_id=f"{outcome.paths.run_id}-{suffix}", address=address,
                           notify=notify)
     outcome.study = study
-    outcome.study_report_uri = write_report(study.store, study.paths)
+    outcome.study_report_url = write_report(study.store, study.paths)
     return outcome

@@ -1,14 +1,19 @@
-"""A search's space and trials as data: Tune domains from the ``search:`` block, and the trial config of a
-sample (pure functions; Tune is imported only to build domains)."""
+"""A search's space and trials as data: Tune domains from the ``search:`` block, the trial config of a sample
+(pure functions; Tune is imported only to build domains) and the task template (``SearchTask``) the run engine
+resolves per sample."""
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from orchestrator.execution.trainable import TrialTask
+from orchestrator.spec.grid import expand_grid, trial_id
+from workers.config import TrialConfig
 
 if TYPE_CHECKING:
     from orchestrator.spec.schema import ExperimentSpec, SearchSpec
-    from workers.config import TrialConfig
 
 
 def whole_number(name: str, model_params: dict) -> bool:
@@ -71,8 +76,7 @@ def plain(value: Any) -> Any:
 
 def base_trials(spec: ExperimentSpec) -> list[TrialConfig]:
     """The trials samples start from, one per (architecture, node type) the search may sample: the search's
-    epochs, grid defaults, each node type's resources, framework and price."""
-    from orchestrator.spec.grid import expand_grid
+    epochs, grid defaults, each node type's resources, stack and price."""
 
     s = spec.search
     grid = spec.grid.model_copy(update={
@@ -105,7 +109,7 @@ def trial_for_sample(base: dict, hyperparameters: dict, tune_trial_id: str) -> d
 
     Training settings go to ``overrides``, builder arguments to ``overrides["model_params"]`` and
     ``augmentation`` to the trial's augmentation stage; ``architecture`` and ``node_type`` were chosen with the
-    base (``select_base``). The trial id carries Tune's trial id, so the
+    base (``select_base``). The trial id (``spec.grid.trial_id``) is tagged with Tune's trial id, so the
     coordinator and the worker name a trial the same way.
     """
     from orchestrator.spec.schema import SEARCH_TRAINING_SETTINGS, model_search_params
@@ -129,8 +133,40 @@ def trial_for_sample(base: dict, hyperparameters: dict, tune_trial_id: str) -> d
     if model_params:
         overrides["model_params"] = model_params
     trial["overrides"] = overrides
-    trial["trial_id"] = f"{trial['architecture']}-{tune_trial_id}"
+    trial["trial_id"] = trial_id(trial, tune_trial_id)
     return trial
+
+
+# A sample of an infeasible node type still becomes a Tune trial (Tune samples before it places).
+INFEASIBLE_BUNDLE = {"CPU": 0.01}
+
+
+@dataclass(frozen=True)
+class SearchTask(TrialTask):
+    """A search's task template: each Tune trial's task is the base trial of its sampled architecture and node
+    type (``bases``: ``base_key`` -> ``TrialConfig.to_dict()``, ``select_base``) with its sampled values applied
+    (``trial_for_sample``), the prepared data of its augmentation stage (``cache_keys``) and the objectives'
+    ``target``. ``infeasible`` maps the base keys no node can run to why."""
+
+    cache_keys: dict[str, str] = field(default_factory=dict)
+    bases: dict[str, dict] = field(default_factory=dict)
+    infeasible: dict[str, str] = field(default_factory=dict)
+
+    def base_of(self, sample: dict) -> dict:
+        """The base trial of a sample (the template's own trial when the search has one base)."""
+        return select_base(self.bases, sample) if self.bases else self.trial.to_dict()
+
+    def bundle(self, sample: dict) -> dict:
+        """The placement bundle of a sample: its node type's (a sliver of a CPU for an infeasible node type, whose
+        trial returns at once and is recorded ``infeasible`` instead of waiting forever for resources)."""
+        from orchestrator.execution.placement import trial_bundle
+
+        base = self.base_of(sample)
+        return INFEASIBLE_BUNDLE if base_key(base) in self.infeasible else trial_bundle(base["resources"])
+
+    def resolve(self, sample: dict, tune_trial_id: str) -> TrialTask:
+        trial = TrialConfig.from_dict(trial_for_sample(self.base_of(sample), sample, tune_trial_id))
+        return TrialTask(trial, self.store, self.cache_keys.get(trial.augmentation), self.tracking, self.target)
 
 
 def asha_rungs(search: SearchSpec) -> list[int]:

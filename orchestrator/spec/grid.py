@@ -6,12 +6,29 @@ import itertools
 import json
 
 from orchestrator.spec.schema import ExperimentSpec
+from orchestrator.spec.stack import resolve_stack
 from workers.config import TrialConfig
 
 
-def _trial_id(fields: dict) -> str:
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
-    readable = "{architecture}-e{epochs}-{node_type}-{augmentation}-{framework}-r{repeat}".format(**fields)
+ID_FIELDS = ("architecture", "epochs", "node_type", "augmentation", "framework", "repeat", "seed", "dataset", "split",
+             "training", "augmentation_settings", "model")
+
+
+def trial_id(settings: dict, tag: str | None = None) -> str:
+    """The one trial id of every run (studies, searches, a search's best-configuration study).
+
+    ``settings`` is a trial's JSON form (``TrialConfig.to_dict()`` or the grid's fields): the readable axes, then a
+    hash of everything that affects the trial (the ``ID_FIELDS``, a search's ``overrides``, and ``tag``). ``tag``
+    tells apart trials of equal settings: a search sample's Tune trial id, or ``best``. Equal inputs give equal
+    ids, which is how a resume recognises finished trials and how coordinator and worker name a trial alike."""
+    fields = {k: settings[k] for k in ID_FIELDS}
+    if settings.get("overrides"):
+        fields["overrides"] = settings["overrides"]
+    if tag:
+        fields["tag"] = tag
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    readable = "{architecture}-{label}e{epochs}-{node_type}-{augmentation}-{framework}-r{repeat}".format(
+        **fields, label=f"{tag}-" if tag else "")
     return f"{readable}-{digest}"
 
 
@@ -29,7 +46,10 @@ def expand_grid(spec: ExperimentSpec) -> list[TrialConfig]:
         g.architectures, g.epochs, g.node_types, g.augmentation, g.frameworks, range(g.repeats)
     ):
         nt = node_types[node_type]
-        resolved_framework = nt.framework if framework == "auto" else framework
+        stack = resolve_stack(spec, node_type, framework)  # one stack per study unless the node type sets its own
+        resolved_framework = stack["framework"]
+        training = spec.training.model_copy(update={k: stack[k] for k in
+                                                    ("mixed_precision", "jit_compile", "steps_per_execution")})
         resources = dict(nt.resources)
         if spec.execution.cpus_per_trial is not None:
             resources["CPU"] = spec.execution.cpus_per_trial
@@ -45,13 +65,13 @@ def expand_grid(spec: ExperimentSpec) -> list[TrialConfig]:
             "seed": seed,
             "dataset": spec.dataset.model_dump(mode="json"),
             "split": spec.split.model_dump(mode="json"),
-            "training": spec.training.model_dump(mode="json"),
+            "training": training.model_dump(mode="json"),
             "augmentation_settings": spec.augmentation.model_dump(mode="json"),
             "model": model.model_dump(mode="json"),
         }
         trials.append(
             TrialConfig(
-                trial_id=_trial_id(fields),
+                trial_id=trial_id(fields),
                 experiment=spec.name,
                 resources=resources,
                 accelerator=nt.accelerator,
