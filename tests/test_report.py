@@ -32,13 +32,15 @@ FIXED_TIME = "2026-01-02T03:04:05+00:00"
 def make_record(arch="cnn", epochs=2, node="cpu", repeat=0, acc=0.5, f1=None, prec=None, recall=None,
                 ips=100.0, epoch_s=1.0, total_s=36.0, status="completed", device_kind=None, device_name=None,
                 simulated=None, reason=None, error=None, retries=0, classes=CLASSES, price="default",
-                experiment="study", mismatch_flag=None) -> dict:
+                experiment="study", mismatch_flag=None, val_f1=None, augmentation="none") -> dict:
     """A trial record shaped like the ones ``workers.train.run_trial`` writes (only what the report reads)."""
     framework = "tensorflow" if node.startswith("cpu") else "jax"
     digest = hashlib.sha1(f"{arch}/{epochs}/{node}/{repeat}".encode()).hexdigest()[:8]
-    tid = f"{arch}-e{epochs}-{node}-none-{framework}-r{repeat}-{digest}"
+    if augmentation != "none":
+        digest = hashlib.sha1(f"{arch}/{epochs}/{node}/{repeat}/{augmentation}".encode()).hexdigest()[:8]
+    tid = f"{arch}-e{epochs}-{node}-{augmentation}-{framework}-r{repeat}-{digest}"
     config = {"trial_id": tid, "experiment": experiment, "architecture": arch, "epochs": epochs, "node_type": node,
-              "augmentation": "none", "framework": framework, "repeat": repeat, "resources": RESOURCES[node],
+              "augmentation": augmentation, "framework": framework, "repeat": repeat, "resources": RESOURCES[node],
               "price_per_hour": PRICES[node] if price == "default" else price,
               "dataset": {"source": "synthetic", "image_size": [16, 16]}}
     record = {"trial_id": tid, "config": config, "status": status, "retries": retries}
@@ -54,6 +56,8 @@ def make_record(arch="cnn", epochs=2, node="cpu", repeat=0, acc=0.5, f1=None, pr
         "metrics": {"accuracy": acc, "balanced_accuracy": acc, "precision_macro": prec if prec is not None else acc,
                     "recall_macro": recall if recall is not None else acc, "f1_macro": f1,
                     "confusion_matrix": cm.tolist(),
+                    "validation": {"accuracy": acc, "f1_macro": f1 if val_f1 is None else val_f1},
+                    "ci95": {"accuracy": [acc - 0.1, acc + 0.1], "f1_macro": [f1 - 0.1, f1 + 0.1]},
                     "per_class": {c: {"precision": acc, "recall": acc, "f1": f1, "support": 5} for c in classes},
                     "isic": {"scorer": "isic-challenge-scoring 5.6.0", "balanced_multiclass_accuracy": acc,
                              "macro": {"auc": 0.9, "ap": 0.8, "auc_sens_80": 0.1, "sensitivity": acc,
@@ -326,7 +330,10 @@ def test_summary_json_names_the_best_trials(report_files):
     assert summary["best_by_accuracy"]["architecture"] == "lstm" and summary["best_by_accuracy"]["epochs"] == 4
     assert summary["counts"] == {"completed": 6, "failed": 1, "infeasible": 1}
     assert summary["synthetic_data"] is True
-    assert summary["table_i_accuracy_pct"]["cnn"]["2 epochs (%)"] == pytest.approx(60.0)
+    assert summary["selected_on"] == "validation" and summary["best_by_f1"]["selected_on"] == "validation f1_macro"
+    # Table I per node type: cnn at 2 epochs is 0.5 and 0.7 on cpu (60 %), 0.6 on gpu
+    assert summary["table_i_accuracy_pct"]["node type cpu"]["cnn"]["2 epochs (%)"] == pytest.approx(60.0)
+    assert summary["table_i_accuracy_pct"]["node type gpu"]["cnn"]["2 epochs (%)"] == pytest.approx(60.0)
     assert {p["status"] for p in summary["problems"]} == {"failed", "infeasible", "completed"}
     assert summary["pareto_front"] and len(summary["trials"]) == 8
 

@@ -29,10 +29,12 @@ from workers.distribution import (DevicePlan, accelerator_count, data_parallel, 
 
 @dataclass(frozen=True)
 class TrialResult:
-    """What ``run_trial`` returns: the trial's record and its test predictions (``predictions.csv`` text)."""
+    """What ``run_trial`` returns: the trial's record, its test predictions (``predictions.csv`` text) and its
+    validation predictions (``val_predictions.csv``, same format; empty without a validation split)."""
 
     record: TrialRecord
     predictions_csv: str
+    val_predictions_csv: str = ""
 
 
 EpochCallback = Callable[[dict, Callable[[str], None]], None]
@@ -118,12 +120,12 @@ class _EpochMonitor:
         if len(self.data.y_val):
             t = time.perf_counter()
             probs = _predict(model, self.data, "val", self.plan)
-            m = self.compute_metrics(self.data.y_val, probs, self.data.class_names)
+            m = self.compute_metrics(self.data.y_val, probs, self.data.class_names, confidence_intervals=False)
             eps = 1e-7
             row.update({
                 "val_loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(probs)), self.data.y_val], eps, 1)))),
                 "val_accuracy": m["accuracy"],
-                "val_balanced_accuracy": m["isic"]["balanced_multiclass_accuracy"],
+                "val_balanced_accuracy": (m["isic"] or {}).get("balanced_multiclass_accuracy"),
                 "val_f1_macro": m["f1_macro"],
                 "val_s": time.perf_counter() - t,
             })
@@ -134,7 +136,7 @@ class _EpochMonitor:
 
 
 def _predictions_csv(ids: list[str], y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> str:
-    """One row per test image; probabilities at full float32 precision, so that
+    """One row per image of the split; probabilities at full float32 precision, so that
     ``workers.metrics.rescore_predictions_csv`` gives back exactly the record's metrics."""
     from workers.metrics import format_probability
 
@@ -190,10 +192,12 @@ def run_trial(
         probs = np.asarray(_predict(trained.model, data, "test", plan),
                            dtype=np.float32)  # the values predictions.csv stores, so rescoring it is exact
         timings["eval_s"] = time.perf_counter() - t
+        val_probs = np.asarray(_predict(trained.model, data, "val", plan), dtype=np.float32) \
+            if len(data.y_val) else None
         if checkpoint_dir:
             trained.save_checkpoint(str(checkpoint_dir))
     timings["total_s"] = time.perf_counter() - t_start
-    return _completed_record(config, data, trained, probs, timings, device, plan)
+    return _completed_record(config, data, trained, probs, val_probs, timings, device, plan)
 
 
 def _start_backend(config: TrialConfig):
@@ -286,18 +290,25 @@ def _train(keras, config, data, plan: DevicePlan, device, timings, on_epoch, res
     return trained
 
 
-def _completed_record(config: TrialConfig, data, trained: _Trained, probs, timings: dict, device: dict,
+def _completed_record(config: TrialConfig, data, trained: _Trained, probs, val_probs, timings: dict, device: dict,
                       plan: DevicePlan) -> "TrialResult":
+    """The record: test metrics (with bootstrap intervals) and, under ``metrics.validation``, the final model's
+    validation metrics, which are what anything that chooses between trials ranks on."""
     from workers.metrics import compute_metrics
+
+    metrics = compute_metrics(data.y_test, probs, data.class_names)
+    if val_probs is not None:
+        metrics["validation"] = compute_metrics(data.y_val, val_probs, data.class_names, confidence_intervals=False)
 
     device = device | plan.as_record() | {k: trained.settings[k] for k in ("steps_per_execution", "jit_compile")}
     record = TrialRecord(
         trial_id=config.trial_id, config=config.to_dict(), status=TrialStatus.COMPLETED,
-        metrics=compute_metrics(data.y_test, probs, data.class_names), history=trained.history,
+        metrics=metrics, history=trained.history,
         timings=Timings(**timings), device=DeviceInfo(**device), precision_policy=trained.settings["precision_policy"],
         class_names=data.class_names, n_params=int(trained.model.count_params()), data=_data_summary(data, trained),
         pid=os.getpid())
-    return TrialResult(record, _predictions_csv(data.ids_test, data.y_test, probs, data.class_names))
+    val_csv = _predictions_csv(data.ids_val, data.y_val, val_probs, data.class_names) if val_probs is not None else ""
+    return TrialResult(record, _predictions_csv(data.ids_test, data.y_test, probs, data.class_names), val_csv)
 
 
 def _predict(model, data, split: str, plan: DevicePlan) -> np.ndarray:
