@@ -503,3 +503,50 @@ def test_tiny_study_on_s3_writes_every_report_file_under_the_run(ray_session, s3
     write_report(local, outcome.paths)
     assert local.get_bytes(outcome.paths.report("results.csv")) == \
         outcome.store.get_bytes(outcome.paths.report("results.csv"))
+
+
+# ------------------------------------------------------------------------------------------------- statistics
+def test_best_trial_is_chosen_on_validation_where_test_disagrees():
+    from orchestrator.report.tables import best_trial
+
+    records = [make_record("cnn", 2, "cpu", 0, acc=0.9, f1=0.9, val_f1=0.2),   # best on test
+               make_record("lstm", 2, "cpu", 0, acc=0.5, f1=0.4, val_f1=0.7)]  # best on validation
+    best = best_trial(trial_table(records), "f1_macro")
+    assert best["architecture"] == "lstm" and best["selected_on"] == "validation f1_macro"
+    assert best["val_f1_macro"] == pytest.approx(0.7) and best["f1_macro"] == pytest.approx(0.4)
+    md = build_report(records, RUN_INFO, generated=FIXED_TIME)["report.md"].decode()
+    assert "Selected on the validation split" in md and "lstm" in md.split("## Best trial")[1][:400]
+    assert "Selection basis" in md and "validation split" in md
+
+
+def test_table_i_of_a_two_stage_study_gives_one_table_per_stage():
+    records = [make_record("cnn", 2, "cpu", r, acc=acc, augmentation=aug)
+               for aug, accs in (("none", (0.4, 0.4)), ("augmentor", (0.5, 0.5)), ("random", (0.8, 0.8)))
+               for r, acc in enumerate(accs)]
+    files = build_report(records, RUN_INFO, generated=FIXED_TIME)
+    summary = json.loads(files["summary.json"])
+    tables = summary["table_i_accuracy_pct"]
+    assert set(tables) == {"augmentation augmentor", "augmentation none", "augmentation random"}
+    assert tables["augmentation none"]["cnn"]["2 epochs (%)"] == pytest.approx(40.0)  # never the pooled 56.67
+    assert tables["augmentation random"]["cnn"]["2 epochs (%)"] == pytest.approx(80.0)
+    md = files["report.md"].decode()
+    table_i = md.split("## Table I")[1].split("\n## ")[0]
+    assert table_i.count("| cnn |") == 3 and "56.67" not in table_i
+    assert "Mean over repeats only" in table_i
+    scores = md.split("## Tables II/III")[1].split("\n## ")[0]
+    assert "augmentation none" in scores and "augmentation random" in scores and "95 % t-interval" in scores
+
+
+def test_hardware_note_says_what_it_pools():
+    records = [make_record("cnn", e, "cpu", 0) for e in (2, 4)]
+    md = build_report(records, RUN_INFO, generated=FIXED_TIME)["report.md"].decode()
+    assert "pooled over epochs" in md.split("## Hardware comparison")[1].split("\n## ")[0]
+
+
+def test_tables_ii_iii_carry_a_t_interval_over_repeats():
+    from scipy import stats
+
+    scores = table_scores(trial_table(study_records()))
+    row = scores[(scores["node_type"] == "cpu") & (scores["epochs"] == 2) & (scores["architecture"] == "cnn")].iloc[0]
+    low, high = stats.t.interval(0.95, 1, loc=0.6, scale=stats.sem([0.5, 0.7]))
+    assert (row["accuracy_ci_low"], row["accuracy_ci_high"]) == (pytest.approx(low), pytest.approx(high))
