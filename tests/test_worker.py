@@ -81,6 +81,19 @@ def test_random_augmentation_runs_on_device_layers():
     assert run_trial(trial).record.completed
 
 
+def test_combined_stage_rebalances_with_augmentor_and_adds_random_layers():
+    from workers.device import activate_backend
+    from workers.train import build_model
+
+    trial = _trial(grid={"architectures": ["cnn"], "epochs": [1], "augmentation": ["augmentor_random"]},
+                   augmentation={"augmentor": {"mode": "add", "samples_per_class": 3}})
+    data = _data(trial)
+    assert data.meta["augmented_images"] == 3 * data.num_classes  # the Augmentor stage ran on the training split
+    assert data.meta["augmentor"] == {"mode": "add", "samples_per_class": 3}
+    names = [layer.name for layer in build_model(activate_backend("tensorflow"), trial, (16, 16, 3), 9).layers]
+    assert {"aug_flip", "aug_rotate", "aug_zoom"} <= set(names)  # and random layers in front of the model
+
+
 def test_class_weights_are_balanced():
     import numpy as np
 

@@ -12,6 +12,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+AugmentationStage = Literal["none", "random", "augmentor", "augmentor_random"]
+AUGMENTATION_STAGES = ("none", "random", "augmentor", "augmentor_random")
+
+
+def uses_augmentor(stage: str) -> bool:
+    """Whether ``stage`` runs the Augmentor class rebalancing on the training split at preparation."""
+    return stage in ("augmentor", "augmentor_random")
+
+
+def uses_random_layers(stage: str) -> bool:
+    """Whether ``stage`` puts random flips/rotations/zooms in front of the model (during training only)."""
+    return stage in ("random", "augmentor_random")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -136,7 +150,7 @@ class TrialConfig(_Strict):
     architecture: str
     epochs: int = Field(ge=1)
     node_type: str
-    augmentation: Literal["none", "random", "augmentor"]
+    augmentation: AugmentationStage
     framework: str
     repeat: int = 0
     seed: int = 0

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from workers.config import TrialConfig
+from workers.config import TrialConfig, uses_random_layers
 from workers.records import DeviceInfo, Timings, TrialRecord, TrialStatus
 from workers.device import (activate_backend, device_problem, device_record, expected_kind, resolve_backend,
                             restrict_devices)
@@ -71,7 +71,8 @@ def class_weight_map(y: np.ndarray, num_classes: int) -> dict[int, float]:
 
 
 def build_model(keras, config: TrialConfig, input_shape, num_classes: int, weights_path: str | None = None):
-    """The registered architecture, with on-device random augmentation in front for the ``random`` stage."""
+    """The registered architecture, with on-device random augmentation in front for the ``random`` and
+    ``augmentor_random`` stages (Keras random layers act in training only)."""
     from workers.augment import random_augmentation_layers
     from workers.models import create_model
 
@@ -83,7 +84,7 @@ def build_model(keras, config: TrialConfig, input_shape, num_classes: int, weigh
     if weights_path:
         params["weights_path"] = weights_path
     base = create_model(config.architecture, input_shape=input_shape, num_classes=num_classes, **params)
-    if config.augmentation != "random":
+    if not uses_random_layers(config.augmentation):
         return base
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs

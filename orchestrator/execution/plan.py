@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.spec.node_types import NodeCapacity, placement_request
-from workers.config import TrialConfig
+from workers.config import TrialConfig, uses_augmentor
 
 REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "reference_throughput.json"
 
@@ -129,7 +129,7 @@ def train_images(trial: TrialConfig, reference: dict, measured_n: dict[tuple, in
     else:
         images = float(reference.get("dataset_images", {}).get(source, 0))
     n = images * (1 - trial.split.test_fraction - trial.split.val_fraction)
-    if trial.augmentation == "augmentor":
+    if uses_augmentor(trial.augmentation):
         aug = trial.augmentation_settings.augmentor
         n = n + n_classes * aug.samples_per_class if aug.mode == "add" else max(n, n_classes * aug.samples_per_class)
     return max(1, int(n))

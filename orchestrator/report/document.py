@@ -208,10 +208,10 @@ class ReportContent:
 
 
 def repeats_text(records: list[dict]) -> str:
-    """What repeats vary: the initialisation seed only, or also the split (and Augmentor) seed."""
+    """What repeats vary: the initialisation seed only, or also the split (and Augmentor) seed
+    (``grid.repeats_vary``)."""
     splits = {((r.get("config") or {}).get("split") or {}).get("seed") for r in records}
-    varied = any(((r.get("config") or {}).get("split") or {}).get("vary_with_repeat") for r in records)
-    if varied or len(splits - {None}) > 1:
+    if len(splits - {None}) > 1:
         return ("repeats vary the initialisation seed and the split seed (a new train/validation/test split and "
                 "Augmentor seed per repeat), so the spread over repeats includes split variance")
     return ("repeats vary only the initialisation seed (one fixed split), so the spread over repeats leaves "

@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from workers.augment import augment_chunk, chunk_seed
-from workers.config import AugmentationSpec, AugmentorSpec
+from workers.config import AugmentationSpec, AugmentorSpec, uses_augmentor
 from workers.data.shards import SHUFFLE_BLOCK, ShardWriter
 from workers.data.sources import (DatasetError, ImageListing, LoadedDataset, check_classes, decode_image, keep_decoded,
                                   list_dataset, local_root)
@@ -89,8 +89,8 @@ def dataset_fingerprint(path: str | None) -> str | None:
 
 
 def augmentor_meta(augmentation: str, augmentation_settings: dict) -> dict | None:
-    """Which Augmentor mode ran and with how many samples per class (None when the stage is not ``augmentor``)."""
-    if augmentation != "augmentor":
+    """Which Augmentor mode ran and with how many samples per class (None when the stage runs no Augmentor)."""
+    if not uses_augmentor(augmentation):
         return None
     return AugmentationSpec.model_validate(augmentation_settings).augmentor.model_dump()
 
@@ -383,7 +383,7 @@ def run_preparation(dataset: dict, split: dict, augmentation: str, augmentation_
     before = np.bincount(data.labels[train], minlength=len(data.class_names)).tolist()
     t1 = time.perf_counter()
     aug_loc, aug_labels, aug_ids = np.zeros((0, 2), np.int64), np.zeros(0, np.int64), []
-    if augmentation == "augmentor":
+    if uses_augmentor(augmentation):
         settings = AugmentationSpec.model_validate(augmentation_settings).augmentor
         aug_loc, aug_labels, aug_ids = augment_stage(ex, cat, train, settings, seed, notify)
     t_aug = time.perf_counter() - t1
