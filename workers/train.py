@@ -83,7 +83,8 @@ def build_model(keras, config: TrialConfig, input_shape, num_classes: int, weigh
         params.setdefault("dropout", dropout)
     if weights_path:
         params["weights_path"] = weights_path
-    base = create_model(config.architecture, input_shape=input_shape, num_classes=num_classes, **params)
+    base = create_model(config.architecture, input_shape=input_shape, num_classes=num_classes,
+                        weights=config.model.weights, **params)
     if not uses_random_layers(config.augmentation):
         return base
     inputs = keras.Input(shape=input_shape, name="image")
