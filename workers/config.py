@@ -61,12 +61,17 @@ class DatasetSpec(_Strict):
 
 
 class SplitSpec(_Strict):
-    """Stratified split; augmentation only ever touches the training part."""
+    """Stratified split; augmentation only ever touches the training part. Exact and near-duplicate images
+    (perceptual hash) are found first: ``duplicates: group`` keeps each set of copies on one side (with the
+    source's lesion groups), ``refuse`` stops preparation when copies would lie across the split."""
 
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     val_fraction: float = Field(default=0.1, ge=0, lt=1)
     use_source_test: bool = False
     seed: int = 0
+    duplicates: Literal["group", "refuse"] = "group"
+    near_duplicate_distance: int = Field(default=4, ge=0, le=32, description=(
+        "images whose 64-bit perceptual hashes differ in at most this many bits count as near duplicates"))
 
     @model_validator(mode="after")
     def _fractions_fit(self) -> "SplitSpec":

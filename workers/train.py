@@ -324,7 +324,7 @@ def _predict(model, data, split: str, plan: DevicePlan) -> np.ndarray:
 
 def _data_summary(data, trained: _Trained) -> dict[str, Any]:
     keys = ("synthetic", "n_loaded", "train_counts", "train_counts_before_augmentation", "n_val", "n_test",
-            "augmented_images", "augmentor")
+            "augmented_images", "augmentor", "grouped_split", "grouped_by_lesion", "leakage", "split_warnings")
     return {k: data.meta.get(k) for k in keys} | {
         "n_train": trained.n_train, "train_rows_left_out_for_sharding": int(len(data.y_train)) - trained.n_train,
         "skipped_images": len(data.meta.get("skipped_images") or [])}
