@@ -12,7 +12,6 @@ import hashlib
 import numpy as np
 
 PHASH_METHOD = "imagehash.phash (64-bit DCT hash) of the decoded image"
-PAIR_BLOCK = 2048  # rows compared against all others at once
 FLAT_STD = 2.0  # grey levels
 
 
@@ -25,7 +24,7 @@ def hash_chunk(images: np.ndarray) -> np.ndarray:
     exact = np.zeros(len(images), dtype=np.uint64)
     for i, img in enumerate(images):
         bits = imagehash.phash(Image.fromarray(np.ascontiguousarray(img))).hash.flatten()
-        phash[i] = np.uint64(int("".join("1" if b else "0" for b in bits), 2))
+        phash[i] = np.packbits(bits).view(">u8")[0]
         exact[i] = np.frombuffer(hashlib.blake2b(np.ascontiguousarray(img).tobytes(), digest_size=8).digest(),
                                  dtype=np.uint64)[0]
     flat = np.array([float(np.std(img.reshape(-1, img.shape[-1]), axis=0).max()) < FLAT_STD for img in images],
@@ -36,21 +35,46 @@ def hash_chunk(images: np.ndarray) -> np.ndarray:
 def duplicate_pairs(phash: np.ndarray, exact: np.ndarray, max_distance: int,
                     flat: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(pairs (i, j) with i < j, whether each pair is an exact duplicate) of images whose perceptual hashes are
-    at most ``max_distance`` bits apart (neither of them ``flat``) or whose pixels are identical."""
+    at most ``max_distance`` bits apart (neither of them ``flat``) or whose pixels are identical.
+
+    Candidates come from multi-index hashing: two hashes at most d bits apart agree exactly on at least one of
+    d + 1 disjoint bands of their bits, so only images sharing a band value are compared."""
     phash, exact = np.asarray(phash, dtype=np.uint64), np.asarray(exact, dtype=np.uint64)
     structured = ~np.asarray(flat, dtype=bool) if flat is not None else np.ones(len(phash), dtype=bool)
-    found = []
-    for start in range(0, len(phash), PAIR_BLOCK):
-        block = phash[start:start + PAIR_BLOCK]
-        distance = np.bitwise_count(block[:, None] ^ phash[None, :])
-        same = (exact[start:start + PAIR_BLOCK, None] == exact[None, :])
-        near = (distance <= max_distance) & structured[start:start + PAIR_BLOCK, None] & structured[None, :]
-        rows, cols = np.nonzero(near | same)
-        rows = rows + start
-        keep = rows < cols
-        found.append(np.stack([rows[keep], cols[keep]], 1))
-    pairs = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
-    return pairs, exact[pairs[:, 0]] == exact[pairs[:, 1]] if len(pairs) else np.zeros(0, dtype=bool)
+    candidates = [_same_value_pairs(exact)]
+    idx = np.flatnonzero(structured)
+    bands = max_distance + 1
+    if bands <= 16:
+        edges = np.linspace(0, 64, bands + 1).astype(int)
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            band = (phash[idx] >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
+            pairs = _same_value_pairs(band)
+            candidates.append(idx[pairs] if len(pairs) else pairs)
+    else:  # too many narrow bands to help: compare every structured pair
+        i, j = np.triu_indices(len(idx), 1)
+        candidates.append(np.stack([idx[i], idx[j]], 1))
+    pairs = np.unique(np.concatenate(candidates).reshape(-1, 2), axis=0)
+    if not len(pairs):
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=bool)
+    is_exact = exact[pairs[:, 0]] == exact[pairs[:, 1]]
+    near = (np.bitwise_count(phash[pairs[:, 0]] ^ phash[pairs[:, 1]]) <= max_distance) \
+        & structured[pairs[:, 0]] & structured[pairs[:, 1]]
+    keep = is_exact | near
+    return pairs[keep].astype(np.int64), is_exact[keep]
+
+
+def _same_value_pairs(values: np.ndarray) -> np.ndarray:
+    """Every (i, j), i < j, of positions with equal ``values``."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    sizes = np.diff(np.r_[starts, len(values)])
+    out = []
+    for start, size in zip(starts[sizes > 1], sizes[sizes > 1]):
+        members = np.sort(order[start:start + size])
+        i, j = np.triu_indices(size, 1)
+        out.append(np.stack([members[i], members[j]], 1))
+    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
 
 
 def merged_groups(n: int, pairs: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
