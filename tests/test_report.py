@@ -550,3 +550,17 @@ def test_tables_ii_iii_carry_a_t_interval_over_repeats():
     row = scores[(scores["node_type"] == "cpu") & (scores["epochs"] == 2) & (scores["architecture"] == "cnn")].iloc[0]
     low, high = stats.t.interval(0.95, 1, loc=0.6, scale=stats.sem([0.5, 0.7]))
     assert (row["accuracy_ci_low"], row["accuracy_ci_high"]) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_report_says_how_each_dataset_was_split():
+    record = make_record("cnn", 2, "cpu", 0)
+    record["data"].update({"grouped_split": True, "grouped_by_lesion": False, "split_warnings": [],
+                           "leakage": {"grouped": True, "duplicate_groups": 3, "across_split": 0, "max_distance": 4}})
+    files = build_report([record], RUN_INFO, generated=FIXED_TIME)
+    md = files["report.md"].decode()
+    section = md.split("## Selection, uncertainty and split")[1].split("\n## ")[0]
+    assert "validation split" in section and "bootstrap" in section and "t-interval" in section
+    assert "| synthetic |" in section and "| no | yes | 3 | 0 |" in section
+    assert "vary only the initialisation seed" in section
+    split = json.loads(files["summary.json"])["split"][0]
+    assert split["grouped_by_lesion"] is False and split["grouped_by_duplicates"] is True
