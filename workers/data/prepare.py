@@ -1,4 +1,5 @@
-"""Prepare a trial's data: list, decode, split FIRST, then augment only the training split; write the result.
+"""Prepare a trial's data: list, decode, find duplicates, split FIRST (copies and lesions on one side), then augment
+only the training split; write the result.
 
 ``preparation_key`` hashes exactly what changes prepared data, so it can be cached and shared by every trial
 that needs it. ``run_preparation`` is the pipeline: the per-chunk work (decode a chunk of images, gather rows,
@@ -424,8 +425,8 @@ def run_preparation(dataset: dict, split: dict, augmentation: str, augmentation_
                     directory: str | Path, *, executor: Executor | None = None,
                     notify: Callable[[str], None] = log.info, rows_per_shard: int | None = None,
                     shuffle_block: int = SHUFFLE_BLOCK) -> dict:
-    """Load, split, (for the ``augmentor`` stage) augment the training split only, and write shards to
-    ``directory``; returns the shard index.
+    """Load, find exact and near-duplicate images, split (``leakage_split``), (for the Augmentor stages)
+    augment the training split only, and write shards to ``directory``; returns the shard index.
 
     The training rows are written in a seeded random order (originals and generated images mixed), validation
     and test rows in the source's order."""
