@@ -332,8 +332,10 @@ def test_summary_json_names_the_best_trials(report_files):
     assert summary["synthetic_data"] is True
     assert summary["selected_on"] == "validation" and summary["best_by_f1"]["selected_on"] == "validation f1_macro"
     # Table I per node type: cnn at 2 epochs is 0.5 and 0.7 on cpu (60 %), 0.6 on gpu
-    assert summary["table_i_accuracy_pct"]["node type cpu"]["cnn"]["2 epochs (%)"] == pytest.approx(60.0)
-    assert summary["table_i_accuracy_pct"]["node type gpu"]["cnn"]["2 epochs (%)"] == pytest.approx(60.0)
+    assert summary["table_i_accuracy_pct"]["augmentation none, node type cpu"]["cnn"]["2 epochs (%)"] == \
+        pytest.approx(60.0)
+    assert summary["table_i_accuracy_pct"]["augmentation none, node type gpu"]["cnn"]["2 epochs (%)"] == \
+        pytest.approx(60.0)
     assert {p["status"] for p in summary["problems"]} == {"failed", "infeasible", "completed"}
     assert summary["pareto_front"] and len(summary["trials"]) == 8
 
@@ -526,13 +528,13 @@ def test_table_i_of_a_two_stage_study_gives_one_table_per_stage():
     files = build_report(records, RUN_INFO, generated=FIXED_TIME)
     summary = json.loads(files["summary.json"])
     tables = summary["table_i_accuracy_pct"]
-    assert set(tables) == {"augmentation augmentor", "augmentation none", "augmentation random"}
-    assert tables["augmentation none"]["cnn"]["2 epochs (%)"] == pytest.approx(40.0)  # never the pooled 56.67
-    assert tables["augmentation random"]["cnn"]["2 epochs (%)"] == pytest.approx(80.0)
+    assert set(tables) == {f"augmentation {a}, node type cpu" for a in ("augmentor", "none", "random")}
+    assert tables["augmentation none, node type cpu"]["cnn"]["2 epochs (%)"] == pytest.approx(40.0)  # not 56.67
+    assert tables["augmentation random, node type cpu"]["cnn"]["2 epochs (%)"] == pytest.approx(80.0)
     md = files["report.md"].decode()
     table_i = md.split("## Table I")[1].split("\n## ")[0]
     assert table_i.count("| cnn |") == 3 and "56.67" not in table_i
-    assert "Mean over repeats only" in table_i
+    assert "mean over repeats only" in table_i
     scores = md.split("## Tables II/III")[1].split("\n## ")[0]
     assert "augmentation none" in scores and "augmentation random" in scores and "95 % t-interval" in scores
 

@@ -251,9 +251,9 @@ def _run_section(c: ReportContent) -> Section:
 def _table_i_section(c: ReportContent) -> Section:
     done = tables.completed(c.trials)
     blocks: list = [Text("Test accuracy (%) per architecture and epoch budget, one table per condition "
-                         "(augmentation stage, node type, framework where the grid varies them); "
-                         + pooling_note(done, ["architecture", "epochs", *statistics.CONDITION_AXES]) + ".",
-                         "note")]
+                         "(augmentation stage, node type, and framework where the grid crosses it); "
+                         + pooling_note(done, ["architecture", "epochs", *statistics.CONDITION_AXES]).lower()
+                         + ".", "note")]
     if not c.accuracy_by_epochs:
         blocks.append(Table(pd.DataFrame(), empty="no completed trials"))
     for condition, t1 in c.accuracy_by_epochs:

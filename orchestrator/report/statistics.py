@@ -59,13 +59,13 @@ def pooling_text(df: pd.DataFrame, keys: list[str], what: str = "repeats") -> st
 
 
 def conditions(df: pd.DataFrame, axes: list[str] | None = None) -> list[tuple[dict, pd.DataFrame]]:
-    """``df`` split by the condition axes that take more than one value (augmentation stage, node type, and
-    framework where the grid crosses it with node types): ``[(condition, rows)]`` in sorted order; one group with an empty condition when none varies."""
-    axes = [a for a in (axes or CONDITION_AXES) if a in df.columns and df[a].nunique(dropna=False) > 1]
+    """``df`` split by the condition axes (augmentation stage, node type, and framework where the grid crosses
+    it with node types): ``[(condition, rows)]`` in sorted order, each condition naming its values."""
+    axes = [a for a in (axes or CONDITION_AXES) if a in df.columns]
     if "framework" in axes and "node_type" in axes and not (
             df.groupby("node_type", dropna=False)["framework"].nunique(dropna=False) > 1).any():
         axes.remove("framework")  # each node type's own backend: the grid does not cross frameworks
-    if not axes:
+    if not axes or df.empty:
         return [({}, df)]
     return [(dict(zip(axes, key if isinstance(key, tuple) else (key,))), g)
             for key, g in df.groupby(axes, sort=True, dropna=False)]
