@@ -146,8 +146,13 @@ def test_rescoring_the_stored_predictions_reproduces_the_record_metrics(tmp_path
     assert history[-1]["wall_s"] <= result.record.timings.total_s + 5.0
 
     store, paths = LocalStore(tmp_path), RunPaths("tiny", "run")
-    write_trial_record(store, paths, result.record, result.predictions_csv)
+    write_trial_record(store, paths, result.record, {"predictions.csv": result.predictions_csv,
+                                                     "val_predictions.csv": result.val_predictions_csv})
     stored = json.loads(store.get_text(paths.trial(trial.trial_id, "record.json")))
     rescored = rescore_predictions_csv(store.get_text(paths.trial(trial.trial_id, "predictions.csv")))
+    validation = stored["metrics"].pop("validation")
     assert json.loads(json.dumps(rescored)) == stored["metrics"]
+    val_rescored = rescore_predictions_csv(store.get_text(paths.trial(trial.trial_id, "val_predictions.csv")),
+                                           confidence_intervals=False)
+    assert json.loads(json.dumps(val_rescored)) == validation  # the validation scores that select trials
     assert stored["metrics"]["isic"]["scorer"].startswith("isic-challenge-scoring")

@@ -267,7 +267,8 @@ def read_predictions_csv(text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return y_true, probs, class_names
 
 
-def rescore_predictions_csv(text: str) -> dict:
-    """The metrics of a stored ``predictions.csv``: equal to the ``metrics`` of the trial's record.json."""
+def rescore_predictions_csv(text: str, confidence_intervals: bool = True) -> dict:
+    """The metrics of a stored ``predictions.csv``: equal to the ``metrics`` of the trial's record.json (less
+    ``validation``); of its ``val_predictions.csv`` with ``confidence_intervals=False``: ``metrics.validation``."""
     y_true, probs, class_names = read_predictions_csv(text)
-    return compute_metrics(y_true, probs, class_names)
+    return compute_metrics(y_true, probs, class_names, confidence_intervals=confidence_intervals)
