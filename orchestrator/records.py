@@ -1,7 +1,8 @@
 """Where a run's files live in the store, and reading/writing trial records.
 
-Layout: ``<experiment>/<run_id>/{spec.yaml, run.json (the run's start, end, counts and queue state), trials/<trial_id>/{record.json, predictions.csv,
-history.csv}, report/..., tune/...}``; prepared data is shared under ``cache/prepared/<key>/`` (its shards and index, ``cache_key_path``).
+Layout: ``<experiment>/<run_id>/{spec.yaml, run.json (the run's start, end, counts and queue state), trials/<trial_id>/{record.json,
+predictions.csv, val_predictions.csv, history.csv}, report/..., tune/...}``; prepared data is shared under ``cache/prepared/<key>/``
+(its shards and index, ``cache_key_path``).
 """
 from __future__ import annotations
 
@@ -101,11 +102,15 @@ def history_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_trial_record(store: Store, paths: RunPaths, record: TrialRecord, predictions_csv: str | None = None) -> None:
-    """Persist one trial: predictions and history beside the record; the record is written last."""
+def write_trial_record(store: Store, paths: RunPaths, record: TrialRecord,
+                       predictions: str | dict[str, str] | None = None) -> None:
+    """Persist one trial: predictions (the test ``predictions.csv`` text, or CSV texts by file name, e.g. also
+    ``val_predictions.csv``) and history beside the record; the record is written last."""
     tid = record.trial_id
-    if predictions_csv:
-        store.put_text(paths.trial(tid, "predictions.csv"), predictions_csv, "text/csv")
+    files = {"predictions.csv": predictions} if isinstance(predictions, str) else dict(predictions or {})
+    for name, text in sorted(files.items()):
+        if text:
+            store.put_text(paths.trial(tid, name), text, "text/csv")
     if record.history:
         store.put_text(paths.trial(tid, "history.csv"), history_csv(record.history), "text/csv")
     store.put_text(paths.trial(tid, "record.json"), json.dumps(record.to_dict(), indent=1), "application/json")

@@ -224,6 +224,15 @@ def test_isic2019_drops_empty_columns_and_dropped_classes(tmp_path):
     assert np.bincount(binary.labels).tolist() == [11, 4]
 
 
+def test_isic2019_without_lesion_ids_warns_that_the_split_is_not_grouped(tmp_path, caplog):
+    root = tmp_path / "isic2019"
+    make_isic2019(root, {"MEL": 8, "NV": 8})
+    with caplog.at_level("WARNING"):
+        prepared = prepare_data({"source": "isic2019", "path": str(root), "image_size": SIZE}, {"seed": 0}, "none", {})
+    assert not prepared.meta["grouped_by_lesion"]
+    assert "no lesion ids" in prepared.meta["split_warnings"][0] and "no lesion ids" in caplog.text
+
+
 # ------------------------------------------------------------------------------------------------ DermaMNIST
 
 

@@ -12,6 +12,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+AugmentationStage = Literal["none", "random", "augmentor", "augmentor_random"]
+AUGMENTATION_STAGES = ("none", "random", "augmentor", "augmentor_random")
+
+
+def uses_augmentor(stage: str) -> bool:
+    """Whether ``stage`` runs the Augmentor class rebalancing on the training split at preparation."""
+    return stage in ("augmentor", "augmentor_random")
+
+
+def uses_random_layers(stage: str) -> bool:
+    """Whether ``stage`` puts random flips/rotations/zooms in front of the model (during training only)."""
+    return stage in ("random", "augmentor_random")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,12 +59,17 @@ class DatasetSpec(_Strict):
 
 
 class SplitSpec(_Strict):
-    """Stratified split; augmentation only ever touches the training part."""
+    """Stratified split; augmentation only ever touches the training part. Exact and near-duplicate images
+    (perceptual hash) are found first: ``duplicates: group`` keeps each set of copies on one side (with the
+    source's lesion groups), ``refuse`` stops preparation when copies would lie across the split."""
 
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     val_fraction: float = Field(default=0.1, ge=0, lt=1)
     use_source_test: bool = False
     seed: int = 0
+    duplicates: Literal["group", "refuse"] = "group"
+    near_duplicate_distance: int = Field(default=4, ge=0, le=32, description=(
+        "images whose 64-bit perceptual hashes differ in at most this many bits count as near duplicates"))
 
     @model_validator(mode="after")
     def _fractions_fit(self) -> "SplitSpec":
@@ -136,7 +155,7 @@ class TrialConfig(_Strict):
     architecture: str
     epochs: int = Field(ge=1)
     node_type: str
-    augmentation: Literal["none", "random", "augmentor"]
+    augmentation: AugmentationStage
     framework: str
     repeat: int = 0
     seed: int = 0

@@ -150,7 +150,8 @@ def cmd_ensemble(args) -> int:
     record = build_ensemble(store, paths, args.trials, args.top, args.by)
     m = record["metrics"]
     out.print(f"{record['name']} ({len(record['members'])} trials): accuracy {m['accuracy']:.4f}, "
-              f"macro F1 {m['f1_macro']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}")
+              f"macro F1 {m['f1_macro']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f} on the test split; "
+              f"members selected on {record['selected_on']}")
     key = f"{paths.root}/ensembles/{record['name']}/record.json"
     out.print(f"Stored under {store.url(key)}")
     return 0
@@ -202,7 +203,7 @@ def add_commands(sub) -> None:
     e = sub.add_parser("ensemble", help="average the test probabilities of finished trials and score the ensemble")
     e.add_argument("run", help="run id or experiment/run_id")
     e.add_argument("--trials", nargs="+", help="trial ids to combine (default: all completed, or --top)")
-    e.add_argument("--top", type=int, help="combine the best K completed trials")
-    e.add_argument("--by", default="f1_macro", help="metric that ranks trials for --top (default f1_macro)")
+    e.add_argument("--top", type=int, help="combine the K completed trials best on the validation split")
+    e.add_argument("--by", default="f1_macro", help="validation metric that ranks trials for --top (default f1_macro)")
     store_args(e)
     e.set_defaults(func=cmd_ensemble)

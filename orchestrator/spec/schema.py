@@ -16,12 +16,12 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, V
 from orchestrator.errors import SpecError
 from orchestrator.spec.yaml_loader import YAMLInputError, load_yaml
 from workers.accelerators import ACCELERATORS, accelerator
-from workers.config import (AugmentationSpec, DatasetSpec, ModelSpec, RandomAugmentSpec, SplitSpec,  # noqa: F401
-                            TrainingSpec, _Strict)
+from workers.config import (AUGMENTATION_STAGES, AugmentationSpec, AugmentationStage, DatasetSpec,  # noqa: F401
+                            ModelSpec, RandomAugmentSpec, SplitSpec, TrainingSpec, _Strict)
 
 MAX_EPOCHS = 10_000  # per trial; the seed studies use 10-100
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch: no trailing newline
-AUGMENTATIONS = ("none", "random", "augmentor")
+AUGMENTATIONS = AUGMENTATION_STAGES  # augmentor_random: Augmentor rebalancing, then random layers (seed 000)
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 
 
@@ -79,9 +79,12 @@ class GridSpec(_Strict):
     architectures: list[str] = Field(min_length=1)
     epochs: list[StrictInt] = Field(min_length=1)
     node_types: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1)
-    augmentation: list[Literal["none", "random", "augmentor"]] = Field(default_factory=lambda: ["none"], min_length=1)
+    augmentation: list[AugmentationStage] = Field(default_factory=lambda: ["none"], min_length=1)
     frameworks: list[Literal["auto", "tensorflow", "jax", "torch"]] = Field(default_factory=lambda: ["auto"], min_length=1)
     repeats: int = Field(default=1, ge=1, le=100)
+    repeats_vary: Literal["init", "init_and_split"] = Field(default="init", description=(
+        "init: repeats differ in the initialisation seed only (one split); init_and_split: repeat r also uses "
+        "split seed split.seed + r (a new train/validation/test split and Augmentor seed per repeat)"))
 
     @field_validator("epochs")
     @classmethod

@@ -102,7 +102,9 @@ class SourceEntry:
     raises ``DatasetError`` for a layout that cannot work); ``image_count(settings)`` is how many images the
     source holds before the split (the plan's estimate; None: unknown, and the plan says so);
     ``class_count`` its classes when the spec keeps them all; ``check(settings)`` validates the content before
-    anything starts (raises ``DatasetError``); ``needs_path``: the block must name ``dataset.path``."""
+    anything starts (raises ``DatasetError``); ``needs_path``: the block must name ``dataset.path``;
+    ``lesion_ids``: where its images' lesion ids come from, for a source whose split should group lesions
+    (preparation warns when a dataset of it has none)."""
 
     name: str
     loader: Callable[[dict[str, Any]], Any]
@@ -111,6 +113,7 @@ class SourceEntry:
     class_count: int | None = None
     check: Callable[[dict[str, Any]], None] | None = None
     needs_path: bool = True
+    lesion_ids: str | None = None
 
 
 SOURCES: Registry[SourceEntry] = Registry("dataset source")
@@ -119,7 +122,7 @@ SOURCES: Registry[SourceEntry] = Registry("dataset source")
 def register_source(name: str, *, classes: list[str] | Callable[[dict[str, Any]], list[str]] | None = None,
                     images: int | Callable[[dict[str, Any]], float | None] | None = None,
                     class_count: int | None = None, check: Callable[[dict[str, Any]], None] | None = None,
-                    needs_path: bool = True):
+                    needs_path: bool = True, lesion_ids: str | None = None):
     """Decorator registering ``loader(settings)`` as source ``name``. ``classes``: its fixed class names, or
     a function listing them for a dataset block; ``images``: its image count, or a function of the block;
     ``class_count``: its classes when all are kept (default: how many ``classes`` names); ``check``: content validation run before
@@ -131,7 +134,7 @@ def register_source(name: str, *, classes: list[str] | Callable[[dict[str, Any]]
         SOURCES.add(name, SourceEntry(name, loader, lister, count,
                                       class_count if class_count is not None or not isinstance(classes, (list, tuple))
                                       else len(classes),
-                                      check, needs_path))
+                                      check, needs_path, lesion_ids))
         return loader
 
     return wrap
