@@ -121,15 +121,23 @@ class Study:
     @classmethod
     def resume(cls, run: str, *, store: str = "results", endpoint_url: str | None = None, **kwargs: Any) -> "Study":
         """The study of a stored run (``run_id`` or ``experiment/run_id``), to be continued with ``run()``."""
-        from orchestrator.runs import find_run, open_runs_store
-        from orchestrator.spec.schema import parse_spec, parse_yaml
+        from orchestrator.records import scan_trial_records
+        from orchestrator.runs import check_stored_run, find_run, open_runs_store, read_run_spec
 
         opened = open_runs_store(store, endpoint_url)
         paths = find_run(opened, run)
-        source = opened.url(paths.spec)
-        spec = parse_spec(parse_yaml(opened.get_text(paths.spec), source), source)
+        check_stored_run(opened, paths, records=True)
+        spec = read_run_spec(opened, paths)
         storage = spec.storage.model_copy(update={"uri": store, "endpoint_url": endpoint_url or spec.storage.endpoint_url})
-        return cls(spec.model_copy(update={"storage": storage}), run_id=paths.run_id, **kwargs)
+        study = cls(spec.model_copy(update={"storage": storage}), run_id=paths.run_id, **kwargs)
+        planned = {t.trial_id for t in study.trials()}
+        foreign = sorted(r.trial_id for r in scan_trial_records(opened, paths)[0] if r.trial_id not in planned)
+        if foreign:
+            raise StudyError(f"{opened.url(paths.spec)}: run {paths.run_id} holds {len(foreign)} trial(s) its "
+                             f"spec.yaml does not plan (e.g. {foreign[0]}; was the file edited after the run "
+                             "started?); resume refused, nothing was started or written: restore the spec or "
+                             "submit the edited file as a new run")
+        return study
 
     def trials(self) -> list["TrialConfig"]:
         """Every trial of the grid (pure: the same file gives the same trial ids)."""

@@ -306,6 +306,23 @@ def check_store_uri(uri: str) -> str:
     return uri
 
 
+def check_endpoint_url(url: str, field: str = "endpoint_url") -> str:
+    """``url`` if it is an ``http(s)://host[:port][/path]`` endpoint without credentials; ``ValueError`` naming
+    ``field`` and what would be valid otherwise (user info in a URL would be printed and stored)."""
+    valid = "give http(s)://host[:port]"
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError(f"{field}: not a URL ({valid})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or any(c.isspace() for c in url):
+        raise ValueError(f"{field}: '{_redact(url)}' is not an http(s) URL ({valid})")
+    if parsed.username is not None or parsed.password is not None or "@" in parsed.netloc:
+        raise ValueError(f"{field}: must not hold credentials (user info in the URL); boto3 reads them from "
+                         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile instead")
+    return url
+
+
 def open_store(uri: str, endpoint_url: str | None = None, region: str | None = None) -> Store:
     """``s3://bucket/prefix`` opens an S3Store; anything else is a local directory."""
     check_store_uri(uri)
