@@ -160,15 +160,16 @@ class Study:
         return StudyPlan(self.spec.name, [PlannedTrial(t, trial_bundle(t.resources)) for t in trials], estimate)
 
     def check_inputs(self) -> None:
-        """What can be checked before anything starts: the dataset's layout and class names (by listing), a local
-        store that can be written, weights files; ``BadInput`` names the first problem. Remote (s3://) inputs are
-        checked when the data is prepared."""
-        from workers.data.layout import check_dataset_layout
+        """What can be checked before anything starts: the dataset's contents (layout, special files, label file,
+        image headers, classes, whether the split can be made: ``workers.data.layout.check_dataset_contents``), a
+        local store that can be written, weights files; ``BadInput`` names the first problem. Remote (s3://)
+        inputs are checked when the data is prepared."""
+        from workers.data.layout import check_dataset_contents
         from workers.data.sources import DatasetError
 
         spec = self.spec
         try:
-            check_dataset_layout(spec.dataset.model_dump(mode="json"))
+            check_dataset_contents(spec.dataset.model_dump(mode="json"), spec.split.model_dump(mode="json"))
         except DatasetError as err:
             raise BadInput(str(err)) from None
         _check_store_writable(spec)

@@ -9,7 +9,6 @@ keeps every lesion on one side (a lesion in both train and test would inflate te
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +30,31 @@ METADATA_NAMES = ("HAM10000_metadata.csv", "HAM10000_metadata")
 
 
 def read_metadata(path: Path) -> list[dict[str, str]]:
-    """Rows of the metadata CSV with lower-cased column names; needs image_id and dx."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = [c.strip().lower() for c in reader.fieldnames or []]
-            rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DatasetError(f"dataset.metadata_csv: cannot read '{path}': {err}") from None
+    """Rows of the metadata CSV with lower-cased column names; needs image_id and dx. Rows without an image id,
+    with fewer cells than the header, or naming one image with two diagnoses are refused, not skipped."""
+    from workers.data.sources import read_csv_rows
+
+    table = read_csv_rows(path)
+    columns = [c.strip().lower() for c in (table[0] if table else [])]
     missing = [c for c in ("image_id", "dx") if c not in columns]
     if missing:
         raise DatasetError(f"dataset.metadata_csv: '{path}' has no column '{missing[0]}' "
                            f"(expected lesion_id, image_id, dx, ...; found {', '.join(columns) or 'nothing'})")
+    rows, dx_of = [], {}
+    for line, cells in enumerate(table[1:], start=2):
+        if not any(c.strip() for c in cells):
+            continue
+        where = f"dataset.metadata_csv: '{path}' line {line}"
+        if [c.strip().lower() for c in cells] == columns:
+            raise DatasetError(f"{where} repeats the header; keep one header line")
+        if len(cells) < len(columns):
+            raise DatasetError(f"{where} has {len(cells)} cells, the header {len(columns)}")
+        row = {k: v.strip() for k, v in zip(columns, cells) if k}
+        if not row["image_id"]:
+            raise DatasetError(f"{where} has no image_id")
+        if dx_of.setdefault(row["image_id"], row["dx"]) != row["dx"]:
+            raise DatasetError(f"{where}: image {row['image_id']} is listed again with another dx")
+        rows.append(row)
     if not rows:
         raise DatasetError(f"dataset.metadata_csv: '{path}' lists no images")
     return rows

@@ -20,40 +20,64 @@ GROUND_TRUTH_NAMES = ("ISIC_2019_Training_GroundTruth.csv",)
 METADATA_NAMES = ("ISIC_2019_Training_Metadata.csv",)
 
 
-def _float(value: str) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def read_ground_truth(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """Image names, class column names (CSV order) and the (N, C) one-hot matrix."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DatasetError(f"dataset.metadata_csv: cannot read '{path}': {err}") from None
+    """Image names, class column names (CSV order) and the (N, C) one-hot matrix, checked strictly: the columns
+    are ``image`` and known class names, every row has one cell per column, every class cell is 0 or 1 and every
+    row names exactly one class. A file that breaks any of this is refused (``DatasetError`` naming the line),
+    never trimmed: a short row would otherwise drop classes and images without a word."""
+    from workers.data.sources import read_csv_rows
+
+    rows = read_csv_rows(path)
     if not rows:
         raise DatasetError(f"dataset.metadata_csv: '{path}' is empty")
     header = [h.strip() for h in rows[0]]
-    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
     lower = [h.lower() for h in header]
+    expected = f"expected image, {', '.join(ISIC2019_CLASSES)}"
     if "image" not in lower:
-        raise DatasetError(f"dataset.metadata_csv: '{path}' has no 'image' column "
-                           f"(expected image, {', '.join(ISIC2019_CLASSES)}; found {', '.join(header)})")
-    if not body:
-        raise DatasetError(f"dataset.metadata_csv: '{path}' lists no images")
+        raise DatasetError(f"dataset.metadata_csv: '{path}' has no 'image' column ({expected}; found "
+                           f"{', '.join(header)})")
     image_col = lower.index("image")
-    class_cols = [
-        j for j, _ in enumerate(header)
-        if j != image_col and all(_float(r[j] if j < len(r) else "") is not None for r in body)
-    ]
-    if not class_cols:
-        raise DatasetError(f"dataset.metadata_csv: '{path}' has no numeric one-hot class columns "
-                           f"(expected {', '.join(ISIC2019_CLASSES)})")
-    onehot = np.array([[_float(r[j]) for j in class_cols] for r in body], dtype=np.float32)
-    return [r[image_col].strip() for r in body], [header[j] for j in class_cols], onehot
+    class_cols = [j for j in range(len(header)) if j != image_col]
+    unknown = [header[j] for j in class_cols if header[j].upper() not in ISIC2019_CLASSES]
+    if unknown or not class_cols:
+        raise DatasetError(f"dataset.metadata_csv: '{path}' has column '{unknown[0] if unknown else ''}' that is "
+                           f"not an ISIC 2019 class ({expected})")
+    names, onehot, seen = [], [], {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"dataset.metadata_csv: '{path}' line {line}"
+        if [c.strip().lower() for c in row] == lower:
+            raise DatasetError(f"{where} repeats the header; keep one header line")
+        if len(row) != len(header):
+            raise DatasetError(f"{where} has {len(row)} cells, the header {len(header)}; every row needs an image "
+                               "name and one 0/1 cell per class")
+        name = row[image_col].strip()
+        if not name:
+            raise DatasetError(f"{where} has no image name")
+        cells = []
+        for j in class_cols:
+            cell = row[j].strip()
+            try:
+                value = float(cell)
+            except ValueError:
+                value = None
+            if value not in (0.0, 1.0):
+                raise DatasetError(f"{where}: {header[j]} is {cell!r}; class cells are 0 or 1 (one-hot)")
+            cells.append(value)
+        if sum(cells) != 1:
+            raise DatasetError(f"{where}: the class cells of {name} sum to {sum(cells):g}; each image needs exactly "
+                               "one class (one-hot)")
+        if name in seen:
+            if seen[name] != cells:
+                raise DatasetError(f"{where}: image {name} is listed again with another class")
+            continue
+        seen[name] = cells
+        names.append(name)
+        onehot.append(cells)
+    if not names:
+        raise DatasetError(f"dataset.metadata_csv: '{path}' lists no images")
+    return names, [header[j].upper() for j in class_cols], np.array(onehot, dtype=np.float32)
 
 
 def read_lesion_ids(path: Path) -> dict[str, str]:

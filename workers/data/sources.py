@@ -210,6 +210,9 @@ def find_file(root: Path, explicit: str | None, names: Iterable[str], pattern: s
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
+            if candidate.exists():
+                raise DatasetError(f"dataset.metadata_csv: '{explicit}' is not a regular file (a folder?); name "
+                                   "the CSV file")
         raise DatasetError(f"dataset.metadata_csv: file '{explicit}' does not exist"
                            + ("" if given.is_absolute() else f" (looked under '{root}' and the working folder)"))
     for name in names:
@@ -220,6 +223,29 @@ def find_file(root: Path, explicit: str | None, names: Iterable[str], pattern: s
         raise DatasetError(f"dataset.path: no {what} found under '{root}' (expected {' or '.join(names)}; "
                            "or set dataset.metadata_csv)")
     return found[0]
+
+
+def read_csv_rows(path: Path) -> list[list[str]]:
+    """The rows of a label CSV: UTF-8 (a BOM is fine), comma-separated; ``DatasetError`` (one line naming the
+    file) for another encoding, another delimiter, or a file that is not CSV."""
+    import csv
+
+    where = f"dataset.metadata_csv: '{path}'"
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh, strict=True))
+    except UnicodeDecodeError:
+        raise DatasetError(f"{where} is not UTF-8 text (latin-1?); save it as UTF-8") from None
+    except csv.Error as err:
+        raise DatasetError(f"{where} is not valid CSV ({err})") from None
+    except OSError as err:
+        raise DatasetError(f"{where}: cannot read it ({err.strerror})") from None
+    if any("\x00" in cell for row in rows[:1] for cell in row):
+        raise DatasetError(f"{where} is not a text file")
+    if rows and len(rows[0]) == 1 and any(d in rows[0][0] for d in ";\t|"):
+        delimiter = next(d for d in ";\t|" if d in rows[0][0])
+        raise DatasetError(f"{where} is separated by {delimiter!r}; the file must be comma-separated")
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -373,8 +399,12 @@ def apply_class_mapping(data, classes: str | list[str], drop: list[str]):
     return out
 
 
+NOT_CLASS_FOLDERS = ("__MACOSX",)  # what archive tools leave beside the data
+
+
 def _folder_classes(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_CLASS_FOLDERS)
 
 
 def list_class_folders(root: Path, class_names: list[str], split_name: str):
