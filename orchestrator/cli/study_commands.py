@@ -145,8 +145,9 @@ def cmd_ensemble(args) -> int:
 
     store = open_runs_store(args.store, args.endpoint_url)
     paths = find_run(store, args.run)
-    _say_skipped(check_stored_run(store, paths), paths)
+    unreadable = check_stored_run(store, paths)
     record = build_ensemble(store, paths, args.trials, args.top, args.by)
+    _say_skipped(unreadable, paths)
     if record["left_out"]:
         say(f"left out {len(record['left_out'])} trial(s): {'; '.join(record['left_out'][:5])}")
     m = record["metrics"]

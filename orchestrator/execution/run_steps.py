@@ -89,7 +89,10 @@ class RunSession:
         if self.started_ray:
             import ray
 
+            from orchestrator.execution.ray_runtime import release_token_auth
+
             ray.shutdown()
+            release_token_auth()
             self.started_ray = False
 
     def begin(self, kind: str, nodes: list[NodeCapacity], n_trials: int, **extra) -> None:

@@ -178,10 +178,28 @@ def decode_image(path: Path | str, size: tuple[int, int], raw: bytes | None = No
 
     try:
         with Image.open(io.BytesIO(raw) if raw is not None else path) as img:
-            img = img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+            img = to_rgb(img).resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
+
+
+def to_rgb(img: "Image.Image") -> "Image.Image":
+    """An 8-bit RGB image as the eye sees ``img``: EXIF orientation applied, 16-bit and 32-bit grey levels
+    scaled to 0-255 (not clipped to white), an alpha channel dropped."""
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        grey = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or (img.mode == "I" and grey.max(initial=0) <= 65535) else \
+            max(float(grey.max(initial=1)), 1.0)
+        if img.mode == "F":
+            top = 1.0 if grey.max(initial=0) <= 1.0 else max(float(grey.max()), 1.0)
+        img = Image.fromarray(np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+    return img.convert("RGB")
 
 
 def decode_many(paths: list[Path], size: tuple[int, int], workers: int | None = None) -> list[np.ndarray | None]:
