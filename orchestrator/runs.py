@@ -99,7 +99,7 @@ def publish_run(store: Store, paths: RunPaths, target: Store) -> None:
     """Copy a run's files as they are to ``target`` (its report is rebuilt there; Tune state stays behind)."""
     skip = (f"{paths.root}/report/", f"{paths.root}/tune/")
     for key in store.list(f"{paths.root}/"):
-        if not key.startswith(skip):
+        if not key.startswith(skip) and key != f"{paths.root}/driver.lock":
             target.put_bytes(key, store.get_bytes(key))
 
 

@@ -303,6 +303,11 @@ def _store_problem(outcome, url: str, spec: "ExperimentSpec") -> str | None:
         return None
     local = store.fallback
     endpoint = f" --endpoint-url {spec.storage.endpoint_url}" if spec.storage.endpoint_url else ""
+    if not store.journal:
+        return (f"the store {store.uri} could not be written any more ({store.error}); records written before "
+                f"are kept there, the rest and the report under {local.uri}/{outcome.paths.root} (report: {url}); "
+                f"nothing finished was lost: once the store can be written, publish them with 'orchestrator report "
+                f"{outcome.paths.run_id} --store {local.uri} --upload {store.uri}'")
     return (f"the store {store.uri} became unreachable ({store.error}); results and report are kept locally under "
             f"{local.uri}/{outcome.paths.root} (report: {url}); publish them with 'orchestrator report "
             f"{outcome.paths.run_id} --store {local.uri} --upload {store.uri}{endpoint}'")

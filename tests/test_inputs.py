@@ -503,3 +503,70 @@ def test_to_mlflow_at_a_closed_port_gives_up_in_seconds(tmp_path, capsys, monkey
     _refused(["report", "r1", "--to-mlflow", f"http://127.0.0.1:{port}", "--store", str(tmp_path / "runs")],
              tmp_path, capsys, monkeypatch, "--to-mlflow")
     assert time.monotonic() - t < 45
+
+
+# ------------------------------------------------------------------------------------------------------ faults
+
+
+def test_a_damaged_cache_index_is_prepared_again(tmp_path):
+    from orchestrator.execution.data_preparation import cached_index
+    from workers.storage import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    for damage in ("[]", '{"format": "x"}', "not json", '{"files": {"a": {}}}'):
+        store.put_text("cache/prepared/k/index.json", damage)
+        assert cached_index(store, "k") is None, damage  # not a crash: the setting is prepared again
+
+
+def test_a_run_held_by_a_live_driver_is_refused(tmp_path, capsys, monkeypatch):
+    """A second submission of a run id while a driver holds it: one line, nothing started or changed."""
+    import socket
+
+    spec = _write_spec(tmp_path, tiny_spec_dict())
+    lock = tmp_path / "store" / "tiny" / "twins" / "driver.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": "other"}))
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "ray-tmp"))
+    before = _tree(tmp_path / "store")
+    assert main(["submit", str(spec), "--run-id", "twins"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another driver" in err[0] and "twins" in err[0], err
+    assert _tree(tmp_path / "store") == before
+    assert not (tmp_path / "ray-tmp").exists()
+
+
+def test_the_run_lock_of_a_dead_driver_is_taken_over_and_given_back(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from orchestrator.execution.run_lock import RunLock
+    from orchestrator.records import RunPaths
+    from workers.storage import LocalStore
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store, paths = LocalStore(tmp_path / "store"), RunPaths("tiny", "r1")
+    store.put_text("tiny/r1/driver.lock", json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
+    lock = RunLock(store, paths).acquire()
+    from orchestrator.errors import RunBusy
+
+    with pytest.raises(RunBusy):
+        RunLock(store, paths).acquire()  # held by this process now
+    lock.release()
+    assert not (tmp_path / "store").exists()  # a run that wrote nothing else leaves nothing behind
+
+
+def test_a_store_that_cannot_be_written_any_more_falls_back_to_local_disk(tmp_path):
+    from orchestrator.execution.fallback_store import FallbackStore
+    from workers.storage import LocalStore
+
+    primary = LocalStore(tmp_path / "store")
+    store = FallbackStore(primary, LocalStore(tmp_path / "local"), journal=False)
+    store.put_text("run/trials/a/record.json", "{}")
+    assert store.local_path("x") == primary.local_path("x")  # the store's own paths while it is sound
+    (tmp_path / "store" / "run" / "trials" / "b").write_text("a file where a folder must go")  # the disk refuses
+    store.put_text("run/trials/b/record.json", "{}")
+    assert store.degraded and "run/trials/b/record.json" in str(store.error)
+    assert (tmp_path / "store" / "run" / "trials" / "a" / "record.json").exists()  # kept where it was
+    assert (tmp_path / "local" / "run" / "trials" / "b" / "record.json").exists()  # the rest goes local
+    assert {"run/trials/a/record.json", "run/trials/b/record.json"} <= set(store.list("run/trials/"))

@@ -106,15 +106,23 @@ class LocalStore(Store):
         return self.root / check_key(key)
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        """Write atomically; a disk that is full, read-only or otherwise refuses is a ``StorageError`` (so a run
+        falls back to its local journal as it does when an object store goes down)."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written beside the target and renamed into place: a reader sees the old file or the whole new one.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Written beside the target and renamed into place: a reader sees the old file or the whole new one.
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        except OSError as err:
+            raise StorageError(f"writing {key} failed on {self.uri}: {err.strerror or err}") from None
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
             os.replace(tmp, path)
+        except OSError as err:
+            Path(tmp).unlink(missing_ok=True)
+            raise StorageError(f"writing {key} failed on {self.uri}: {err.strerror or err}") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -86,6 +86,7 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
                      "cache_keys": cache_keys, "tracking": tracking},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=spec.execution.max_concurrent_trials,
+            scheduler=_timeout_scheduler(spec, recorder),
             # On a cluster every trial gets its own actor, named by its trial in Ray's views (a reused actor keeps
             # the name of its first trial); an embedded run reuses actors to save the framework's start-up.
             reuse_actors=len({t.framework for t in pending}) == 1 and not session.address,
@@ -103,6 +104,16 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     with progress, credentials_kept_out_of_runtime_env():
         tuner.fit()
     return recorder.unfinished()
+
+
+def _timeout_scheduler(spec: ExperimentSpec, recorder):
+    """Tune's FIFO scheduler, stopping and recording trials over ``execution.trial_timeout_s`` when it is set."""
+    if spec.execution.trial_timeout_s is None:
+        return None
+    from orchestrator.execution.callbacks import _trial_id
+    from orchestrator.execution.trial_timeout import TimeoutScheduler
+
+    return TimeoutScheduler(spec.execution.trial_timeout_s, recorder.write_failed, _trial_id)
 
 
 def execute_study(
