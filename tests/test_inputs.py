@@ -570,3 +570,78 @@ def test_a_store_that_cannot_be_written_any_more_falls_back_to_local_disk(tmp_pa
     assert (tmp_path / "store" / "run" / "trials" / "a" / "record.json").exists()  # kept where it was
     assert (tmp_path / "local" / "run" / "trials" / "b" / "record.json").exists()  # the rest goes local
     assert {"run/trials/a/record.json", "run/trials/b/record.json"} <= set(store.list("run/trials/"))
+
+
+# ------------------------------------------------------------------------ faults and Ray's ports (start Ray)
+
+
+@pytest.mark.slow
+def test_trial_timeout_stops_and_records_the_trial_that_exceeds_it(tmp_path, ray_session):
+    import time
+
+    from orchestrator import Study
+    from orchestrator.spec.schema import parse_spec
+    from tests.support.trainables import sleep_trainable
+
+    spec = parse_spec(tiny_spec_dict(
+        store=str(tmp_path / "store"), grid={"architectures": ["cnn", "cnn_lstm"], "epochs": [1]},
+        models={"cnn": {"params": {"seconds": 90}}, "cnn_lstm": {"params": {"seconds": 1}}},
+        execution={"cpus_per_trial": 1, "max_retries": 0, "trial_timeout_s": 12}))
+    t = time.monotonic()
+    result = Study(spec, trainable=sleep_trainable).run(show_progress=False, notify=lambda _: None)
+    assert time.monotonic() - t < 80
+    by_arch = {r.config["architecture"]: r for r in result.records}
+    assert by_arch["cnn"].status.value == "failed" and "timed out" in by_arch["cnn"].error
+    assert "execution.trial_timeout_s" in by_arch["cnn"].error
+    assert by_arch["cnn_lstm"].status.value == "completed"
+
+
+@pytest.mark.slow
+def test_a_store_that_fails_mid_run_loses_nothing_and_says_where_results_are(tmp_path, ray_session):
+    from orchestrator import Study
+    from orchestrator.spec.schema import parse_spec
+    from tests.support.trainables import store_refuses_trial_of
+
+    spec = parse_spec(tiny_spec_dict(
+        store=str(tmp_path / "store"), grid={"architectures": ["cnn", "cnn_lstm"], "epochs": [1]},
+        storage={"uri": str(tmp_path / "store"), "local_dir": str(tmp_path / "local")},
+        execution={"cpus_per_trial": 1, "max_retries": 0, "max_concurrent_trials": 1}))
+    result = Study(spec, run_id="full", trainable=store_refuses_trial_of("cnn_lstm", "full")).run(
+        show_progress=False, notify=lambda _: None)
+    assert result.store_problem and str(tmp_path / "local") in result.store_problem
+    assert "--upload" in result.store_problem
+    kept = {p.parent.name for p in (tmp_path / "store").glob("tiny/full/trials/*/record.json")}
+    moved = {p.parent.name for p in (tmp_path / "local").glob("tiny/full/trials/*/record.json")}
+    assert len(kept | moved) == 2 and all(r.status.value == "completed" for r in result.records)
+    assert any(t.startswith("cnn_lstm") for t in moved)
+
+
+@pytest.mark.slow
+def test_the_embedded_ray_refuses_a_connection_without_the_runs_token(tmp_path, ray_session):
+    """Ray's GCS listens on every interface; a client without this run's token is refused, one with it is not,
+    and the token file is readable by this user only."""
+    import stat
+    import subprocess
+    import sys
+
+    import ray
+
+    token_path = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert stat.S_IMODE(token_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(token_path.parent.stat().st_mode) == 0o700
+    gcs = ray.get_runtime_context().gcs_address
+    probe = (f"import ray\ntry:\n    ray.init(address={gcs!r}, log_to_driver=False)\n    print('CONNECTED')\n"
+             "except Exception as err:\n    print('REFUSED', type(err).__name__)\n")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    base["HOME"] = str(tmp_path)  # no ~/.ray/auth_token to fall back on
+    outcomes = {}
+    for name, extra in {"no token": {"RAY_AUTH_MODE": "disabled"},
+                        "wrong token": {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"},
+                        "the run's token": {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}}.items():
+        proc = subprocess.run([sys.executable, "-c", probe], env={**base, **extra}, capture_output=True, text=True,
+                              timeout=180, cwd=tmp_path)
+        outcomes[name] = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
+    assert outcomes["no token"].startswith("REFUSED"), outcomes
+    assert outcomes["wrong token"].startswith("REFUSED"), outcomes
+    assert outcomes["the run's token"] == "CONNECTED", outcomes

@@ -79,3 +79,18 @@ def slow_epochs_trainable(config: dict) -> None:
     report_trial_record(TrialRecord(trial_id=task.trial.trial_id, config=task.trial.to_dict(),
                                     status=TrialStatus.COMPLETED, history=history, pid=os.getpid(), node_id=node_id,
                                     resumed_from_checkpoint=checkpoint is not None))
+
+
+def store_refuses_trial_of(architecture: str, run_id: str):
+    """``sleep_trainable``, except that a trial of ``architecture`` first makes the run's store unable to take its
+    record (a file where its folder must go), as a disk that filled up or turned read-only would."""
+
+    def trainable(config: dict) -> None:
+        trial = config["trial"]
+        if trial["architecture"] == architecture:
+            folder = Path(config["store"]["uri"]) / trial["experiment"] / run_id / "trials"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / trial["trial_id"]).write_text("not a folder")
+        sleep_trainable(config)
+
+    return trainable
