@@ -7,8 +7,13 @@ from workers.storage import Store, open_store
 
 
 def open_existing_store(uri: str, endpoint_url: str | None = None) -> Store:
-    """A store given on the command line or to the API; a one-line ``BadInput`` for a bad URI."""
+    """A store given on the command line or to the API; a one-line ``BadInput`` for a bad URI or an endpoint URL
+    that is not http(s) or holds credentials."""
+    from workers.storage import check_endpoint_url
+
     try:
+        if endpoint_url is not None:
+            check_endpoint_url(endpoint_url, "--endpoint-url")
         return open_store(uri, endpoint_url=endpoint_url)
     except ValueError as err:
         raise BadInput(str(err)) from None

@@ -645,3 +645,10 @@ def test_the_embedded_ray_refuses_a_connection_without_the_runs_token(tmp_path, 
     assert outcomes["no token"].startswith("REFUSED"), outcomes
     assert outcomes["wrong token"].startswith("REFUSED"), outcomes
     assert outcomes["the run's token"] == "CONNECTED", outcomes
+
+
+def test_an_endpoint_url_with_credentials_is_refused_on_the_command_line(tmp_path, capsys, monkeypatch):
+    _stored_run(tmp_path)
+    line = _refused(["report", "r1", "--store", str(tmp_path / "runs"), "--endpoint-url",
+                     "http://AKIA:hunter2@127.0.0.1:9000"], tmp_path, capsys, monkeypatch, "--endpoint-url")
+    assert "hunter2" not in line
