@@ -178,6 +178,9 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _weights_need_path(self) -> "ModelSpec":
+        path = self.weights_path
+        if path is not None and (not path.strip() or ("://" in path and not path.startswith("s3://"))):
+            raise ValueError("weights_path must be a local file or an s3:// URI (nothing is downloaded over http)")
         if self.weights == "imagenet" and not self.weights_path:
             raise ValueError(
                 "weights: imagenet needs weights_path (a local file or s3:// URI); "
