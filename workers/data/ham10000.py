@@ -60,19 +60,31 @@ def read_metadata(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-@register_source("ham10000")
-def load_ham10000(settings: dict[str, Any]) -> ImageListing:
-    """Every image the metadata lists (missing ones are skipped and counted; unreadable ones when decoded)."""
+def read_labels(settings: dict[str, Any]) -> list[dict[str, str]]:
+    """The metadata rows of a HAM10000 folder, every ``dx`` a HAM10000 class (``DatasetError`` otherwise)."""
     root = Path(settings["path"])
     if not root.is_dir():
         raise DatasetError(f"dataset.path: folder '{root}' does not exist (expected HAM10000_metadata.csv and "
                            "HAM10000_images_part_1/, HAM10000_images_part_2/)")
-    size = tuple(settings.get("image_size", (32, 32)))
     rows = read_metadata(find_file(root, settings.get("metadata_csv"), METADATA_NAMES, "*metadata*.csv",
                                    "HAM10000 metadata CSV"))
     unknown = sorted({r["dx"] for r in rows} - set(HAM10000_CLASSES))
     if unknown:
         raise DatasetError(f"dataset.metadata_csv: unknown dx '{unknown[0]}' (valid: {', '.join(HAM10000_CLASSES)})")
+    return rows
+
+
+def check_ham10000(settings: dict[str, Any]) -> None:
+    """HAM10000's content check before anything starts: its metadata CSV parses strictly (``read_labels``)."""
+    read_labels(settings)
+
+
+@register_source("ham10000")
+def load_ham10000(settings: dict[str, Any]) -> ImageListing:
+    """Every image the metadata lists (missing ones are skipped and counted; unreadable ones when decoded)."""
+    root = Path(settings["path"])
+    size = tuple(settings.get("image_size", (32, 32)))
+    rows = read_labels(settings)
     files = index_images(root)
     if not files:
         raise DatasetError(f"dataset.path: no images under '{root}' (expected <image_id>.jpg files)")

@@ -91,16 +91,27 @@ def read_lesion_ids(path: Path) -> dict[str, str]:
         return {}
 
 
-@register_source("isic2019")
-def load_isic2019(settings: dict[str, Any]) -> ImageListing:
-    """Every labelled image of the ground-truth CSV (missing ones are skipped and counted; unreadable ones when decoded)."""
+def read_labels(settings: dict[str, Any]) -> tuple[list[str], list[str], np.ndarray]:
+    """The ground truth of an ISIC 2019 folder (``read_ground_truth`` of the CSV it holds or names)."""
     root = Path(settings["path"])
     if not root.is_dir():
         raise DatasetError(f"dataset.path: folder '{root}' does not exist (expected "
                            "ISIC_2019_Training_GroundTruth.csv and ISIC_2019_Training_Input/)")
+    return read_ground_truth(find_file(root, settings.get("metadata_csv"), GROUND_TRUTH_NAMES, "*GroundTruth*.csv",
+                                       "ISIC 2019 ground-truth CSV"))
+
+
+def check_isic2019(settings: dict[str, Any]) -> None:
+    """ISIC 2019's content check before anything starts: its ground-truth CSV parses strictly (one-hot rows)."""
+    read_labels(settings)
+
+
+@register_source("isic2019")
+def load_isic2019(settings: dict[str, Any]) -> ImageListing:
+    """Every labelled image of the ground-truth CSV (missing ones are skipped and counted; unreadable ones when decoded)."""
+    root = Path(settings["path"])
     size = tuple(settings.get("image_size", (32, 32)))
-    names, columns, onehot = read_ground_truth(
-        find_file(root, settings.get("metadata_csv"), GROUND_TRUTH_NAMES, "*GroundTruth*.csv", "ISIC 2019 ground-truth CSV"))
+    names, columns, onehot = read_labels(settings)
     positive = onehot >= 0.5
     used = positive.any(axis=0)
     class_idx = np.flatnonzero(used)  # all-zero columns (UNK) are dropped here

@@ -95,6 +95,24 @@ def check_dataset_layout(settings: dict[str, Any]) -> None:
 MAX_SCANNED_FILES = 2_000_000
 
 
+def _content_checks() -> dict[str, Callable[[dict[str, Any]], None]]:
+    from workers.data.ham10000 import check_ham10000
+    from workers.data.isic2019 import check_isic2019
+    from workers.data.sources import check_isic_folder
+
+    return {"isic_folder": check_isic_folder, "ham10000": check_ham10000, "isic2019": check_isic2019}
+
+
+class _Lazy(dict):
+    def get(self, key, default=None):
+        if not self:
+            self.update(_content_checks())
+        return super().get(key, default)
+
+
+CONTENT_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = _Lazy()  # each source's own content check
+
+
 def check_special_files(root: Path, field: str = "dataset.path") -> None:
     """Refuse, by ``lstat`` alone (nothing is opened), a folder holding FIFOs, devices or sockets, a symlink that
     loops or dangles, or a symlinked folder leading back into itself; symlinks to regular files and folders
@@ -168,6 +186,9 @@ def check_dataset_contents(settings: dict[str, Any], split: dict[str, Any]) -> N
     if settings.get("source", "synthetic") == "synthetic" or not path or "://" in path:
         return  # generated data is valid by construction; remote data is checked when prepared
     check_special_files(Path(path))
+    source_check = CONTENT_CHECKS.get(settings.get("source"))
+    if source_check is not None:
+        source_check(settings)
     csv = settings.get("metadata_csv")
     if csv and "://" not in csv and Path(csv).is_absolute() and Path(csv).is_dir():
         raise DatasetError(f"dataset.metadata_csv: '{csv}' is a folder; name the CSV file")

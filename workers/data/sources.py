@@ -441,6 +441,22 @@ def list_class_folders(root: Path, class_names: list[str], split_name: str):
     return paths, labels, ids, names
 
 
+def check_isic_folder(settings: dict[str, Any]) -> None:
+    """The ISIC folder layout's content check before anything starts: every class folder of ``Train/`` holds its
+    images directly (images in sub-folders of a class are not read, so such a class would be empty)."""
+    root = Path(settings["path"])
+    parts = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    for split_name in ("train", "test"):
+        if split_name not in parts:
+            continue
+        for name in _folder_classes(parts[split_name]):
+            folder = parts[split_name] / name
+            entries = list(folder.iterdir())
+            if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in entries) and any(p.is_dir() for p in entries):
+                raise DatasetError(f"dataset.path: '{folder}' holds folders but no images; put the class's images "
+                                   "directly in it (sub-folders are not read)")
+
+
 @register_source("isic_folder")
 def load_isic_folder(settings: dict[str, Any]) -> ImageListing:
     """Kaggle "Skin cancer ISIC" layout: ``Train/<class>/*`` and ``Test/<class>/*`` (either may be lower-case)."""
