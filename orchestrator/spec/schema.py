@@ -116,7 +116,8 @@ class ExecutionSpec(_Strict):
     exclusive_nodes: StrictBool = False
     cpus_per_trial: Real | None = Field(default=None, ge=1, le=4096)
     trial_timeout_s: Real | None = Field(default=None, gt=0, le=30 * 86400, description=(
-        "a trial still running this many seconds after it started is stopped and recorded failed (timed out)"))
+        "a study trial still running this many seconds after it started is stopped and recorded failed (timed out); "
+        "a search bounds its trials with search.time_budget_s"))
     allow_device_mismatch: StrictBool = False
     budget_usd: Real | None = Field(default=None, gt=0, description="refuse a study whose estimated cost exceeds it")
     lost_node_timeout_s: Real = Field(default=120, gt=0, le=86400, description=(
