@@ -36,7 +36,7 @@ def no_duplicates(values: list, field: str) -> list:
 class DatasetSpec(_Strict):
     """Where the images come from and how classes are mapped."""
 
-    source: Literal["synthetic", "isic_folder", "ham10000", "isic2019", "dermamnist"] = "synthetic"
+    source: str = Field(default="synthetic", description="a registered dataset source (workers.data.sources)")
     path: str | None = None
     image_size: tuple[StrictInt, StrictInt] = (32, 32)
     classes: Literal["all", "binary_melanoma"] | list[str] = "all"
@@ -83,8 +83,6 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _path_required(self) -> "DatasetSpec":
-        if self.source != "synthetic" and not self.path:
-            raise ValueError(f"dataset.path is required for source '{self.source}'")
         for name in ("path", "metadata_csv"):
             value = getattr(self, name)
             if value is None:

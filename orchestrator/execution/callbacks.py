@@ -10,7 +10,7 @@ from ray.tune.stopper import Stopper
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from orchestrator.cluster.jobs import QUEUE_PREFIX
+from orchestrator.run_lines import QUEUE_PREFIX
 from orchestrator.records import RunPaths, write_trial_record
 from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason
 from workers.storage import Store

@@ -79,7 +79,7 @@ def check_ham10000(settings: dict[str, Any]) -> None:
     read_labels(settings)
 
 
-@register_source("ham10000")
+@register_source("ham10000", classes=HAM10000_CLASSES, images=10015, check=check_ham10000)
 def load_ham10000(settings: dict[str, Any]) -> ImageListing:
     """Every image the metadata lists (missing ones are skipped and counted; unreadable ones when decoded)."""
     root = Path(settings["path"])

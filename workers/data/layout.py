@@ -8,65 +8,17 @@ Remote (``s3://``) datasets are checked when their data is prepared.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from workers.data.sources import IMAGE_SUFFIXES, DatasetError
-
-CLASS_LISTS: dict[str, Callable[[dict[str, Any]], list[str]]] = {}
-
-
-def _lists_classes(source: str):
-    def wrap(fn):
-        CLASS_LISTS[source] = fn
-        return fn
-
-    return wrap
-
-
-def _has_images(folder: Path) -> bool:
-    return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.rglob("*"))
-
-
-@_lists_classes("isic_folder")
-def _isic_folder_classes(settings: dict[str, Any]) -> list[str]:
-    root = Path(settings["path"])
-    expected = "expected Train/<class>/ and Test/<class>/ folders of images"
-    parts = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    if "train" not in parts:
-        raise DatasetError(f"dataset.path: '{root}' has no Train/ folder ({expected})")
-    from workers.data.sources import _folder_classes
-
-    classes = _folder_classes(parts["train"])
-    if not classes:
-        raise DatasetError(f"dataset.path: '{parts['train']}' has no class folders ({expected})")
-    if not _has_images(parts["train"]):
-        raise DatasetError(f"dataset.path: no images under '{parts['train']}' ({expected})")
-    return classes
-
-
-@_lists_classes("ham10000")
-def _ham10000_classes(settings: dict[str, Any]) -> list[str]:
-    from workers.data.ham10000 import HAM10000_CLASSES
-
-    return list(HAM10000_CLASSES)
-
-
-@_lists_classes("isic2019")
-def _isic2019_classes(settings: dict[str, Any]) -> list[str]:
-    from workers.data.isic2019 import ISIC2019_CLASSES
-
-    return list(ISIC2019_CLASSES)
-
-
-@_lists_classes("synthetic")
-def _synthetic_classes(settings: dict[str, Any]) -> list[str]:
-    from workers.data.synthetic import ISIC_CLASSES
-
-    return list(ISIC_CLASSES)
+from workers.data.sources import DatasetError, source_entry
 
 
 def check_dataset_layout(settings: dict[str, Any]) -> None:
-    """Raise ``DatasetError`` (one line naming the field) for a dataset that cannot work, found by listing."""
+    """Raise ``DatasetError`` (one line naming the field) for a dataset that cannot work, found by listing:
+    an unknown source, a missing or empty folder (or a file where the source reads a folder), a layout the
+    source's class lister refuses, a class the spec names that is not there, fewer than two classes left;
+    then the source's own ``check`` (its content validation), if it has one."""
+    entry = source_entry(settings.get("source", "synthetic"))
     path = settings.get("path")
     if path and "://" not in path:
         root = Path(path)
@@ -74,43 +26,27 @@ def check_dataset_layout(settings: dict[str, Any]) -> None:
             raise DatasetError(f"dataset.path: '{path}' does not exist")
         if root.is_dir() and not any(root.iterdir()):
             raise DatasetError(f"dataset.path: folder '{path}' is empty")
+        if not root.is_dir() and entry.name in ("isic_folder", "ham10000", "isic2019"):
+            raise DatasetError(f"dataset.path: '{path}' is a file; source '{entry.name}' reads a folder")
     elif path:
         return
-    if path and not Path(path).is_dir() and settings.get("source") in ("isic_folder", "ham10000", "isic2019"):
-        raise DatasetError(f"dataset.path: '{path}' is a file; source '{settings['source']}' reads a folder")
-    lister = CLASS_LISTS.get(settings.get("source", "synthetic"))
-    if lister is None or (path and not Path(path).is_dir()):
-        return
-    available = lister(settings)
-    for key in ("classes", "drop_classes"):
-        wanted = settings.get(key)
-        for name in wanted if isinstance(wanted, list) else []:
-            if name not in available:
-                raise DatasetError(f"dataset.{key}: class '{name}' is not in the data (classes: {', '.join(available)})")
-    drop = settings.get("drop_classes") or []
-    if settings.get("classes") == "all" and len([c for c in available if c not in drop]) < 2:
-        raise DatasetError("dataset.drop_classes: leaves fewer than two classes; a classification needs two or more")
+    if entry.list_classes is not None and not (path and not Path(path).is_dir()):
+        available = entry.list_classes(settings)
+        for key in ("classes", "drop_classes"):
+            wanted = settings.get(key)
+            for name in wanted if isinstance(wanted, list) else []:
+                if name not in available:
+                    raise DatasetError(f"dataset.{key}: class '{name}' is not in the data "
+                                       f"(classes: {', '.join(available)})")
+        drop = settings.get("drop_classes") or []
+        if settings.get("classes") == "all" and len([c for c in available if c not in drop]) < 2:
+            raise DatasetError("dataset.drop_classes: leaves fewer than two classes; a classification needs two "
+                               "or more")
+    if entry.check is not None:
+        entry.check(settings)
 
 
 MAX_SCANNED_FILES = 2_000_000
-
-
-def _content_checks() -> dict[str, Callable[[dict[str, Any]], None]]:
-    from workers.data.ham10000 import check_ham10000
-    from workers.data.isic2019 import check_isic2019
-    from workers.data.sources import check_isic_folder
-
-    return {"isic_folder": check_isic_folder, "ham10000": check_ham10000, "isic2019": check_isic2019}
-
-
-class _Lazy(dict):
-    def get(self, key, default=None):
-        if not self:
-            self.update(_content_checks())
-        return super().get(key, default)
-
-
-CONTENT_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = _Lazy()  # each source's own content check
 
 
 def check_special_files(root: Path, field: str = "dataset.path") -> None:
@@ -176,19 +112,19 @@ def readable_headers(paths: list, workers: int = 8) -> list[bool]:
 
 def check_dataset_contents(settings: dict[str, Any], split: dict[str, Any]) -> None:
     """Everything knowable about a local dataset before Ray starts (``DatasetError``, one line, names the field
-    or file): the layout (``check_dataset_layout``), special files, the source's label file parsed strictly (by
-    its own loader), every image header readable, at least two classes left after the class mapping, and the
-    split the spec asks for (test, validation, training images of every class) possible with these images."""
+    or file): special files (first, by ``lstat``), the layout and the source's own ``check`` (its label file
+    parsed strictly: ``check_dataset_layout``), every image header readable, at least two classes left after
+    the class mapping, and the split the spec asks for (test, validation, training images of every class)
+    possible with these images."""
     from workers.data.sources import ImageListing, keep_decoded, list_dataset
 
-    check_dataset_layout(settings)
     path = settings.get("path")
-    if settings.get("source", "synthetic") == "synthetic" or not path or "://" in path:
+    local = bool(path) and "://" not in path
+    if local and Path(path).is_dir():
+        check_special_files(Path(path))  # before anything under it is opened
+    check_dataset_layout(settings)
+    if not local or not source_entry(settings.get("source", "synthetic")).needs_path:
         return  # generated data is valid by construction; remote data is checked when prepared
-    check_special_files(Path(path))
-    source_check = CONTENT_CHECKS.get(settings.get("source"))
-    if source_check is not None:
-        source_check(settings)
     csv = settings.get("metadata_csv")
     if csv and "://" not in csv and Path(csv).is_absolute() and Path(csv).is_dir():
         raise DatasetError(f"dataset.metadata_csv: '{csv}' is a folder; name the CSV file")
