@@ -21,6 +21,7 @@ def _data(trial):
     return prepare_data(*trial.preparation_args())
 
 
+@pytest.mark.slow
 def test_cnn_learns_the_synthetic_set_well_above_chance():
     trial = _trial(dataset={"image_size": [32, 32], "samples_per_class": 60},
                    augmentation={"augmentor": {"samples_per_class": 60}},

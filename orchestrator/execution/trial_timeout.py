@@ -18,10 +18,10 @@ class TimeoutScheduler(FIFOScheduler):
     """FIFO scheduling, plus: a trial RUNNING for more than ``timeout_s`` (one attempt, measured on the driver
     from when Tune first shows it running) is recorded failed with a "timed out" error and stopped."""
 
-    def __init__(self, timeout_s: float, write_failed: Callable[[str, str], None],
-                 trial_id: Callable[[object], str], clock: Callable[[], float] = time.monotonic):
+    def __init__(self, timeout_s: float, write_failed: Callable[[object, str], None],
+                 clock: Callable[[], float] = time.monotonic):
         super().__init__()
-        self.timeout_s, self.write_failed, self.trial_id, self.clock = timeout_s, write_failed, trial_id, clock
+        self.timeout_s, self.write_failed, self.clock = timeout_s, write_failed, clock
         self.running_since: dict[str, float] = {}
         self.timed_out: set[str] = set()
 
@@ -34,7 +34,7 @@ class TimeoutScheduler(FIFOScheduler):
             since = self.running_since.setdefault(trial.trial_id, now)
             if now - since > self.timeout_s and trial.trial_id not in self.timed_out:
                 self.timed_out.add(trial.trial_id)
-                self.write_failed(self.trial_id(trial), f"timed out: still running {now - since:.0f} s after it "
+                self.write_failed(trial, f"timed out: still running {now - since:.0f} s after it "
                                   f"started (execution.trial_timeout_s: {self.timeout_s:g})")
                 tune_controller.stop_trial(trial)
         return super().choose_trial_to_run(tune_controller)
