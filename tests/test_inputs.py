@@ -581,7 +581,7 @@ def test_trial_timeout_stops_and_records_the_trial_that_exceeds_it(tmp_path, ray
     completes."""
     from orchestrator import Study
     from orchestrator.spec.schema import parse_spec
-    from tests.support.trainables import sleep_trainable
+    from benchmarks.sleep_trainable import sleep_trainable
 
     spec = parse_spec(tiny_spec_dict(
         store=str(tmp_path / "store"), grid={"architectures": ["cnn", "cnn_lstm"], "epochs": [1]},

@@ -73,15 +73,15 @@ def slow_epochs_trainable(task: TrialTask) -> None:
 
 
 def store_refuses_trial_of(architecture: str, run_id: str):
-    """``sleep_trainable``, except that a trial of ``architecture`` first makes the run's store unable to take its
-    record (a file where its folder must go), as a disk that filled up or turned read-only would."""
+    """``benchmarks.sleep_trainable``, except that a trial of ``architecture`` first makes the run's store unable to
+    take its record (a file where its folder must go), as a disk that filled up or turned read-only would."""
+    from benchmarks.sleep_trainable import sleep_trainable
 
-    def trainable(config: dict) -> None:
-        trial = config["trial"]
-        if trial["architecture"] == architecture:
-            folder = Path(config["store"]["uri"]) / trial["experiment"] / run_id / "trials"
+    def trainable(task: TrialTask) -> None:
+        if task.trial.architecture == architecture:
+            folder = Path(task.store["uri"]) / task.trial.experiment / run_id / "trials"
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / trial["trial_id"]).write_text("not a folder")
-        sleep_trainable(config)
+            (folder / task.trial.trial_id).write_text("not a folder")
+        sleep_trainable(task)
 
     return trainable
