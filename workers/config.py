@@ -164,7 +164,9 @@ class TrainingSpec(_Strict):
     class_weights: StrictBool = False
     mixed_precision: Literal["auto", "off", "bfloat16"] = "auto"
     steps_per_execution: StrictInt | None = Field(default=None, ge=1, le=10000, description=(
-        "training steps per compiled call; unset: chosen per device kind (workers.distribution)"))
+        "training steps per compiled call; unset: one value for the study (orchestrator/spec/stack.py)"))
+    jit_compile: StrictBool | None = Field(default=None, description=(
+        "XLA compilation; unset: one setting for the study (orchestrator/spec/stack.py)"))
 
 
 class ModelSpec(_Strict):

@@ -57,6 +57,7 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     from orchestrator.execution.progress import StudyProgress
     from orchestrator.execution.recorder import TrialRecorder
     from orchestrator.execution.resource_watch import ResourceWatch, WatchStopper
+    from orchestrator.execution.timing import concurrency_limit
     from orchestrator.execution.trainable import TrialTask
 
     spec = session.spec
@@ -64,11 +65,13 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     recorder = TrialRecorder(session.store, session.paths, {t.trial_id: t for t in pending}, session.single_node())
     progress = StudyProgress(pending, enabled=show_progress)
     watch = ResourceWatch(recorder, lambda: feasibility_nodes(cluster_nodes(), cluster_config),
-                          spec.execution.lost_node_timeout_s, session.notify if session.address else None)
+                          spec.execution.lost_node_timeout_s, session.notify if session.address else None,
+                          on_queue=session.set_queue)
     tuner = engine.build_tuner(
         session, trainable, engine.grid_space(tasks), engine.trial_resources(tasks),
         callbacks=[recorder, progress, watch, MetricsExportCallback(spec.name, session.paths.run_id, pending)],
-        stop=WatchStopper(watch), max_concurrent_trials=spec.execution.max_concurrent_trials,
+        stop=WatchStopper(watch),
+        max_concurrent_trials=concurrency_limit(spec, pending, feasibility_nodes(cluster_nodes(), cluster_config)),
         scheduler=_timeout_scheduler(spec, recorder),
         # On a cluster every trial gets its own actor, named by its trial in Ray's views (a reused actor keeps
         # the name of its first trial); an embedded run reuses actors to save the framework's start-up.
@@ -136,7 +139,7 @@ def _execute(session: RunSession, trials: list[TrialConfig], strict: bool, show_
     if refusal:
         raise OverBudget(refusal)
     probed = preflight([t for t in trials if t.trial_id not in infeasible], cluster_nodes(), notify,
-                       single_machine=session.single_node() is not None)
+                       single_machine=session.single_node() is not None, on_queue=session.set_queue)
     if probed.misconfigured and strict:
         raise StudyError(f"{len(probed.misconfigured)} trial(s) failed the device probe (--strict): "
                          f"{next(iter(probed.misconfigured.values()))}")
