@@ -560,10 +560,13 @@ def test_table_i_of_a_two_stage_study_gives_one_table_per_stage():
     assert "augmentation none" in scores and "augmentation random" in scores and "95 % t-interval" in scores
 
 
-def test_hardware_note_says_what_it_pools():
-    records = [make_record("cnn", e, "cpu", 0) for e in (2, 4)]
+def test_hardware_and_cost_notes_say_what_they_pool():
+    """Hardware and cost rows are per setting and stack: they average repeats only, never epoch budgets."""
+    records = [make_record("cnn", e, "cpu", r) for e in (2, 4) for r in (0, 1)]
     md = build_report(records, RUN_INFO, generated=FIXED_TIME)["report.md"].decode()
-    assert "pooled over epochs" in md.split("## Hardware comparison")[1].split("\n## ")[0]
+    for section in ("## Hardware comparison", "## Cost and Pareto front"):
+        note = md.split(section)[1].split("\n## ")[0]
+        assert "mean over repeats only" in note and "pooled over epochs" not in note
 
 
 def test_tables_ii_iii_carry_a_t_interval_over_repeats():

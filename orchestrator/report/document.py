@@ -327,7 +327,7 @@ def _hardware_section(c: ReportContent) -> Section:
     return Section("Hardware comparison", [
         Text(("Seconds per epoch after the first (steady state) and training images per second (per node and per "
               "chip), mean ± sd over trials ("
-              + pooling_note(measured_trials(c), tables.HARDWARE_KEYS, "trials").lower()
+              + pooling_note(measured_trials(c), tables.HARDWARE_KEYS).lower()
               + "); speed-up = images/s relative to "
               f"node type '{ref}' for the same factors, per node and per chip. "
               if ref else "No CPU-only node type completed a trial, so no speed-up against CPU is given. ")
@@ -358,7 +358,7 @@ def _cost_section(c: ReportContent) -> Section:
              "cost_vs_reference = cost per trial / the CPU reference's for the same factors. Pareto-optimal "
              "settings (no other isolated setting is at least as cheap and at least as good in mean macro F1) are "
              "highlighted; shared-node rows are never on the front. Per setting: "
-             + pooling_note(measured_trials(c), tables.HARDWARE_KEYS, "trials").lower() + ". " + FAIRNESS_NOTE,
+             + pooling_note(measured_trials(c), tables.HARDWARE_KEYS).lower() + ". " + FAIRNESS_NOTE,
              "note"),
         Text(preparation_text(prep), "note"),
         Table(cost_view, row_style=["good" if p else _timing_style(t)

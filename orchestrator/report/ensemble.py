@@ -19,6 +19,10 @@ from workers.storage import Store
 from workers.metrics import compute_metrics
 
 
+RANKING_METRICS = ("f1_macro", "accuracy", "balanced_accuracy", "f1_weighted", "precision_macro", "recall_macro",
+                   "top2_accuracy")  # test metrics of a record that --top may rank by (higher is better)
+
+
 class EnsembleError(BadInput):
     """Trials that cannot be ensembled, phrased for the user in one line."""
 
@@ -44,8 +48,18 @@ def average_probabilities(predictions: dict[str, pd.DataFrame]) -> tuple[pd.Data
 def build_ensemble(store: Store, paths: RunPaths, trial_ids: list[str] | None = None, top: int | None = None,
                    by: str = "f1_macro") -> dict:
     """Ensemble the given trials (or the ``top`` completed ones by validation ``by``); store and return its record,
-    which says what the members were selected on (``selected_on``) and their validation scores."""
+    which says what the members were selected on (``selected_on``) and their validation scores. Completed trials
+    without a ``predictions.csv`` cannot take part: the record names them in ``left_out``."""
+    if top is not None and top < 2:
+        raise EnsembleError(f"--top: an ensemble needs at least two trials, got {top}")
+    if by not in RANKING_METRICS:
+        raise EnsembleError(f"--by: unknown metric '{by}' (valid: {', '.join(RANKING_METRICS)})")
     completed = [r.to_dict() for r in read_trial_records(store, paths) if r.completed]
+    without = [r["trial_id"] for r in completed if not store.exists(paths.trial(r["trial_id"], "predictions.csv"))]
+    if trial_ids and (named := [t for t in trial_ids if t in without]):
+        raise EnsembleError(f"{store.url(paths.trial(named[0], 'predictions.csv'))}: trial {named[0]} of run "
+                            f"{paths.run_id} has no predictions.csv; leave it out of --trials")
+    completed = [r for r in completed if r["trial_id"] not in without]
     if trial_ids:
         known = {r["trial_id"] for r in completed}
         missing = [t for t in trial_ids if t not in known]
@@ -72,7 +86,7 @@ def build_ensemble(store: Store, paths: RunPaths, trial_ids: list[str] | None = 
     averaged.insert(2, "predicted_class", [classes[i] for i in np.argmax(probs, axis=1)])
     record = {"name": name, "members": [r["trial_id"] for r in chosen], "selected_on": selected_on,
               "member_validation": {r["trial_id"]: validation_score(r, by) for r in chosen},
-              "metrics": metrics, "class_names": classes}
+              "metrics": metrics, "class_names": classes, "left_out": [f"{t} (no predictions.csv)" for t in without]}
     store.put_text(f"{paths.root}/ensembles/{name}/predictions.csv", averaged.to_csv(index=False), "text/csv")
     store.put_text(f"{paths.root}/ensembles/{name}/record.json", json.dumps(record, indent=1), "application/json")
     return record
