@@ -32,6 +32,14 @@ class RunNotFound(BadInput):
     """A run id that the store does not hold."""
 
 
+class CorruptRun(BadInput):
+    """A stored run whose files (run.json, spec.yaml, a record or its predictions) cannot be read."""
+
+
+class RunBusy(BadInput):
+    """A run that another live driver holds (its lock in the store); nothing was started."""
+
+
 class Interrupted(OrchestratorError):
     """The user interrupted a run; finished trials are stored and ``resume`` continues it."""
 

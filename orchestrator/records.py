@@ -1,13 +1,15 @@
 """Where a run's files live in the store, and reading/writing trial records.
 
-Layout: ``<experiment>/<run_id>/{spec.yaml, run.json (the run's start, end, counts and queue state), trials/<trial_id>/{record.json, predictions.csv,
-history.csv}, report/..., tune/...}``; prepared data is shared under ``cache/prepared/<key>/`` (its shards and index, ``cache_key_path``).
+Layout: ``<experiment>/<run_id>/{spec.yaml, run.json (the run's start, end, counts and queue state), trials/<trial_id>/{record.json,
+predictions.csv, val_predictions.csv, history.csv}, report/..., tune/...}``; prepared data is shared under ``cache/prepared/<key>/``
+(its shards and index, ``cache_key_path``).
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
@@ -17,6 +19,7 @@ from pydantic import BaseModel, Field
 from workers.records import TrialRecord, TrialStatus
 from workers.storage import Store
 
+log = logging.getLogger(__name__)
 
 class QueueState(BaseModel):
     """What a run's trials (or, before they start, its device probes) last waited for, as its driver saw it:
@@ -101,24 +104,51 @@ def history_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_trial_record(store: Store, paths: RunPaths, record: TrialRecord, predictions_csv: str | None = None) -> None:
-    """Persist one trial: predictions and history beside the record; the record is written last."""
+def write_trial_record(store: Store, paths: RunPaths, record: TrialRecord,
+                       predictions: str | dict[str, str] | None = None) -> None:
+    """Persist one trial: predictions (the test ``predictions.csv`` text, or CSV texts by file name, e.g. also
+    ``val_predictions.csv``) and history beside the record; the record is written last."""
     tid = record.trial_id
-    if predictions_csv:
-        store.put_text(paths.trial(tid, "predictions.csv"), predictions_csv, "text/csv")
+    files = {"predictions.csv": predictions} if isinstance(predictions, str) else dict(predictions or {})
+    for name, text in sorted(files.items()):
+        if text:
+            store.put_text(paths.trial(tid, name), text, "text/csv")
     if record.history:
         store.put_text(paths.trial(tid, "history.csv"), history_csv(record.history), "text/csv")
     store.put_text(paths.trial(tid, "record.json"), json.dumps(record.to_dict(), indent=1), "application/json")
 
 
 def read_trial_record(store: Store, paths: RunPaths, trial_id: str) -> TrialRecord | None:
+    """The stored record of one trial; None when there is none or it cannot be read (it is then rewritten)."""
     key = paths.trial(trial_id, "record.json")
-    return TrialRecord.model_validate_json(store.get_text(key)) if store.exists(key) else None
+    if not store.exists(key):
+        return None
+    try:
+        return TrialRecord.model_validate_json(store.get_text(key))
+    except ValueError:
+        return None
+
+
+def scan_trial_records(store: Store, paths: RunPaths) -> tuple[list[TrialRecord], list[str]]:
+    """Every readable record of a run, and one ``"<key> (why)"`` per ``record.json`` that is not a record
+    (invalid JSON, empty, binary, an unknown status, ...)."""
+    keys = [k for k in store.list(f"{paths.root}/trials/") if k.endswith("/record.json")]
+    records, unreadable = [], []
+    for key in keys:
+        try:
+            records.append(TrialRecord.model_validate_json(store.get_text(key)))
+        except ValueError as err:  # pydantic's ValidationError and UnicodeDecodeError are ValueErrors
+            why = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else "not a trial record"
+            unreadable.append(f"{key} ({why})")
+    return records, unreadable
 
 
 def read_trial_records(store: Store, paths: RunPaths) -> list[TrialRecord]:
-    keys = [k for k in store.list(f"{paths.root}/trials/") if k.endswith("/record.json")]
-    return [TrialRecord.model_validate_json(store.get_text(k)) for k in keys]
+    """The readable records of a run; unreadable ones are left out with a warning (``scan_trial_records``)."""
+    records, unreadable = scan_trial_records(store, paths)
+    if unreadable:
+        log.warning("run %s: %d unreadable record(s) left out, e.g. %s", paths.root, len(unreadable), unreadable[0])
+    return records
 
 
 def completed_trial_ids(store: Store, paths: RunPaths) -> set[str]:

@@ -1,14 +1,19 @@
 """Runs already in a store: open the store, find a run, list runs, rebuild or publish a run's report."""
 from __future__ import annotations
 
-from orchestrator.errors import BadInput, RunNotFound
-from orchestrator.records import RunPaths, list_runs
+from orchestrator.errors import BadInput, CorruptRun, RunNotFound
+from orchestrator.records import RunPaths, list_runs, scan_trial_records
 from workers.storage import Store, open_store
 
 
 def open_existing_store(uri: str, endpoint_url: str | None = None) -> Store:
-    """A store given on the command line or to the API; a one-line ``BadInput`` for a bad URI."""
+    """A store given on the command line or to the API; a one-line ``BadInput`` for a bad URI or an endpoint URL
+    that is not http(s) or holds credentials."""
+    from workers.storage import check_endpoint_url
+
     try:
+        if endpoint_url is not None:
+            check_endpoint_url(endpoint_url, "--endpoint-url")
         return open_store(uri, endpoint_url=endpoint_url)
     except ValueError as err:
         raise BadInput(str(err)) from None
@@ -45,14 +50,61 @@ def find_run(store: Store, run: str) -> RunPaths:
     matches = [RunPaths(e, r) for e, r in list_runs(store) if r == run]
     if not matches:
         raise RunNotFound(f"run '{run}' not found in store {store.uri} (see 'orchestrator runs --store {store.uri}')")
+    if len(matches) > 1:
+        raise BadInput(f"run '{run}' is a run of {len(matches)} experiments in store {store.uri} "
+                       f"({', '.join(m.experiment for m in matches)}); name it as experiment/run_id, e.g. "
+                       f"{matches[0].experiment}/{run}")
     return matches[0]
+
+
+def read_run_info(store: Store, paths: RunPaths) -> dict:
+    """A run's ``run.json`` as a mapping; ``CorruptRun`` naming the file and the run when it is not one."""
+    import json
+
+    key = paths.run_info
+    try:
+        info = json.loads(store.get_text(key))
+    except (ValueError, KeyError, FileNotFoundError):
+        info = None
+    if not isinstance(info, dict):
+        raise CorruptRun(f"{store.url(key)}: run {paths.run_id}'s run.json is not a JSON object (damaged or "
+                         "edited); restore it from a copy, nothing was started or written")
+    return info
+
+
+def read_run_spec(store: Store, paths: RunPaths):
+    """The ``ExperimentSpec`` a run was started with (``spec.yaml``); ``CorruptRun`` when missing or invalid."""
+    from orchestrator.errors import SpecError
+    from orchestrator.spec.schema import parse_spec, parse_yaml
+
+    source = store.url(paths.spec)
+    if not store.exists(paths.spec):
+        raise CorruptRun(f"{source}: run {paths.run_id} has no spec.yaml (deleted?); it cannot be resumed, "
+                         "nothing was started or written")
+    try:
+        return parse_spec(parse_yaml(store.get_bytes(paths.spec), source), source)
+    except SpecError as err:
+        raise CorruptRun(f"run {paths.run_id}'s spec.yaml is not a valid experiment file: {err}") from None
+
+
+def check_stored_run(store: Store, paths: RunPaths, *, records: bool = False) -> list[str]:
+    """What reading a stored run needs, checked before anything starts: ``run.json`` a JSON object and, with
+    ``records`` (resume), every ``record.json`` readable (``CorruptRun`` otherwise). Returns the unreadable
+    records (report and ensemble skip them and say so)."""
+    read_run_info(store, paths)
+    _, unreadable = scan_trial_records(store, paths)
+    if records and unreadable:
+        raise CorruptRun(f"{store.url(unreadable[0].split(' (')[0])}: run {paths.run_id} has "
+                         f"{len(unreadable)} unreadable record(s) ({unreadable[0].rsplit(' (', 1)[-1]}; move them "
+                         "away to run those trials again); nothing was started or written")
+    return unreadable
 
 
 def publish_run(store: Store, paths: RunPaths, target: Store) -> None:
     """Copy a run's files as they are to ``target`` (its report is rebuilt there; Tune state stays behind)."""
     skip = (f"{paths.root}/report/", f"{paths.root}/tune/")
     for key in store.list(f"{paths.root}/"):
-        if not key.startswith(skip):
+        if not key.startswith(skip) and key != f"{paths.root}/driver.lock":
             target.put_bytes(key, store.get_bytes(key))
 
 

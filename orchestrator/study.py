@@ -79,15 +79,23 @@ class Study:
     @classmethod
     def resume(cls, run: str, *, store: str = "results", endpoint_url: str | None = None, **kwargs: Any) -> "Study":
         """The study of a stored run (``run_id`` or ``experiment/run_id``), to be continued with ``run()``."""
-        from orchestrator.runs import find_run, open_runs_store
-        from orchestrator.spec.schema import parse_spec, parse_yaml
+        from orchestrator.records import scan_trial_records
+        from orchestrator.runs import check_stored_run, find_run, open_runs_store, read_run_spec
 
         opened = open_runs_store(store, endpoint_url)
         paths = find_run(opened, run)
-        source = opened.url(paths.spec)
-        spec = parse_spec(parse_yaml(opened.get_text(paths.spec), source), source)
+        check_stored_run(opened, paths, records=True)
+        spec = read_run_spec(opened, paths)
         storage = spec.storage.model_copy(update={"uri": store, "endpoint_url": endpoint_url or spec.storage.endpoint_url})
-        return cls(spec.model_copy(update={"storage": storage}), run_id=paths.run_id, **kwargs)
+        study = cls(spec.model_copy(update={"storage": storage}), run_id=paths.run_id, **kwargs)
+        planned = {t.trial_id for t in study.trials()}
+        foreign = sorted(r.trial_id for r in scan_trial_records(opened, paths)[0] if r.trial_id not in planned)
+        if foreign:
+            raise StudyError(f"{opened.url(paths.spec)}: run {paths.run_id} holds {len(foreign)} trial(s) its "
+                             f"spec.yaml does not plan (e.g. {foreign[0]}; was the file edited after the run "
+                             "started?); resume refused, nothing was started or written: restore the spec or "
+                             "submit the edited file as a new run")
+        return study
 
     def trials(self) -> list["TrialConfig"]:
         """Every trial of the grid (pure: the same file gives the same trial ids)."""
@@ -120,15 +128,16 @@ class Study:
                          cluster_config=self.cluster_config, notify=notify)
 
     def check_inputs(self) -> None:
-        """What can be checked before anything starts: the dataset's layout and class names (by listing), a local
-        store that can be written, weights files; ``BadInput`` names the first problem. Remote (s3://) inputs are
-        checked when the data is prepared."""
-        from workers.data.layout import check_dataset_layout
+        """What can be checked before anything starts: the dataset's contents (layout, special files, label file,
+        image headers, classes, whether the split can be made: ``workers.data.layout.check_dataset_contents``), a
+        local store that can be written, weights files; ``BadInput`` names the first problem. Remote (s3://)
+        inputs are checked when the data is prepared."""
+        from workers.data.layout import check_dataset_contents
         from workers.data.sources import DatasetError
 
         spec = self.spec
         try:
-            check_dataset_layout(spec.dataset.model_dump(mode="json"))
+            check_dataset_contents(spec.dataset.model_dump(mode="json"), spec.split.model_dump(mode="json"))
         except DatasetError as err:
             raise BadInput(str(err)) from None
         _check_store_writable(spec)
@@ -274,6 +283,11 @@ def _store_problem(outcome, url: str, spec: "ExperimentSpec") -> str | None:
         return None
     local = store.fallback
     endpoint = f" --endpoint-url {spec.storage.endpoint_url}" if spec.storage.endpoint_url else ""
+    if not store.journal:
+        return (f"the store {store.uri} could not be written any more ({store.error}); records written before "
+                f"are kept there, the rest and the report under {local.uri}/{outcome.paths.root} (report: {url}); "
+                f"nothing finished was lost: once the store can be written, publish them with 'orchestrator report "
+                f"{outcome.paths.run_id} --store {local.uri} --upload {store.uri}'")
     return (f"the store {store.uri} became unreachable ({store.error}); results and report are kept locally under "
             f"{local.uri}/{outcome.paths.root} (report: {url}); publish them with 'orchestrator report "
             f"{outcome.paths.run_id} --store {local.uri} --upload {store.uri}{endpoint}'")

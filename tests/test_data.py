@@ -202,8 +202,7 @@ def make_isic2019(root: Path, per_class: dict[str, int]) -> None:
             write_image(root / "ISIC_2019_Training_Input" / f"{image}.jpg", seed=k, size=(20, 20))
             lines.append(image + "," + ",".join("1.0" if c == name else "0.0" for c in columns))
             k += 1
-    write_image(root / "ISIC_2019_Training_Input" / "ISIC_9999999.jpg")
-    lines.append("ISIC_9999999," + ",".join("0.0" for _ in columns))  # no label at all: skipped
+    write_image(root / "ISIC_2019_Training_Input" / "ISIC_9999999.jpg")  # listed nowhere: not part of the data
     (root / "ISIC_2019_Training_GroundTruth.csv").write_text("\n".join(lines) + "\n")
 
 
@@ -213,7 +212,7 @@ def test_isic2019_drops_empty_columns_and_dropped_classes(tmp_path):
     data = load_dataset({"source": "isic2019", "path": str(root), "image_size": SIZE})
     assert data.class_names == ["MEL", "NV", "BCC", "SCC"]  # AK, BKL, DF, VASC and UNK hold no image
     assert np.bincount(data.labels).tolist() == [4, 6, 3, 2]
-    assert data.skipped == ["ISIC_9999999 (no class labels)"]
+    assert data.skipped == [] and "ISIC_9999999" not in data.ids
     assert data.ids[0] == "ISIC_0000000_downsampled"
 
     dropped = load_dataset({"source": "isic2019", "path": str(root), "image_size": SIZE, "drop_classes": ["SCC"]})
@@ -222,6 +221,15 @@ def test_isic2019_drops_empty_columns_and_dropped_classes(tmp_path):
         load_dataset({"source": "isic2019", "path": str(root), "image_size": SIZE, "drop_classes": ["UNK"]})
     binary = load_dataset({"source": "isic2019", "path": str(root), "image_size": SIZE, "classes": "binary_melanoma"})
     assert np.bincount(binary.labels).tolist() == [11, 4]
+
+
+def test_isic2019_without_lesion_ids_warns_that_the_split_is_not_grouped(tmp_path, caplog):
+    root = tmp_path / "isic2019"
+    make_isic2019(root, {"MEL": 8, "NV": 8})
+    with caplog.at_level("WARNING"):
+        prepared = prepare_data({"source": "isic2019", "path": str(root), "image_size": SIZE}, {"seed": 0}, "none", {})
+    assert not prepared.meta["grouped_by_lesion"]
+    assert "no lesion ids" in prepared.meta["split_warnings"][0] and "no lesion ids" in caplog.text
 
 
 # ------------------------------------------------------------------------------------------------ DermaMNIST

@@ -330,3 +330,44 @@ def test_last_layer_computes_and_outputs_float32_under_mixed_bfloat16(name):
             assert (top[:, 1] > top[:, 0]).all()
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pretrained weights get their own preprocessing
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["resnet50", "resnet152", "vgg16"])
+def test_imagenet_weighted_architectures_declare_imagenet_preprocessing(name):
+    from workers.models.registry import model_entry
+
+    assert model_entry(name).preprocessing_for("imagenet") == "caffe"
+    assert model_entry(name).preprocessing_for("none") is None
+    assert model_entry("cnn").preprocessing_for("imagenet") is None
+
+
+@pytest.mark.slow
+def test_pretrained_resnet50_applies_its_preprocessing(tmp_path):
+    """A trial with weights: imagenet (weights from a file this test makes) feeds the backbone ImageNet's input,
+    not [0, 1] pixels; the same architecture from scratch keeps the min-max scaling."""
+    from orchestrator.spec.grid import expand_grid
+    from orchestrator.spec.schema import parse_spec
+    from tests.conftest import tiny_spec_dict
+    from workers.train import build_model
+
+    shape = (32, 32, 3)
+    scratch = create_model("resnet50", input_shape=shape, num_classes=NUM_CLASSES)
+    assert "minmax_scale" in [layer.name for layer in scratch.layers]
+    path = str(tmp_path / "resnet50_notop.weights.h5")
+    scratch.get_layer("resnet50").save_weights(path)
+    spec = parse_spec(tiny_spec_dict(dataset={"source": "synthetic", "image_size": [32, 32]},
+                                     grid={"architectures": ["resnet50"], "epochs": [1]},
+                                     models={"resnet50": {"weights": "imagenet", "weights_path": path}}))
+    trial = expand_grid(spec)[0]
+    model = build_model(keras, trial, shape, NUM_CLASSES, weights_path=path)
+    names = [layer.name for layer in model.layers]
+    assert "imagenet_preprocessing" in names and "minmax_scale" not in names
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, *shape)).astype("float32")
+    expected = keras.applications.resnet50.preprocess_input(pixels.copy())
+    got = keras.ops.convert_to_numpy(model.get_layer("imagenet_preprocessing")(pixels))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    for a, b in zip(scratch.get_layer("resnet50").weights, model.get_layer("resnet50").weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))

@@ -36,8 +36,8 @@ def test_dry_run_of_the_hardware_study_prints_time_and_cost_per_node_type(tmp_pa
     printed = capsys.readouterr().out
     for node_type, slots in (("cpu", 4), ("gpu", 2), ("tpu", 1)):  # exclusive nodes x max_workers of ray-cluster.yaml
         line = next(ln for ln in printed.splitlines() if ln.startswith(f"{node_type} "))
-        assert re.match(rf"{node_type}\s+180\s+{slots}\s+[\d,.]+\s+[\d,.]+\s+\$[\d,.]+\s+reference \(180 trials\)", line), line
-    assert re.search(r"^total\s+540\s+[\d,.]+\s+[\d,.]+\s+\$[\d,.]+", printed, re.M)
+        assert re.match(rf"{node_type}\s+60\s+{slots}\s+[\d,.]+\s+[\d,.]+\s+\$[\d,.]+\s+reference \(60 trials\)", line), line
+    assert re.search(r"^total\s+180\s+[\d,.]+\s+[\d,.]+\s+\$[\d,.]+", printed, re.M)
     assert "orchestrator/data/reference_throughput.json" in printed
     assert not store.exists()
 
@@ -54,8 +54,8 @@ def test_estimate_by_hand_for_one_node_type():
     assert gpu["cost_usd"] == pytest.approx(spec.resolved_node_types()["gpu"].price_per_hour * sum(seconds) / 3600)
     assert gpu["wall_hours"] == pytest.approx(plan.makespan(seconds, 2) / 3600)
     assert sum(seconds) / 2 <= plan.makespan(seconds, 2) <= sum(seconds) / 2 + max(seconds)
-    resnet = next(t for t in trials if t.architecture == "resnet50" and t.augmentation == "augmentor")
-    plain = next(t for t in trials if t.architecture == "resnet50" and t.augmentation == "none")
+    resnet = next(t for t in trials if t.architecture == "resnet50" and t.augmentation == "augmentor_random")
+    plain = resnet.replace(augmentation="none")
     # seed 000's Augmentor stage adds 500 images to each of the 9 classes
     assert plan.train_images(resnet, {}) == plan.train_images(plain, {}) + 9 * 500
     assert est["total"]["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in est["rows"]))
@@ -69,8 +69,8 @@ def test_measurements_in_the_store_win_over_the_reference():
                "timings": {"images_per_s": 50.0, "steady_epoch_s": 20.0, "total_s": 10 * 20.0 + 7.0}}
     est = _hardware_estimate([earlier | {"config": {**trial.to_dict(), "epochs": 10}}])
     cpu = next(r for r in est["rows"] if r["node_type"] == "cpu")
-    # the 45 cpu trials of cnn (5 epoch budgets x 3 stages x 3 repeats) use the measurement, the rest the reference
-    assert cpu["throughput_source"] == "measured (45 trials), reference (135 trials)"
+    # the 15 cpu trials of cnn (5 epoch budgets x 3 repeats) use the measurement, the rest the reference
+    assert cpu["throughput_source"] == "measured (15 trials), reference (45 trials)"
     rate = plan.measured_throughput([earlier | {"config": {**trial.to_dict(), "epochs": 10}}])
     assert rate[("cnn", "cpu", "120x120")].images_per_s == 50.0
     assert rate[("cnn", "cpu", "120x120")].startup_s == pytest.approx(7.0)

@@ -79,7 +79,8 @@ def test_new_source_validated_planned_and_checked_through_the_public_api():
     estimate = Study(spec).plan().estimate
     assert estimate["total"]["trial_hours"] is not None  # the source's own count (24 images), not 1 per epoch
     with pytest.raises(BadInput, match="dataset.classes: class 'nevus' is not in the data"):
-        Study(parse_spec(tiny_spec_dict(dataset={"source": plugins.TINY_SOURCE, "classes": ["nevus"]}))).check_inputs()
+        Study(parse_spec(tiny_spec_dict(dataset={"source": plugins.TINY_SOURCE,
+                                                 "classes": ["benign", "nevus"]}))).check_inputs()
     with pytest.raises(BadInput, match="tiny_arrays makes even sizes only"):  # the source's check hook
         Study(parse_spec(tiny_spec_dict(dataset={"source": plugins.TINY_SOURCE, "image_size": [17, 17]}))).check_inputs()
     uncounted = Study(parse_spec(tiny_spec_dict(dataset={"source": "tiny_uncounted"}))).plan().estimate

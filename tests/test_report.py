@@ -33,15 +33,18 @@ def make_record(arch="cnn", epochs=2, node="cpu", repeat=0, acc=0.5, f1=None, pr
                 ips=100.0, epoch_s=1.0, total_s=36.0, status="completed", device_kind=None, device_name=None,
                 simulated=None, reason=None, error=None, retries=0, classes=CLASSES, price="default",
                 experiment="study", mismatch_flag=None, framework=None, precision=None, sharing=None,
-                devices=None) -> dict:
+                devices=None, val_f1=None, augmentation="none") -> dict:
     """A trial record shaped like the ones ``workers.train.run_trial`` writes (only what the report reads).
     ``framework`` (default: tensorflow on cpu node types, jax elsewhere), ``precision`` (policy), ``sharing``
-    (trials on the node at once) and ``devices`` (devices used) set the trial's stack and timing isolation."""
+    (trials on the node at once) and ``devices`` (devices used) set the trial's stack and timing isolation;
+    ``val_f1`` the validation F1 that selection ranks on (default: the test F1)."""
     framework = framework or ("tensorflow" if node.startswith("cpu") else "jax")
     digest = hashlib.sha1(f"{arch}/{epochs}/{node}/{repeat}".encode()).hexdigest()[:8]
-    tid = f"{arch}-e{epochs}-{node}-none-{framework}-r{repeat}-{digest}"
+    if augmentation != "none":
+        digest = hashlib.sha1(f"{arch}/{epochs}/{node}/{repeat}/{augmentation}".encode()).hexdigest()[:8]
+    tid = f"{arch}-e{epochs}-{node}-{augmentation}-{framework}-r{repeat}-{digest}"
     config = {"trial_id": tid, "experiment": experiment, "architecture": arch, "epochs": epochs, "node_type": node,
-              "augmentation": "none", "framework": framework, "repeat": repeat, "resources": RESOURCES[node],
+              "augmentation": augmentation, "framework": framework, "repeat": repeat, "resources": RESOURCES[node],
               "price_per_hour": PRICES[node] if price == "default" else price,
               "dataset": {"source": "synthetic", "image_size": [16, 16]}}
     record = {"trial_id": tid, "config": config, "status": status, "retries": retries}
@@ -57,6 +60,8 @@ def make_record(arch="cnn", epochs=2, node="cpu", repeat=0, acc=0.5, f1=None, pr
         "metrics": {"accuracy": acc, "balanced_accuracy": acc, "precision_macro": prec if prec is not None else acc,
                     "recall_macro": recall if recall is not None else acc, "f1_macro": f1,
                     "confusion_matrix": cm.tolist(),
+                    "validation": {"accuracy": acc, "f1_macro": f1 if val_f1 is None else val_f1},
+                    "ci95": {"accuracy": [acc - 0.1, acc + 0.1], "f1_macro": [f1 - 0.1, f1 + 0.1]},
                     "per_class": {c: {"precision": acc, "recall": acc, "f1": f1, "support": 5} for c in classes},
                     "isic": {"scorer": "isic-challenge-scoring 5.6.0", "balanced_multiclass_accuracy": acc,
                              "macro": {"auc": 0.9, "ap": 0.8, "auc_sens_80": 0.1, "sensitivity": acc,
@@ -344,7 +349,12 @@ def test_summary_json_names_the_best_trials(report_files):
     assert summary["best_by_accuracy"]["architecture"] == "lstm" and summary["best_by_accuracy"]["epochs"] == 4
     assert summary["counts"] == {"completed": 6, "failed": 1, "infeasible": 1}
     assert summary["synthetic_data"] is True
-    assert summary["table_i_accuracy_pct"]["cnn"]["2 epochs (%)"] == pytest.approx(60.0)
+    assert summary["selected_on"] == "validation" and summary["best_by_f1"]["selected_on"] == "validation f1_macro"
+    # Table I per node type: cnn at 2 epochs is 0.5 and 0.7 on cpu (60 %), 0.6 on gpu
+    assert summary["table_i_accuracy_pct"]["augmentation none, node type cpu"]["cnn"]["2 epochs (%)"] == \
+        pytest.approx(60.0)
+    assert summary["table_i_accuracy_pct"]["augmentation none, node type gpu"]["cnn"]["2 epochs (%)"] == \
+        pytest.approx(60.0)
     assert {p["status"] for p in summary["problems"]} == {"failed", "infeasible", "completed"}
     assert summary["pareto_front"] and len(summary["trials"]) == 8
 
@@ -516,3 +526,67 @@ def test_tiny_study_on_s3_writes_every_report_file_under_the_run(ray_session, s3
     write_report(local, outcome.paths)
     assert local.get_bytes(outcome.paths.report("results.csv")) == \
         outcome.store.get_bytes(outcome.paths.report("results.csv"))
+
+
+# ------------------------------------------------------------------------------------------------- statistics
+def test_best_trial_is_chosen_on_validation_where_test_disagrees():
+    from orchestrator.report.tables import best_trial
+
+    records = [make_record("cnn", 2, "cpu", 0, acc=0.9, f1=0.9, val_f1=0.2),   # best on test
+               make_record("lstm", 2, "cpu", 0, acc=0.5, f1=0.4, val_f1=0.7)]  # best on validation
+    best = best_trial(trial_table(records), "f1_macro")
+    assert best["architecture"] == "lstm" and best["selected_on"] == "validation f1_macro"
+    assert best["val_f1_macro"] == pytest.approx(0.7) and best["f1_macro"] == pytest.approx(0.4)
+    md = build_report(records, RUN_INFO, generated=FIXED_TIME)["report.md"].decode()
+    assert "Selected on the validation split" in md and "lstm" in md.split("## Best trial")[1][:400]
+    assert "Selection basis" in md and "validation split" in md
+
+
+def test_table_i_of_a_two_stage_study_gives_one_table_per_stage():
+    records = [make_record("cnn", 2, "cpu", r, acc=acc, augmentation=aug)
+               for aug, accs in (("none", (0.4, 0.4)), ("augmentor", (0.5, 0.5)), ("random", (0.8, 0.8)))
+               for r, acc in enumerate(accs)]
+    files = build_report(records, RUN_INFO, generated=FIXED_TIME)
+    summary = json.loads(files["summary.json"])
+    tables = summary["table_i_accuracy_pct"]
+    assert set(tables) == {f"augmentation {a}, node type cpu" for a in ("augmentor", "none", "random")}
+    assert tables["augmentation none, node type cpu"]["cnn"]["2 epochs (%)"] == pytest.approx(40.0)  # not 56.67
+    assert tables["augmentation random, node type cpu"]["cnn"]["2 epochs (%)"] == pytest.approx(80.0)
+    md = files["report.md"].decode()
+    table_i = md.split("## Table I")[1].split("\n## ")[0]
+    assert table_i.count("| cnn |") == 3 and "56.67" not in table_i
+    assert "mean over repeats only" in table_i
+    scores = md.split("## Tables II/III")[1].split("\n## ")[0]
+    assert "augmentation none" in scores and "augmentation random" in scores and "95 % t-interval" in scores
+
+
+def test_hardware_and_cost_notes_say_what_they_pool():
+    """Hardware and cost rows are per setting and stack: they average repeats only, never epoch budgets."""
+    records = [make_record("cnn", e, "cpu", r) for e in (2, 4) for r in (0, 1)]
+    md = build_report(records, RUN_INFO, generated=FIXED_TIME)["report.md"].decode()
+    for section in ("## Hardware comparison", "## Cost and Pareto front"):
+        note = md.split(section)[1].split("\n## ")[0]
+        assert "mean over repeats only" in note and "pooled over epochs" not in note
+
+
+def test_tables_ii_iii_carry_a_t_interval_over_repeats():
+    from scipy import stats
+
+    scores = table_scores(trial_table(study_records()))
+    row = scores[(scores["node_type"] == "cpu") & (scores["epochs"] == 2) & (scores["architecture"] == "cnn")].iloc[0]
+    low, high = stats.t.interval(0.95, 1, loc=0.6, scale=stats.sem([0.5, 0.7]))
+    assert (row["accuracy_ci_low"], row["accuracy_ci_high"]) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_report_says_how_each_dataset_was_split():
+    record = make_record("cnn", 2, "cpu", 0)
+    record["data"].update({"grouped_split": True, "grouped_by_lesion": False, "split_warnings": [],
+                           "leakage": {"grouped": True, "duplicate_groups": 3, "across_split": 0, "max_distance": 4}})
+    files = build_report([record], RUN_INFO, generated=FIXED_TIME)
+    md = files["report.md"].decode()
+    section = md.split("## Selection, uncertainty and split")[1].split("\n## ")[0]
+    assert "validation split" in section and "bootstrap" in section and "t-interval" in section
+    assert "| synthetic |" in section and "| no | yes | 3 | 0 |" in section
+    assert "vary only the initialisation seed" in section
+    split = json.loads(files["summary.json"])["split"][0]
+    assert split["grouped_by_lesion"] is False and split["grouped_by_duplicates"] is True

@@ -20,7 +20,7 @@ def _write(tmp_path, text: str):
     (lambda d: d["grid"].update(epochs=[0]), "grid.epochs", "whole number from 1 to 10000"),
     (lambda d: d["grid"].update(epochs=[]), "grid.epochs", "at least 1"),
     (lambda d: d["grid"].update(node_types=["cpu", "quantum"]), "grid.node_types[1]", "unknown node type 'quantum'"),
-    (lambda d: d["grid"].update(augmentation=["sometimes"]), "grid.augmentation[0]", "'none', 'random' or 'augmentor'"),
+    (lambda d: d["grid"].update(augmentation=["sometimes"]), "grid.augmentation[0]", "'none', 'random', 'augmentor' or 'augmentor_random'"),
     (lambda d: d["training"].update(batchsize=32), "training.batchsize", "unknown key"),
     (lambda d: d["training"].update(batch_size="big"), "training.batch_size", "integer"),
     (lambda d: d["dataset"].update(source="imagenet"), "dataset.source", "unknown source 'imagenet' (valid: dermamnist"),
@@ -80,7 +80,8 @@ def test_hardware_study_is_the_seed_000_design():
     assert spec.dataset.image_size == (120, 120) and spec.training.batch_size == 32
     assert spec.split.test_fraction == 0.2
     assert spec.augmentation.augmentor.samples_per_class == 500 and spec.augmentation.augmentor.mode == "add"
-    assert set(spec.grid.augmentation) == {"none", "random", "augmentor"}
+    assert spec.grid.augmentation == ["augmentor_random"]  # seed 000's condition: Augmentor, then random layers
+    assert spec.split.val_fraction == 0.1 and spec.grid.repeats_vary == "init_and_split"
 
 
 def test_augmentor_mode_defaults_to_top_up_and_the_older_key_still_reads():
@@ -177,3 +178,29 @@ def test_custom_node_type_and_explicit_framework():
 def test_repeats_get_distinct_seeds():
     trials = expand_grid(parse_spec(tiny_spec_dict(grid={"architectures": ["cnn"], "epochs": [1], "repeats": 3})))
     assert len({t.seed for t in trials}) == 3
+
+
+def test_repeats_can_vary_the_split_seed_with_ids_stable_on_resume():
+    grid = {"architectures": ["cnn"], "epochs": [1], "repeats": 3}
+    fixed = expand_grid(parse_spec(tiny_spec_dict(grid=grid)))
+    assert {t.split.seed for t in fixed} == {0}
+    spec = parse_spec(tiny_spec_dict(grid={**grid, "repeats_vary": "init_and_split"}, split={"seed": 5}))
+    varied = expand_grid(spec)
+    assert [t.split.seed for t in varied] == [5, 6, 7] and len({t.seed for t in varied}) == 3
+    assert [t.trial_id for t in varied] == [t.trial_id for t in expand_grid(spec)]  # what a resume recomputes
+    assert {t.trial_id for t in varied}.isdisjoint({t.trial_id for t in fixed})
+
+
+def test_repeats_with_a_varying_split_seed_give_different_splits():
+    from workers.data.prepare import preparation_key, split_dataset
+
+    spec = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn"], "epochs": [1], "repeats": 2,
+                                           "repeats_vary": "init_and_split"}))
+    a, b = expand_grid(spec)
+    labels = [i % 3 for i in range(60)]
+    import numpy as np
+
+    split_a = split_dataset(np.array(labels), None, a.split.model_dump())
+    split_b = split_dataset(np.array(labels), None, b.split.model_dump())
+    assert not np.array_equal(split_a[2], split_b[2])  # other test images
+    assert preparation_key(*a.preparation_args()) != preparation_key(*b.preparation_args())

@@ -134,7 +134,7 @@ def test_local_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(storage_mod.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(storage_mod.StorageError, match="disk full"):  # a run then falls back to local disk
         store.put_text("k.json", "new")
     monkeypatch.undo()
     assert store.get_text("k.json") == "old"

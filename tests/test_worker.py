@@ -85,6 +85,19 @@ def test_random_augmentation_runs_on_device_layers():
     assert run_trial(trial).record.completed
 
 
+def test_combined_stage_rebalances_with_augmentor_and_adds_random_layers():
+    from workers.device import activate_backend
+    from workers.train import build_model
+
+    trial = _trial(grid={"architectures": ["cnn"], "epochs": [1], "augmentation": ["augmentor_random"]},
+                   augmentation={"augmentor": {"mode": "add", "samples_per_class": 3}})
+    data = _data(trial)
+    assert data.meta["augmented_images"] == 3 * data.num_classes  # the Augmentor stage ran on the training split
+    assert data.meta["augmentor"] == {"mode": "add", "samples_per_class": 3}
+    names = [layer.name for layer in build_model(activate_backend("tensorflow"), trial, (16, 16, 3), 9).layers]
+    assert {"aug_flip", "aug_rotate", "aug_zoom"} <= set(names)  # and random layers in front of the model
+
+
 def test_class_weights_are_balanced():
     import numpy as np
 
@@ -138,8 +151,13 @@ def test_rescoring_the_stored_predictions_reproduces_the_record_metrics(tmp_path
     assert 5.0 <= history[-1]["wall_s"] <= result.record.timings.total_s
 
     store, paths = LocalStore(tmp_path), RunPaths("tiny", "run")
-    write_trial_record(store, paths, result.record, result.predictions_csv)
+    write_trial_record(store, paths, result.record, {"predictions.csv": result.predictions_csv,
+                                                     "val_predictions.csv": result.val_predictions_csv})
     stored = json.loads(store.get_text(paths.trial(trial.trial_id, "record.json")))
     rescored = rescore_predictions_csv(store.get_text(paths.trial(trial.trial_id, "predictions.csv")))
+    validation = stored["metrics"].pop("validation")
     assert json.loads(json.dumps(rescored)) == stored["metrics"]
+    val_rescored = rescore_predictions_csv(store.get_text(paths.trial(trial.trial_id, "val_predictions.csv")),
+                                           confidence_intervals=False)
+    assert json.loads(json.dumps(val_rescored)) == validation  # the validation scores that select trials
     assert stored["metrics"]["isic"]["scorer"].startswith("isic-challenge-scoring")

@@ -3,6 +3,7 @@ challenge's own metric pack, and rescoring of a stored ``predictions.csv``."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import warnings
 
@@ -10,54 +11,144 @@ import numpy as np
 from sklearn import metrics as skm
 
 
-def compute_metrics(y_true: np.ndarray, y_prob: np.ndarray, class_names: list[str]) -> dict:
+def compute_metrics(y_true: np.ndarray, y_prob: np.ndarray, class_names: list[str], *,
+                    confidence_intervals: bool = True) -> dict:
     """Accuracy, balanced accuracy, precision/recall/F1 (macro, weighted, per class), confusion matrix,
-    one-vs-rest ROC-AUC, top-2 accuracy and the ISIC metric pack (``isic``, see ``isic_metrics``).
+    one-vs-rest ROC-AUC, top-2 accuracy, the ISIC metric pack (``isic``, see ``isic_metrics``) and 95 %
+    bootstrap confidence intervals of the headline metrics over the images (``ci95``, see ``bootstrap_ci``).
 
     ``y_prob`` has shape (n, num_classes). A class that is never predicted has precision 0 (not NaN).
-    ROC-AUC is None when the test split does not contain at least two classes.
+    Nothing here raises for a split with absent classes or degenerate probability rows: a metric that cannot
+    be computed is None and ``unavailable[name]`` says why, so a finished trial always keeps its record.
     """
     y_true = np.asarray(y_true, dtype=int)
     y_prob = np.asarray(y_prob, dtype=float)
     n_classes = len(class_names)
     labels = list(range(n_classes))
-    y_pred = y_prob.argmax(axis=1)
-    out: dict = {
-        "n_test": int(len(y_true)),
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-    }
+    y_pred = y_prob.argmax(axis=1) if len(y_prob) else np.zeros(0, dtype=int)
+    out: dict = {"n_test": int(len(y_true))}
+    unavailable: dict[str, str] = {}
+
+    def guarded(name: str, fn):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return fn()
+        except (ValueError, ZeroDivisionError, IndexError) as err:
+            unavailable[name] = str(err).splitlines()[0] if str(err) else type(err).__name__
+            return None
+
+    if not len(y_true):
+        unavailable["all"] = "the split holds no images"
+    out["accuracy"] = guarded("accuracy", lambda: float(skm.accuracy_score(y_true, y_pred))) if len(y_true) else None
+    out["balanced_accuracy"] = guarded("balanced_accuracy", lambda: _balanced_accuracy(y_true, y_pred))
+    for avg in ("macro", "weighted"):
+        prf = guarded(f"f1_{avg}", lambda: skm.precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=avg, zero_division=0)) if len(y_true) else None
+        for i, name in enumerate(("precision", "recall", "f1")):
+            out[f"{name}_{avg}"] = None if prf is None else float(prf[i])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out["balanced_accuracy"] = float(skm.balanced_accuracy_score(y_true, y_pred))
-        for avg in ("macro", "weighted"):
-            p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg, zero_division=0)
-            out[f"precision_{avg}"], out[f"recall_{avg}"], out[f"f1_{avg}"] = float(p), float(r), float(f)
-        p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
+        p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None,
+                                                         zero_division=0) if len(y_true) else [np.zeros(n_classes)] * 4
     out["per_class"] = {
         name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
         for i, name in enumerate(class_names)
     }
-    out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
-    out["top2_accuracy"] = float(skm.top_k_accuracy_score(y_true, y_prob, k=2, labels=labels)) if n_classes > 2 else 1.0
-    out["roc_auc_ovr"] = _roc_auc(y_true, y_prob, labels)
-    out["isic"] = isic_metrics(y_true, y_prob, class_names)
+    out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist() if len(y_true) else \
+        np.zeros((n_classes, n_classes), dtype=int).tolist()
+    out["top2_accuracy"] = (guarded("top2_accuracy", lambda: float(skm.top_k_accuracy_score(
+        y_true, y_prob, k=2, labels=labels))) if len(y_true) else None) if n_classes > 2 else 1.0
+    auc, why = _roc_auc(y_true, y_prob, labels)
+    out["roc_auc_ovr"] = auc
+    if why:
+        unavailable["roc_auc_ovr"] = why
+    out["isic"] = guarded("isic", lambda: isic_metrics(y_true, y_prob, class_names))
+    if confidence_intervals and len(y_true) > 1:
+        out["ci95"] = bootstrap_ci(y_true, y_prob, n_classes)
+    out["unavailable"] = unavailable
     return out
 
 
-def _roc_auc(y_true: np.ndarray, y_prob: np.ndarray, labels: list[int]) -> float | None:
+def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float | None:
+    """Mean recall over the classes present in ``y_true`` (scikit-learn's definition)."""
+    return float(skm.balanced_accuracy_score(y_true, y_pred)) if len(y_true) else None
+
+
+def _roc_auc(y_true: np.ndarray, y_prob: np.ndarray, labels: list[int]) -> tuple[float | None, str | None]:
+    """One-vs-rest macro ROC-AUC over the classes present in the split, or (None, the reason it is undefined)."""
     present = np.unique(y_true)
     if len(present) < 2:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if len(labels) == 2:
-            return float(skm.roc_auc_score(y_true, y_prob[:, 1]))
-        # Only classes present in the test split can be scored one-vs-rest.
-        probs = y_prob[:, present]
-        probs = probs / np.clip(probs.sum(axis=1, keepdims=True), 1e-12, None)
-        if len(present) == 2:
-            return float(skm.roc_auc_score(y_true == present[1], probs[:, 1]))
-        return float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=present))
+        return None, f"the split holds {len(present)} class(es); ROC-AUC needs at least two"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if len(labels) == 2:
+                return float(skm.roc_auc_score(y_true, y_prob[:, 1])), None
+            # Only classes present in the split can be scored one-vs-rest, on probabilities renormalised to them.
+            probs = y_prob[:, present]
+            sums = probs.sum(axis=1, keepdims=True)
+            if (sums <= 0).any():
+                return None, (f"{int((sums <= 0).sum())} row(s) give zero probability to every class present in "
+                              "the split, so probabilities over the present classes are undefined")
+            probs = probs / sums
+            if len(present) == 2:
+                return float(skm.roc_auc_score(y_true == present[1], probs[:, 1])), None
+            return float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=present)), None
+    except ValueError as err:
+        return None, str(err).splitlines()[0]
+
+
+# ------------------------------------------------------------------------------------------------ uncertainty
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_METHOD = (f"95 % percentile bootstrap over the split's images (scipy.stats.bootstrap, "
+                    f"{BOOTSTRAP_RESAMPLES} resamples, seed 0)")
+CI_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
+
+
+def bootstrap_ci(y_true: np.ndarray, y_prob: np.ndarray, n_classes: int) -> dict:
+    """95 % confidence intervals ``[low, high]`` of accuracy, balanced accuracy and macro F1, resampling the
+    split's images (``scipy.stats.bootstrap``, paired, percentile method, fixed seed: the same predictions
+    always give the same interval). The resampled scores come from confusion counts, vectorised over the
+    resamples, with scikit-learn's definitions (balanced accuracy: mean recall over the classes present; macro
+    F1 over every class, 0 where undefined). A metric whose interval cannot be computed is None."""
+    from scipy import stats
+
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_prob).argmax(axis=1).astype(np.int64)
+    out: dict = {"method": BOOTSTRAP_METHOD}
+    for name in CI_METRICS:
+        try:
+            with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+                warnings.simplefilter("ignore")
+                res = stats.bootstrap((y_true, y_pred), functools.partial(_resampled_score, name, n_classes),
+                                      paired=True, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES, batch=250,
+                                      method="percentile", rng=np.random.default_rng(0))
+            low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+            out[name] = [low, high] if np.isfinite(low) and np.isfinite(high) else None
+        except ValueError:
+            out[name] = None
+    return out
+
+
+def _resampled_score(name: str, k: int, t: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``name`` of every resample (rows of ``t``/``p``, images along ``axis``) from its confusion counts."""
+    t, p = np.moveaxis(np.atleast_2d(t), axis, -1), np.moveaxis(np.atleast_2d(p), axis, -1)
+    lead = t.shape[:-1]
+    t, p = t.reshape(-1, t.shape[-1]), p.reshape(-1, p.shape[-1])
+    batch = len(t)
+    flat = (t * k + p) + (np.arange(batch) * k * k)[:, None]
+    cm = np.bincount(flat.ravel(), minlength=batch * k * k).reshape(batch, k, k).astype(float)
+    tp, support, predicted = np.diagonal(cm, axis1=1, axis2=2), cm.sum(axis=2), cm.sum(axis=1)
+    if name == "accuracy":
+        score = tp.sum(axis=1) / t.shape[1]
+    elif name == "balanced_accuracy":
+        recall = np.where(support > 0, tp / np.where(support > 0, support, 1), np.nan)
+        score = np.nanmean(recall, axis=1)
+    else:
+        denominator = 2 * tp + (predicted - tp) + (support - tp)
+        score = np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1), 0.0).mean(axis=1)
+    return score.reshape(lead) if lead else score[0]
 
 
 # ------------------------------------------------------------------------------------------------ ISIC challenge
@@ -176,7 +267,8 @@ def read_predictions_csv(text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return y_true, probs, class_names
 
 
-def rescore_predictions_csv(text: str) -> dict:
-    """The metrics of a stored ``predictions.csv``: equal to the ``metrics`` of the trial's record.json."""
+def rescore_predictions_csv(text: str, confidence_intervals: bool = True) -> dict:
+    """The metrics of a stored ``predictions.csv``: equal to the ``metrics`` of the trial's record.json (less
+    ``validation``); of its ``val_predictions.csv`` with ``confidence_intervals=False``: ``metrics.validation``."""
     y_true, probs, class_names = read_predictions_csv(text)
-    return compute_metrics(y_true, probs, class_names)
+    return compute_metrics(y_true, probs, class_names, confidence_intervals=confidence_intervals)

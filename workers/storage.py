@@ -106,15 +106,23 @@ class LocalStore(Store):
         return self.root / check_key(key)
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        """Write atomically; a disk that is full, read-only or otherwise refuses is a ``StorageError`` (so a run
+        falls back to its local journal as it does when an object store goes down)."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written beside the target and renamed into place: a reader sees the old file or the whole new one.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Written beside the target and renamed into place: a reader sees the old file or the whole new one.
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        except OSError as err:
+            raise StorageError(f"writing {key} failed on {self.uri}: {err.strerror or err}") from None
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
             os.replace(tmp, path)
+        except OSError as err:
+            Path(tmp).unlink(missing_ok=True)
+            raise StorageError(f"writing {key} failed on {self.uri}: {err.strerror or err}") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -304,6 +312,23 @@ def check_store_uri(uri: str) -> str:
     if "://" in uri:
         raise ValueError(f"storage.uri: unsupported scheme in '{uri}' ({valid})")
     return uri
+
+
+def check_endpoint_url(url: str, field: str = "endpoint_url") -> str:
+    """``url`` if it is an ``http(s)://host[:port][/path]`` endpoint without credentials; ``ValueError`` naming
+    ``field`` and what would be valid otherwise (user info in a URL would be printed and stored)."""
+    valid = "give http(s)://host[:port]"
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError(f"{field}: not a URL ({valid})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or any(c.isspace() for c in url):
+        raise ValueError(f"{field}: '{_redact(url)}' is not an http(s) URL ({valid})")
+    if parsed.username is not None or parsed.password is not None or "@" in parsed.netloc:
+        raise ValueError(f"{field}: must not hold credentials (user info in the URL); boto3 reads them from "
+                         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile instead")
+    return url
 
 
 def open_store(uri: str, endpoint_url: str | None = None, region: str | None = None) -> Store:

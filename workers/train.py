@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from workers.config import TrialConfig
+from workers.config import TrialConfig, uses_random_layers
 from workers.records import DeviceInfo, Timings, TrialRecord, TrialStatus
 from workers.device import (activate_backend, device_problem, device_record, expected_kind, resolve_backend,
                             restrict_devices)
@@ -30,10 +30,12 @@ from workers.distribution import (DevicePlan, accelerator_count, data_parallel, 
 
 @dataclass(frozen=True)
 class TrialResult:
-    """What ``run_trial`` returns: the trial's record and its test predictions (``predictions.csv`` text)."""
+    """What ``run_trial`` returns: the trial's record, its test predictions (``predictions.csv`` text) and its
+    validation predictions (``val_predictions.csv``, same format; empty without a validation split)."""
 
     record: TrialRecord
     predictions_csv: str
+    val_predictions_csv: str = ""
 
 
 EpochCallback = Callable[[dict, Callable[[str], None]], None]
@@ -75,7 +77,8 @@ def class_weight_map(y: np.ndarray, num_classes: int) -> dict[int, float]:
 
 
 def build_model(keras, config: TrialConfig, input_shape, num_classes: int, weights_path: str | None = None):
-    """The registered architecture, with on-device random augmentation in front for the ``random`` stage."""
+    """The registered architecture, with on-device random augmentation in front for the ``random`` and
+    ``augmentor_random`` stages (Keras random layers act in training only)."""
     from workers.augment import random_augmentation_layers
     from workers.models import create_model
 
@@ -86,8 +89,9 @@ def build_model(keras, config: TrialConfig, input_shape, num_classes: int, weigh
         params.setdefault("dropout", dropout)
     if weights_path:
         params["weights_path"] = weights_path
-    base = create_model(config.architecture, input_shape=input_shape, num_classes=num_classes, **params)
-    if config.augmentation != "random":
+    base = create_model(config.architecture, input_shape=input_shape, num_classes=num_classes,
+                        weights=config.model.weights, **params)
+    if not uses_random_layers(config.augmentation):
         return base
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
@@ -124,12 +128,12 @@ class _EpochMonitor:
         if len(self.data.y_val):
             t = time.perf_counter()
             probs = _predict(model, self.data, "val", self.plan)
-            m = self.compute_metrics(self.data.y_val, probs, self.data.class_names)
+            m = self.compute_metrics(self.data.y_val, probs, self.data.class_names, confidence_intervals=False)
             eps = 1e-7
             row.update({
                 "val_loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(probs)), self.data.y_val], eps, 1)))),
                 "val_accuracy": m["accuracy"],
-                "val_balanced_accuracy": m["isic"]["balanced_multiclass_accuracy"],
+                "val_balanced_accuracy": (m["isic"] or {}).get("balanced_multiclass_accuracy"),
                 "val_f1_macro": m["f1_macro"],
                 "val_s": time.perf_counter() - t,
             })
@@ -149,7 +153,7 @@ def _load_average() -> float | None:
 
 
 def _predictions_csv(ids: list[str], y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> str:
-    """One row per test image; probabilities at full float32 precision, so that
+    """One row per image of the split; probabilities at full float32 precision, so that
     ``workers.metrics.rescore_predictions_csv`` gives back exactly the record's metrics."""
     from workers.metrics import format_probability
 
@@ -208,12 +212,14 @@ def run_trial(
         probs = np.asarray(_predict(trained.model, data, "test", plan),
                            dtype=np.float32)  # the values predictions.csv stores, so rescoring it is exact
         timings["eval_s"] = time.perf_counter() - t
+        val_probs = np.asarray(_predict(trained.model, data, "val", plan), dtype=np.float32) \
+            if len(data.y_val) else None
         if checkpoint_dir:
             trained.save_checkpoint(str(checkpoint_dir))
     timings["total_s"] = trained.clock_base + time.perf_counter() - started
     loads = [row["cpu_load_1m"] for row in trained.history if row.get("cpu_load_1m") is not None]
     timings.update({"cpu_load_1m": float(np.mean(loads)) if loads else _load_average(), "node_cpus": os.cpu_count()})
-    return _completed_record(config, data, trained, probs, timings, device, plan)
+    return _completed_record(config, data, trained, probs, val_probs, timings, device, plan)
 
 
 def _start_backend(config: TrialConfig):
@@ -309,18 +315,25 @@ def _train(keras, config, data, plan: DevicePlan, device, timings, on_epoch, res
     return trained
 
 
-def _completed_record(config: TrialConfig, data, trained: _Trained, probs, timings: dict, device: dict,
+def _completed_record(config: TrialConfig, data, trained: _Trained, probs, val_probs, timings: dict, device: dict,
                       plan: DevicePlan) -> "TrialResult":
+    """The record: test metrics (with bootstrap intervals) and, under ``metrics.validation``, the final model's
+    validation metrics, which are what anything that chooses between trials ranks on."""
     from workers.metrics import compute_metrics
+
+    metrics = compute_metrics(data.y_test, probs, data.class_names)
+    if val_probs is not None:
+        metrics["validation"] = compute_metrics(data.y_val, val_probs, data.class_names, confidence_intervals=False)
 
     device = device | plan.as_record() | {k: trained.settings[k] for k in ("steps_per_execution", "jit_compile")}
     record = TrialRecord(
         trial_id=config.trial_id, config=config.to_dict(), status=TrialStatus.COMPLETED,
-        metrics=compute_metrics(data.y_test, probs, data.class_names), history=trained.history,
+        metrics=metrics, history=trained.history,
         timings=Timings(**timings), device=DeviceInfo(**device), precision_policy=trained.settings["precision_policy"],
         class_names=data.class_names, n_params=int(trained.model.count_params()), data=_data_summary(data, trained),
         pid=os.getpid())
-    return TrialResult(record, _predictions_csv(data.ids_test, data.y_test, probs, data.class_names))
+    val_csv = _predictions_csv(data.ids_val, data.y_val, val_probs, data.class_names) if val_probs is not None else ""
+    return TrialResult(record, _predictions_csv(data.ids_test, data.y_test, probs, data.class_names), val_csv)
 
 
 def _predict(model, data, split: str, plan: DevicePlan) -> np.ndarray:
@@ -334,7 +347,7 @@ def _predict(model, data, split: str, plan: DevicePlan) -> np.ndarray:
 
 def _data_summary(data, trained: _Trained) -> dict[str, Any]:
     keys = ("synthetic", "n_loaded", "train_counts", "train_counts_before_augmentation", "n_val", "n_test",
-            "augmented_images", "augmentor")
+            "augmented_images", "augmentor", "grouped_split", "grouped_by_lesion", "leakage", "split_warnings")
     return {k: data.meta.get(k) for k in keys} | {
         "n_train": trained.n_train, "train_rows_left_out_for_sharding": int(len(data.y_train)) - trained.n_train,
         "skipped_images": len(data.meta.get("skipped_images") or [])}

@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import threading
@@ -13,10 +12,11 @@ import threading
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter, if a trial loads it here
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
     from orchestrator.cli import jobs_commands, search_commands, study_commands
+    from orchestrator.cli.arguments import OneLineParser
 
-    parser = argparse.ArgumentParser(prog="orchestrator", description="Hardware and architecture studies for "
+    parser = OneLineParser(prog="orchestrator", description="Hardware and architecture studies for "
                                      "skin-lesion classification on a Ray cluster.")
     sub = parser.add_subparsers(dest="command", required=True)
     study_commands.add_commands(sub)

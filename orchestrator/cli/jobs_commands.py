@@ -6,6 +6,7 @@ import sys
 import time
 from datetime import datetime
 
+from orchestrator.cli.arguments import number, text
 from orchestrator.cli.output import out
 from orchestrator.cluster import jobs
 from orchestrator.records import run_state
@@ -120,7 +121,7 @@ def add_commands(sub) -> None:
     """Add list, status, logs, cancel and dashboard to the ``orchestrator`` command line."""
 
     def address_arg(p) -> None:
-        p.add_argument("--address", default=jobs.default_address(),
+        p.add_argument("--address", type=text, default=jobs.default_address(),
                        help="Ray dashboard / Jobs API (default: $RAY_ADDRESS or http://127.0.0.1:8265; for a "
                             "`ray up` cluster run 'ray dashboard ray-cluster.yaml' first)")
 
@@ -129,20 +130,20 @@ def add_commands(sub) -> None:
     ls.set_defaults(func=cmd_list)
 
     st = sub.add_parser("status", help="state of one submitted job")
-    st.add_argument("job_id")
+    st.add_argument("job_id", type=text)
     st.add_argument("--wait", action="store_true", help="block until the job ends (exit 0 succeeded, 1 otherwise)")
-    st.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
+    st.add_argument("--timeout", type=number(0, 30 * 86400, low_open=True), default=None, help="with --wait: give up after this many seconds")
     address_arg(st)
     st.set_defaults(func=cmd_status)
 
     lg = sub.add_parser("logs", help="driver output of a submitted job")
-    lg.add_argument("job_id")
+    lg.add_argument("job_id", type=text)
     lg.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
     address_arg(lg)
     lg.set_defaults(func=cmd_logs)
 
     cn = sub.add_parser("cancel", help="stop a queued or running job (finished trials are kept)")
-    cn.add_argument("job_id")
+    cn.add_argument("job_id", type=text)
     address_arg(cn)
     cn.set_defaults(func=cmd_cancel)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from orchestrator.cli.arguments import text
 from orchestrator.cli.output import error_line, out, say
 
 
@@ -78,12 +79,12 @@ def cmd_tune(args) -> int:
 
 def add_commands(sub) -> None:
     t = sub.add_parser("tune", help="hyperparameter search over an experiment file's 'search:' block (Ray Tune)")
-    t.add_argument("file")
+    t.add_argument("file", type=text)
     t.add_argument("--dry-run", action="store_true", help="validate, print the search space and plan, run nothing")
     t.add_argument("--then-study", action="store_true",
                    help="afterwards re-run the best configuration (a multi-objective search: every point of its "
                         "Pareto front) full-length, search.then_study_repeats repeats")
-    t.add_argument("--resume", metavar="RUN_ID", help="continue a stopped search; finished trials are kept")
-    t.add_argument("--store", help="override storage.uri (a directory or s3://bucket/prefix)")
-    t.add_argument("--address", help="Ray cluster to join as the driver (ray://HOST:10001 or auto)")
+    t.add_argument("--resume", metavar="RUN_ID", type=text, help="continue a stopped search; finished trials are kept")
+    t.add_argument("--store", type=text, help="override storage.uri (a directory or s3://bucket/prefix)")
+    t.add_argument("--address", type=text, help="Ray cluster to join as the driver (ray://HOST:10001 or auto)")
     t.set_defaults(func=cmd_tune)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from orchestrator.cli.arguments import number, text
 from orchestrator.cli.output import error_line, out, say
 from orchestrator.errors import BadInput
 from workers.settings import default_store
@@ -60,6 +61,13 @@ def _finish(result, store: str) -> int:
     return 1 if result.num_failed else 0
 
 
+def _say_skipped(unreadable: list[str], paths) -> None:
+    """Name the records of a run that a report or ensemble leaves out because they cannot be read."""
+    if unreadable:
+        say(f"skipped {len(unreadable)} unreadable record(s) of run {paths.run_id}: {'; '.join(unreadable[:5])}"
+            + (" ..." if len(unreadable) > 5 else ""))
+
+
 def cmd_submit(args) -> int:
     from orchestrator.execution.plan import format_plan
     from orchestrator.study import Study, with_budget, with_calibration
@@ -110,10 +118,14 @@ def cmd_resume(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from orchestrator.runs import find_run, open_existing_store, open_runs_store, publish_run, rebuild_report
+    from orchestrator.runs import (check_stored_run, find_run, open_existing_store, open_runs_store, publish_run,
+                                   rebuild_report)
 
     store = open_runs_store(args.store, args.endpoint_url)
     paths = find_run(store, args.run)
+    _say_skipped(check_stored_run(store, paths), paths)
+    if args.compare:
+        check_stored_run(store, find_run(store, args.compare))
     mlflow = None
     if args.to_mlflow:  # checked before anything is written
         from orchestrator.tracking import mlflow_client, publish_to_mlflow
@@ -147,57 +159,62 @@ def cmd_runs(args) -> int:
 
 def cmd_ensemble(args) -> int:
     from orchestrator.report.ensemble import build_ensemble
-    from orchestrator.runs import find_run, open_runs_store
+    from orchestrator.runs import check_stored_run, find_run, open_runs_store
 
     store = open_runs_store(args.store, args.endpoint_url)
     paths = find_run(store, args.run)
+    unreadable = check_stored_run(store, paths)
     record = build_ensemble(store, paths, args.trials, args.top, args.by)
+    _say_skipped(unreadable, paths)
+    if record["left_out"]:
+        say(f"left out {len(record['left_out'])} trial(s): {'; '.join(record['left_out'][:5])}")
     m = record["metrics"]
     out.print(f"{record['name']} ({len(record['members'])} trials): accuracy {m['accuracy']:.4f}, "
-              f"macro F1 {m['f1_macro']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}")
+              f"macro F1 {m['f1_macro']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f} on the test split; "
+              f"members selected on {record['selected_on']}")
     key = f"{paths.root}/ensembles/{record['name']}/record.json"
     out.print(f"Stored under {store.url(key)}")
     return 0
 
 
 def store_args(parser) -> None:
-    parser.add_argument("--store", default=default_store(),
+    parser.add_argument("--store", type=text, default=default_store(),
                         help="store holding the run (directory or s3://bucket/prefix; default: $ORCHESTRATOR_STORE or results)")
-    parser.add_argument("--endpoint-url", default=None, help="S3 endpoint (MinIO, GCS interoperability, ...)")
+    parser.add_argument("--endpoint-url", type=text, default=None, help="S3 endpoint (MinIO, GCS interoperability, ...)")
 
 
 def add_commands(sub) -> None:
     s = sub.add_parser("submit", help="run an experiment file (embedded local Ray, or a cluster with --address)")
-    s.add_argument("file")
+    s.add_argument("file", type=text)
     s.add_argument("--dry-run", action="store_true", help="validate, print the trial table, resource requests and the "
                    "estimated time and cost, run nothing")
-    s.add_argument("--address", help="Ray cluster: http://HEAD:8265 submits a Ray Job; ray://... or auto joins as driver")
+    s.add_argument("--address", type=text, help="Ray cluster: http://HEAD:8265 submits a Ray Job; ray://... or auto joins as driver")
     s.add_argument("--local-driver", action="store_true", help="with --address: drive the study from this process")
-    s.add_argument("--run-id", help="reuse a run id (continue a run)")
-    s.add_argument("--store", help="override storage.uri (a directory or s3://bucket/prefix)")
+    s.add_argument("--run-id", type=text, help="reuse a run id (continue a run)")
+    s.add_argument("--store", type=text, help="override storage.uri (a directory or s3://bucket/prefix)")
     s.add_argument("--strict", action="store_true", help="fail if any trial cannot run on this cluster")
     s.add_argument("--yes", action="store_true", help="run grids of more than 500 trials without asking")
-    s.add_argument("--cluster-config", help="a `ray up` config: its node types count as feasible (autoscaling clusters)")
+    s.add_argument("--cluster-config", type=text, help="a `ray up` config: its node types count as feasible (autoscaling clusters)")
     s.add_argument("--calibrate", action="store_true", help="first run a short calibration trial per distinct "
                    "(architecture, node type, stack) on the cluster (cached in the store) and plan from it "
                    "(also: plan.calibrate in the file); with --dry-run only cached calibrations are used")
-    s.add_argument("--max-cost", type=float, metavar="USD", help="refuse the study if its estimated cost exceeds this "
+    s.add_argument("--max-cost", type=number(0, low_open=True), metavar="USD", help="refuse the study if its estimated cost exceeds this "
                    "(overrides execution.budget_usd)")
     s.set_defaults(func=cmd_submit)
 
     r = sub.add_parser("resume", help="continue an interrupted run; completed trials are kept")
-    r.add_argument("run", help="run id or experiment/run_id")
-    r.add_argument("--address", help="Ray cluster: http://HEAD:8265 submits a Ray Job that resumes the run there "
+    r.add_argument("run", type=text, help="run id or experiment/run_id")
+    r.add_argument("--address", type=text, help="Ray cluster: http://HEAD:8265 submits a Ray Job that resumes the run there "
                    "(same store); ray://... or auto drives it from this process")
-    r.add_argument("--cluster-config", help="a `ray up` config: its node types count as feasible")
+    r.add_argument("--cluster-config", type=text, help="a `ray up` config: its node types count as feasible")
     store_args(r)
     r.set_defaults(func=cmd_resume)
 
     rep = sub.add_parser("report", help="rebuild a run's report from its stored trial records")
-    rep.add_argument("run")
-    rep.add_argument("--compare", help="a second run to put side by side")
-    rep.add_argument("--upload", metavar="STORE_URI", help="publish the run's records and report to another store")
-    rep.add_argument("--to-mlflow", metavar="URI", help="publish the finished run to an MLflow tracking server "
+    rep.add_argument("run", type=text)
+    rep.add_argument("--compare", type=text, help="a second run to put side by side")
+    rep.add_argument("--upload", metavar="STORE_URI", type=text, help="publish the run's records and report to another store")
+    rep.add_argument("--to-mlflow", metavar="URI", type=text, help="publish the finished run to an MLflow tracking server "
                      "(a parent run with the report, one child run per trial)")
     store_args(rep)
     rep.set_defaults(func=cmd_report)
@@ -207,9 +224,11 @@ def add_commands(sub) -> None:
     ls.set_defaults(func=cmd_runs)
 
     e = sub.add_parser("ensemble", help="average the test probabilities of finished trials and score the ensemble")
-    e.add_argument("run", help="run id or experiment/run_id")
-    e.add_argument("--trials", nargs="+", help="trial ids to combine (default: all completed, or --top)")
-    e.add_argument("--top", type=int, help="combine the best K completed trials")
-    e.add_argument("--by", default="f1_macro", help="metric that ranks trials for --top (default f1_macro)")
+    e.add_argument("run", type=text, help="run id or experiment/run_id")
+    e.add_argument("--trials", nargs="+", type=text, help="trial ids to combine (default: all completed, or --top)")
+    e.add_argument("--top", type=number(2, 10_000, whole=True),
+                   help="combine the K completed trials best on the validation split")
+    e.add_argument("--by", type=text, default="f1_macro",
+                   help="validation metric that ranks trials for --top (default f1_macro)")
     store_args(e)
     e.set_defaults(func=cmd_ensemble)

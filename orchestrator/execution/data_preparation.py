@@ -72,9 +72,7 @@ def _summary(meta: dict) -> dict:
 def cached_index(store: Store, key: str) -> dict | None:
     """The index of ``key``'s prepared data when the store holds all of it and (on a local store) every
     checksum matches; else None (missing, incomplete or corrupt data is prepared again)."""
-    import json
-
-    from workers.data.shards import INDEX, ShardError, read_index, verify_shards
+    from workers.data.shards import INDEX, ShardError, parse_index, read_index, verify_shards
 
     prefix = cache_key_path(key)
     local_path = getattr(store, "local_path", None)
@@ -86,7 +84,10 @@ def cached_index(store: Store, key: str) -> dict | None:
         return None if verify_shards(local_path(prefix), index) else index
     if not store.exists(f"{prefix}/{INDEX}"):
         return None
-    index = json.loads(store.get_text(f"{prefix}/{INDEX}"))
+    try:
+        index = parse_index(store.get_text(f"{prefix}/{INDEX}"), store.url(f"{prefix}/{INDEX}"))
+    except (ShardError, UnicodeDecodeError):
+        return None
     present = set(store.list(f"{prefix}/"))
     return index if all(f"{prefix}/{name}" in present for name in index.get("files", {})) else None
 

@@ -12,20 +12,35 @@ from workers.storage import LocalStore, Store, StorageError
 
 
 class FallbackStore(Store):
-    def __init__(self, primary: Store, fallback: LocalStore):
-        self.primary, self.fallback = primary, fallback
+    """``primary`` with ``fallback`` taking every write once ``primary`` fails.
+
+    ``journal`` (remote stores): every write also goes to ``fallback`` first. Without it (a local store whose
+    disk may fill up or turn read-only mid-run) writes go to ``fallback`` only once ``primary`` has failed:
+    what was written before stays in ``primary``, readable; the store's own local paths are used while it is
+    sound (``local_path``, ``root``)."""
+
+    def __init__(self, primary: Store, fallback: LocalStore, journal: bool = True):
+        self.primary, self.fallback, self.journal = primary, fallback, journal
         self.uri = primary.uri
         self.degraded = False
         self.error: StorageError | None = None
 
+    def __getattr__(self, name: str):
+        if name in ("local_path", "root") and not self.__dict__.get("journal", True):
+            return getattr(self.__dict__["primary"], name)
+        raise AttributeError(name)
+
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
-        # Every write is journaled locally first, so the local copy is complete whenever the primary fails.
-        self.fallback.put_bytes(key, data, content_type)
+        # Journaled: every write is kept locally first, so the local copy is complete whenever the primary fails.
+        if self.journal or self.degraded:
+            self.fallback.put_bytes(key, data, content_type)
         if not self.degraded:
             try:
                 self.primary.put_bytes(key, data, content_type)
             except StorageError as err:
                 self.degraded, self.error = True, err
+                if not self.journal:
+                    self.fallback.put_bytes(key, data, content_type)
 
     def get_bytes(self, key: str) -> bytes:
         if self.fallback.exists(key):
@@ -55,7 +70,8 @@ class FallbackStore(Store):
     def delete(self, key: str) -> None:
         """Delete locally and, unless degraded, in the primary store; a primary that fails degrades the run
         (like a failed write) rather than raising."""
-        self.fallback.delete(key)
+        if self.fallback.exists(key):
+            self.fallback.delete(key)
         if not self.degraded:
             try:
                 self.primary.delete(key)

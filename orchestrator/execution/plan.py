@@ -22,7 +22,7 @@ from pathlib import Path
 
 from orchestrator.spec.node_types import NodeCapacity, placement_request
 from workers.accelerators import CPU, accelerator, kind_of
-from workers.config import TrialConfig
+from workers.config import TrialConfig, uses_augmentor
 
 REFERENCE_FILE = Path(__file__).resolve().parents[1] / "data" / "reference_throughput.json"
 
@@ -127,7 +127,7 @@ def train_images(trial: TrialConfig, measured_n: dict[tuple, int]) -> int | None
     if images is None or n_classes is None:
         return None
     n = images * (1 - trial.split.test_fraction - trial.split.val_fraction)
-    if trial.augmentation == "augmentor":
+    if uses_augmentor(trial.augmentation):
         aug = trial.augmentation_settings.augmentor
         n = n + n_classes * aug.samples_per_class if aug.mode == "add" else max(n, n_classes * aug.samples_per_class)
     return max(1, int(n))

@@ -112,8 +112,8 @@ class TrialRecorder(Callback):
                            node_ip=self.node_ip.get(task.trial_id), attempt_nodes=attempts,
                            device=requested_device(task.trial))
 
-    def write(self, record: TrialRecord, predictions: str | None = None) -> None:
-        """Store ``record`` (and its predictions) now."""
+    def write(self, record: TrialRecord, predictions: str | dict[str, str] | None = None) -> None:
+        """Store ``record`` (and its predictions: test, and validation where given by file name) now."""
         write_trial_record(self.store, self.paths, record, predictions)
         self.written.add(record.trial_id)
         self.announce(record)

@@ -48,8 +48,9 @@ def open_run_store(spec: ExperimentSpec) -> Store:
     from orchestrator.execution.fallback_store import FallbackStore
 
     store = open_store(**store_settings(spec))
-    if isinstance(store, LocalStore):
-        return store
+    if isinstance(store, LocalStore):  # a disk that fills up or turns read-only mid-run: the rest goes local
+        fallback = local_dir(spec)
+        return store if fallback == store.root else FallbackStore(store, LocalStore(fallback), journal=False)
     try:
         store.list("__probe__/")
     except StorageError as err:
@@ -69,6 +70,7 @@ class RunSession:
     dashboard: str | None = None
     info: dict = field(default_factory=dict)
     started_ray: bool = False
+    lock: object | None = None  # run_lock.RunLock while this driver holds the run
 
     @classmethod
     def open(cls, spec: ExperimentSpec, *, run_id: str | None, address: str | None,
@@ -80,10 +82,13 @@ class RunSession:
         return store_settings(self.spec)
 
     def connect(self, num_cpus: int | None = None) -> None:
+        """Hold the run (one driver at a time: ``run_lock``), then join or start Ray."""
         import ray
 
         from orchestrator.execution.ray_runtime import connect_ray
+        from orchestrator.execution.run_lock import RunLock
 
+        self.lock = RunLock(self.store, self.paths).acquire()
         self.started_ray = not ray.is_initialized()
         self.dashboard = connect_ray(self.address, num_cpus=num_cpus)
 
@@ -93,11 +98,18 @@ class RunSession:
         return None if self.address else only_node()
 
     def close(self) -> None:
-        """Shut down the Ray this run started (an embedded one ends with the run, on every exit path)."""
+        """Shut down the Ray this run started (an embedded one ends with the run, on every exit path) and give
+        the run's lock back."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
         if self.started_ray:
             import ray
 
+            from orchestrator.execution.ray_runtime import release_token_auth
+
             ray.shutdown()
+            release_token_auth()
             self.started_ray = False
 
     def begin(self, kind: str, nodes: list[NodeCapacity], n_trials: int, **extra) -> None:

@@ -72,12 +72,23 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
         callbacks=[recorder, progress, watch, MetricsExportCallback(spec.name, session.paths.run_id, pending)],
         stop=WatchStopper(watch),
         max_concurrent_trials=concurrency_limit(spec, pending, feasibility_nodes(cluster_nodes(), cluster_config)),
+        scheduler=_timeout_scheduler(spec, recorder),
         # On a cluster every trial gets its own actor, named by its trial in Ray's views (a reused actor keeps
         # the name of its first trial); an embedded run reuses actors to save the framework's start-up.
         reuse_actors=len({t.framework for t in pending}) == 1 and not session.address)
     with progress:
         engine.fit(tuner)
     return recorder.unfinished()
+
+
+def _timeout_scheduler(spec: ExperimentSpec, recorder):
+    """Tune's FIFO scheduler, stopping and recording trials over ``execution.trial_timeout_s`` when it is set."""
+    if spec.execution.trial_timeout_s is None:
+        return None
+    from orchestrator.execution.trial_timeout import TimeoutScheduler
+
+    return TimeoutScheduler(spec.execution.trial_timeout_s,
+                            lambda trial, error: recorder.write(recorder.failed(trial, error)))
 
 
 def execute_study(

@@ -6,8 +6,8 @@ for a search, the time-to-target target of its objectives: with a target every r
 time and cost to target so far (``orchestrator.search.objectives``), which a searcher optimises.
 Per epoch ``trial_trainable`` reports the epoch's metrics with a checkpoint (so a killed worker resumes from its
 last epoch). At the end ``report_trial_record`` reports the final
-metrics with a checkpoint holding ``record.json`` and ``predictions.csv``; the coordinator's recorder stores
-them. Tune's results carry metrics only, never the record itself.
+metrics with a checkpoint holding ``record.json``, ``predictions.csv`` and ``val_predictions.csv``; the
+coordinator's recorder stores them. Tune's results carry metrics only, never the record itself.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from workers.records import TrialRecord
 
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.csv"
+VAL_PREDICTIONS_FILE = "val_predictions.csv"
 FINAL_KEY = "final_report"  # marks the last result of a trial (Tune itself sets "done" when it stops a trial)
 NODE_ID_KEY = "node_id"  # added to every result by ``named_trial_class``: the Ray node the attempt runs on
 
@@ -53,31 +54,34 @@ def numeric(row: dict) -> dict:
     return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def report_trial_record(record: TrialRecord, predictions_csv: str | None = None, extra: dict | None = None) -> None:
+def report_trial_record(record: TrialRecord, predictions_csv: str | None = None,
+                        val_predictions_csv: str | None = None, extra: dict | None = None) -> None:
     """Final report of a trial: the last epoch's and the test metrics (and ``extra`` metrics), plus a checkpoint
-    holding the record."""
+    holding the record and its test and validation predictions."""
     from ray import tune
 
     last = numeric(record.history[-1]) if record.history else {}
     final = {**last, **(extra or {}), **{f"test_{k}": v for k, v in numeric(record.metrics).items()}, FINAL_KEY: True}
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / RECORD_FILE).write_text(record.model_dump_json())
-        if predictions_csv:
-            (Path(tmp) / PREDICTIONS_FILE).write_text(predictions_csv)
+        for name, text in ((PREDICTIONS_FILE, predictions_csv), (VAL_PREDICTIONS_FILE, val_predictions_csv)):
+            if text:
+                (Path(tmp) / name).write_text(text)
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
-def read_checkpoint_record(checkpoint) -> tuple[TrialRecord, str | None] | None:
-    """(record, predictions CSV) from a trial's final checkpoint; None for an epoch checkpoint."""
+def read_checkpoint_record(checkpoint) -> tuple[TrialRecord, dict[str, str]] | None:
+    """(record, prediction files by name: ``predictions.csv``, ``val_predictions.csv``) from a trial's final
+    checkpoint (what ``orchestrator.records.write_trial_record`` takes); None for an epoch checkpoint."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
         path = Path(folder) / RECORD_FILE
         if not path.exists():
             return None
-        predictions = Path(folder) / PREDICTIONS_FILE
-        return (TrialRecord.model_validate_json(path.read_text()),
-                predictions.read_text() if predictions.exists() else None)
+        files = {name: (Path(folder) / name).read_text() for name in (PREDICTIONS_FILE, VAL_PREDICTIONS_FILE)
+                 if (Path(folder) / name).exists()}
+        return TrialRecord.model_validate_json(path.read_text()), files
 
 
 def named_trial_class(trainable, study: str):
@@ -169,4 +173,5 @@ def trial_trainable(task: TrialTask) -> None:
         "node_id": ray.get_runtime_context().get_node_id(), "resumed_from_checkpoint": resume_dir is not None,
         "tune_trial_id": tune.get_context().get_trial_id()})
     record = record.model_copy(update={"tracking": tracking.finish(record.to_dict(), result.predictions_csv)})
-    report_trial_record(record, result.predictions_csv, _objectives(task.trial, task.target, record.history))
+    report_trial_record(record, result.predictions_csv, result.val_predictions_csv,
+                        _objectives(task.trial, task.target, record.history))

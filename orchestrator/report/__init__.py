@@ -105,14 +105,17 @@ def _content(records: list[dict], header: dict, df, run_info: dict):
     """The pure tables of the report (``report.tables``) in one ``ReportContent``."""
     import pandas as pd
 
-    from orchestrator.report import document
-    from orchestrator.report.tables import (best_trial, per_class_table, problem_trials, table_accuracy_by_epochs,
-                                            table_cost, table_devices, table_hardware, table_nodes, table_scores)
+    from orchestrator.report import document, statistics
+    from orchestrator.report.tables import (best_trial, completed, per_class_table, problem_trials,
+                                            table_accuracy_by_epochs, table_cost, table_devices, table_hardware,
+                                            table_nodes, table_scores)
 
     by_id = {str(r.get("trial_id")): r for r in records}
     best = best_trial(df, "f1_macro")
+    table_i = [(cond, table_accuracy_by_epochs(rows)) for cond, rows in statistics.conditions(completed(df))]
     return document.ReportContent(
-        header=header, trials=df, accuracy_by_epochs=table_accuracy_by_epochs(df), scores=table_scores(df),
+        header=header, trials=df, accuracy_by_epochs=[(c, t) for c, t in table_i if not t.empty],
+        scores=table_scores(df), splits=statistics.split_grouping(records), repeats=document.repeats_text(records),
         hardware=table_hardware(df), cost=table_cost(df), devices=table_devices(df), problems=problem_trials(df),
         nodes=table_nodes(header["nodes"], df), best=best,
         best_classes=per_class_table(by_id[best["trial_id"]]) if best else pd.DataFrame(),
@@ -167,6 +170,7 @@ def _add_figures(content, records: list[dict]) -> None:
 
 
 def _summary(content) -> dict:
+    from orchestrator.report import statistics
     from orchestrator.report.tables import best_trial, completed
 
     header, df, cost = content.header, content.trials, content.cost
@@ -176,8 +180,10 @@ def _summary(content) -> dict:
         "dataset": header["dataset"], "synthetic_data": header["dataset"]["synthetic"],
         "node_type_prices": header["prices"],
         "best_by_f1": content.best, "best_by_accuracy": best_trial(df, "accuracy"),
-        "table_i_accuracy_pct": _jsonable(content.accuracy_by_epochs.to_dict(orient="index"))
-        if not content.accuracy_by_epochs.empty else {},
+        "selected_on": "validation",
+        "table_i_accuracy_pct": {statistics.condition_label(cond): _jsonable(t.to_dict(orient="index"))
+                                 for cond, t in content.accuracy_by_epochs},
+        "split": _jsonable(content.splits), "repeats": content.repeats,
         "pareto_front": _records_frame(cost[cost["pareto"]][["architecture", "epochs", "node_type", "augmentation",
                                                              "framework", "cost_per_trial_usd", "f1_macro"]])
         if not cost.empty else [],

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from orchestrator.report import comparability, tables
+from orchestrator.report import comparability, statistics, tables
 from orchestrator.report.render import Details, Figure, KeyValues, Section, Table, Text
 from orchestrator.report.tables import (CHECK_MISMATCH, CHECK_OK, CHECK_SIMULATED, CHECK_UNKNOWN, SETTING,
                                         format_scores, mean_sd_text, setting_label)
@@ -189,7 +189,7 @@ class ReportContent:
 
     header: dict
     trials: pd.DataFrame
-    accuracy_by_epochs: pd.DataFrame
+    accuracy_by_epochs: list[tuple[dict, pd.DataFrame]]  # Table I per condition (statistics.conditions)
     scores: pd.DataFrame
     hardware: pd.DataFrame
     cost: pd.DataFrame
@@ -199,11 +199,49 @@ class ReportContent:
     best: dict | None
     best_classes: pd.DataFrame
     domain: "DomainContent | None" = None
+    splits: list[dict] = field(default_factory=list)  # statistics.split_grouping
+    repeats: str = ""  # repeats_text
     figures: dict[str, bytes] = field(default_factory=dict)
     evidence: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
 
     def figure(self, name: str, caption: str) -> Figure:
         return Figure(name, caption, self.figures.get(name))
+
+
+def repeats_text(records: list[dict]) -> str:
+    """What repeats vary: the initialisation seed only, or also the split (and Augmentor) seed
+    (``grid.repeats_vary``)."""
+    splits = {((r.get("config") or {}).get("split") or {}).get("seed") for r in records}
+    if len(splits - {None}) > 1:
+        return ("repeats vary the initialisation seed and the split seed (a new train/validation/test split and "
+                "Augmentor seed per repeat), so the spread over repeats includes split variance")
+    return ("repeats vary only the initialisation seed (one fixed split), so the spread over repeats leaves "
+            "split variance out")
+
+
+def statistics_section(c: ReportContent) -> Section:
+    """Selection basis, what repeats vary, which intervals are shown, and how each dataset was split."""
+    from workers.metrics import BOOTSTRAP_METHOD
+
+    split_rows = pd.DataFrame([{
+        "dataset": r["dataset"], "path": r["path"], "split seed(s)": r["split_seeds"],
+        "grouped by lesion": statistics.yes_no(r["grouped_by_lesion"]),
+        "grouped by duplicates": statistics.yes_no(r["grouped_by_duplicates"]),
+        "duplicate groups": r["duplicate_groups"], "duplicates across split": r["duplicates_across_split"],
+        "warnings": r["warnings"]} for r in c.splits])
+    return Section("Selection, uncertainty and split", [
+        Text(statistics.SELECTION_NOTE + " Every table's note says what it pools (mean over repeats only, "
+             "unless it says otherwise).", "note"),
+        KeyValues([
+            ("Selection basis", "validation split (best trial by validation macro F1; ensemble --top by the "
+                                "validation metric)"),
+            ("Repeats", c.repeats),
+            ("Per-trial intervals", f"test accuracy and macro F1 in 'All trials' (*_ci_low, *_ci_high): "
+                                    f"{BOOTSTRAP_METHOD}"),
+            ("Intervals of repeat means", f"Tables II/III: {statistics.T_INTERVAL_NOTE}"),
+        ]),
+        Table(split_rows, "How each dataset was split", empty="no dataset information"),
+    ], anchor="statistics")
 
 
 def _run_section(c: ReportContent) -> Section:
@@ -212,26 +250,47 @@ def _run_section(c: ReportContent) -> Section:
 
 
 def _table_i_section(c: ReportContent) -> Section:
-    t1 = c.accuracy_by_epochs
-    return Section("Table I: accuracy by architecture and epochs", [
-        Text("Test accuracy (%), mean over repeats and node types; per node type in Tables II/III.", "note"),
-        Table(t1, index=True, formats={col: _fmt_num(2) for col in t1.columns}, empty="no completed trials"),
-        c.figure("plots/accuracy_vs_epochs.png", "Accuracy vs epochs per architecture (mean ± sd over repeats)"),
-    ], anchor="table-i")
+    done = tables.completed(c.trials)
+    blocks: list = [Text("Test accuracy (%) per architecture and epoch budget, one table per condition "
+                         "(augmentation stage, node type, and framework where the grid crosses it); "
+                         + pooling_note(done, ["architecture", "epochs", *statistics.CONDITION_AXES]).lower()
+                         + ".", "note")]
+    if not c.accuracy_by_epochs:
+        blocks.append(Table(pd.DataFrame(), empty="no completed trials"))
+    for condition, t1 in c.accuracy_by_epochs:
+        blocks.append(Table(t1, statistics.condition_label(condition) if condition else None, index=True,
+                            formats={col: _fmt_num(2) for col in t1.columns}, empty="no completed trials"))
+    blocks.append(c.figure("plots/accuracy_vs_epochs.png",
+                           "Accuracy vs epochs per architecture (mean ± sd over repeats)"))
+    return Section("Table I: accuracy by architecture and epochs", blocks, anchor="table-i")
+
+
+def pooling_note(df: pd.DataFrame, keys: list[str], what: str = "repeats") -> str:
+    """``Mean over repeats only`` (or what else a table pools), from the trials it averages."""
+    text = statistics.pooling_text(df, [k for k in keys if k in df.columns], what)
+    return text[0].upper() + text[1:]
 
 
 def _scores_section(c: ReportContent) -> Section:
-    blocks: list = [Text("Macro-averaged precision, recall and F1 on the held-out test split; mean ± sample "
-                         "standard deviation over repeats.", "note")]
+    done = tables.completed(c.trials)
+    blocks: list = [Text("Macro-averaged precision, recall and F1 on the held-out test split per node type, "
+                         "augmentation stage, framework and epoch budget; mean ± sample standard deviation and "
+                         f"the F1 mean's {statistics.T_INTERVAL_NOTE}; "
+                         + pooling_note(done, ["architecture", "epochs", *statistics.CONDITION_AXES]).lower()
+                         + ".", "note")]
     if c.scores.empty:
         blocks.append(Table(c.scores, empty="no completed trials"))
     else:
         shown = format_scores(c.scores)
-        varying = [col for col in ("augmentation", "framework") if shown[col].nunique(dropna=False) > 1]
-        for (node, epochs), g in shown.groupby(["node_type", "epochs"], sort=True, dropna=False):
-            cols = ["architecture", *varying, "repeats", "accuracy", "precision", "recall", "f1"]
-            blocks.append(Table(g[cols].reset_index(drop=True), f"Node type {node}, {epochs} epochs"))
-    return Section("Tables II/III: scores per node type and epoch budget", blocks, anchor="tables-ii-iii")
+        keys = ["node_type", "augmentation", "framework", "epochs"]
+        for key, g in shown.groupby(keys, sort=True, dropna=False):
+            condition = dict(zip(keys, key))
+            title = (f"Node type {condition['node_type']}, augmentation {condition['augmentation']}, "
+                     f"{condition['framework']}, {condition['epochs']} epochs")
+            cols = ["architecture", "repeats", "accuracy", "precision", "recall", "f1", "f1 95% CI"]
+            blocks.append(Table(g[cols].reset_index(drop=True), title))
+    return Section("Tables II/III: scores per node type, augmentation stage and epoch budget", blocks,
+                   anchor="tables-ii-iii")
 
 
 STACK_FACTORS = ["backend", "precision", "jit", "global_batch", "steps_per_execution", "shared_left_out"]
@@ -267,7 +326,9 @@ def _hardware_section(c: ReportContent) -> Section:
     ref = hw["speedup_reference"].iloc[0] if not hw.empty else None
     return Section("Hardware comparison", [
         Text(("Seconds per epoch after the first (steady state) and training images per second (per node and per "
-              "chip), mean ± sd over trials that differ only in their repeat; speed-up = images/s relative to "
+              "chip), mean ± sd over trials ("
+              + pooling_note(measured_trials(c), tables.HARDWARE_KEYS).lower()
+              + "); speed-up = images/s relative to "
               f"node type '{ref}' for the same factors, per node and per chip. "
               if ref else "No CPU-only node type completed a trial, so no speed-up against CPU is given. ")
              + FAIRNESS_NOTE
@@ -296,7 +357,9 @@ def _cost_section(c: ReportContent) -> Section:
              "evaluation included). USD per accuracy point = cost per trial / test accuracy in percentage points; "
              "cost_vs_reference = cost per trial / the CPU reference's for the same factors. Pareto-optimal "
              "settings (no other isolated setting is at least as cheap and at least as good in mean macro F1) are "
-             "highlighted; shared-node rows are never on the front. " + FAIRNESS_NOTE, "note"),
+             "highlighted; shared-node rows are never on the front. Per setting: "
+             + pooling_note(measured_trials(c), tables.HARDWARE_KEYS).lower() + ". " + FAIRNESS_NOTE,
+             "note"),
         Text(preparation_text(prep), "note"),
         Table(cost_view, row_style=["good" if p else _timing_style(t)
                                     for p, t in zip(cost.get("pareto", []), cost.get("timing", []))],
@@ -349,6 +412,10 @@ def fairness_blocks(df: pd.DataFrame) -> list:
     return blocks
 
 
+def measured_trials(c: ReportContent) -> pd.DataFrame:
+    return tables.measured(c.trials)
+
+
 def _devices_section(c: ReportContent) -> Section:
     return Section("Devices: requested vs used", [
         Text("The device each trial really computed on, next to the one its node type asked for. MISMATCH rows "
@@ -370,10 +437,14 @@ def _problems_section(c: ReportContent) -> Section:
 def _best_section(c: ReportContent) -> Section | None:
     best = c.best
     if not best:
-        return None
+        return Section("Best trial", [Text("No completed trial has a validation score, so none is chosen: "
+                                           "choosing on the test split would overstate it. Set split.val_fraction "
+                                           "above 0.", "warn")], anchor="best")
+    test = f"test F1 {best['f1_macro']:.4f}" if best.get("f1_macro") is not None else "no test F1"
     return Section("Best trial", [
-        Text(f"Highest macro F1: {best['trial_id']} ({best['architecture']}, {best['epochs']} epochs, "
-             f"{best['node_type']}), F1 {best['f1_macro']:.4f}"
+        Text(f"Selected on the validation split (highest validation macro F1, "
+             f"{best['val_f1_macro']:.4f}): {best['trial_id']} ({best['architecture']}, {best['epochs']} epochs, "
+             f"{best['node_type']}, augmentation {best['augmentation']}); on the test split, reported only: {test}"
              + (f", accuracy {best['accuracy']:.4f}" if best.get("accuracy") is not None else "") + "."),
         Table(c.best_classes, "Per-class scores on the test split", formats={
             col: _fmt_num(4) for col in ("precision", "recall", "f1")}, empty="no per-class scores recorded"),
@@ -527,7 +598,7 @@ def estimate_section(c: ReportContent) -> Section | None:
     ], anchor="estimate")
 
 
-SECTIONS = [_run_section, _table_i_section, _scores_section, _hardware_section, isic_section,
+SECTIONS = [_run_section, statistics_section, _table_i_section, _scores_section, _hardware_section, isic_section,
             target_section, estimate_section, _cost_section, _devices_section,
             _problems_section, _best_section, _evidence_section, _all_trials_section]
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from orchestrator.report import comparability as cmp
 from workers.accelerators import ACCELERATORS, kind_of
+from orchestrator.report.statistics import interval_text, t_interval, validation_score
 
 TRIAL_COLUMNS = [
     "trial_id", "architecture", "epochs", "node_type", "augmentation", "framework", "repeat", "status",
@@ -20,14 +21,16 @@ TRIAL_COLUMNS = [
     "isic_balanced_accuracy", "isic_auc_macro", "isic_ap_macro", "isic_auc_sens_80_macro",
     "isic_sensitivity_macro", "isic_specificity_macro", "val_epoch_s", "target_epoch", "time_to_target_s",
     "cost_to_target_usd", *cmp.STACK_COLUMNS, "stack", "timing", "shared_with", "cpu_load_1m", "predicted_share",
-    "collapsed",
+    "collapsed", "val_accuracy", "val_f1_macro", "accuracy_ci_low", "accuracy_ci_high", "f1_macro_ci_low",
+    "f1_macro_ci_high",
 ]
 ISIC_COLUMNS = {"isic_auc_macro": "auc", "isic_ap_macro": "ap", "isic_auc_sens_80_macro": "auc_sens_80",
                 "isic_sensitivity_macro": "sensitivity", "isic_specificity_macro": "specificity"}
 FLOAT_COLUMNS = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr",
                  "top2_accuracy", "train_s", "first_epoch_s", "steady_epoch_s", "images_per_s", "total_s",
                  "price_per_hour", "cost_usd", "isic_balanced_accuracy", *ISIC_COLUMNS, "val_epoch_s",
-                 "time_to_target_s", "cost_to_target_usd", "cpu_load_1m", "predicted_share"]
+                 "time_to_target_s", "cost_to_target_usd", "cpu_load_1m", "predicted_share", "val_accuracy",
+                 "val_f1_macro", "accuracy_ci_low", "accuracy_ci_high", "f1_macro_ci_low", "f1_macro_ci_high"]
 INT_COLUMNS = ["epochs", "repeat", "retries", "trials_sharing_node", "target_epoch", "devices_used",
                "per_device_batch", "global_batch", "steps_per_execution"]
 DEFAULT_TARGET = {"metric": "val_balanced_accuracy", "value": 0.75, "mode": "max"}
@@ -93,6 +96,16 @@ def _target_columns(record: dict, target: dict) -> dict:
     }
 
 
+def _selection_columns(record: dict) -> dict:
+    """Validation scores (what selects) and the test metrics' bootstrap intervals of one record."""
+    ci = (record.get("metrics") or {}).get("ci95") or {}
+    out = {f"val_{m}": validation_score(record, m) for m in ("accuracy", "f1_macro")}
+    for m in ("accuracy", "f1_macro"):
+        low, high = ci.get(m) or (None, None)
+        out[f"{m}_ci_low"], out[f"{m}_ci_high"] = low, high
+    return out
+
+
 def trial_table(records: list[dict], target: dict | None = None) -> pd.DataFrame:
     """One row per trial, in grid order, whatever its status; typed columns (floats, nullable ints and bools).
     ``target`` (metric, value, mode; default ``DEFAULT_TARGET``) gives each trial's time and cost to target."""
@@ -140,6 +153,7 @@ def trial_table(records: list[dict], target: dict | None = None) -> pd.DataFrame
             "reason": r.get("error"),
             **_target_columns(r, target),
             **cmp.trial_columns(r),
+            **_selection_columns(r),
         })
         rows[-1]["stack"] = cmp.stack_text(rows[-1])
     df = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
@@ -183,7 +197,8 @@ def mean_sd_text(mean: float, sd: float, digits: int = 4) -> str:
 
 
 def table_accuracy_by_epochs(df: pd.DataFrame) -> pd.DataFrame:
-    """Seed 000 Table I: test accuracy (%) by architecture x epochs (mean over repeats and node types)."""
+    """Seed 000 Table I: test accuracy (%) by architecture x epochs, the mean over every trial of ``df`` (the
+    report gives one table per augmentation stage, node type and framework: ``statistics.conditions``)."""
     done = completed(df).dropna(subset=["architecture", "epochs", "accuracy"])
     if done.empty:
         return pd.DataFrame()
@@ -198,8 +213,9 @@ SCORE_METRICS = {"accuracy": "accuracy", "precision": "precision_macro", "recall
 
 
 def table_scores(df: pd.DataFrame) -> pd.DataFrame:
-    """Seed 000 Tables II/III: accuracy, precision, recall, F1 (macro) by architecture for each node type and epoch
-    budget. Repeats give ``<metric>_mean`` and ``<metric>_sd`` (sample standard deviation; NaN for one repeat)."""
+    """Seed 000 Tables II/III: accuracy, precision, recall, F1 (macro) by architecture for each node type, epoch
+    budget, augmentation stage and framework. Repeats give ``<metric>_mean``, ``<metric>_sd`` (sample standard
+    deviation; NaN for one repeat) and ``<metric>_ci_low`` / ``_ci_high`` (95 % t-interval of the mean)."""
     done = completed(df)
     if done.empty:
         return pd.DataFrame()
@@ -211,6 +227,7 @@ def table_scores(df: pd.DataFrame) -> pd.DataFrame:
         for name, col in SCORE_METRICS.items():
             row[f"{name}_mean"] = float(g[col].mean()) if g[col].notna().any() else float("nan")
             row[f"{name}_sd"] = _sd(g[col])
+            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = t_interval(g[col])
         rows.append(row)
     out = pd.DataFrame(rows)
     out["epochs"] = out["epochs"].astype("Int64")
@@ -218,12 +235,13 @@ def table_scores(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_scores(scores: pd.DataFrame) -> pd.DataFrame:
-    """Tables II/III for reading: one ``mean ± sd`` text column per metric."""
+    """Tables II/III for reading: one ``mean ± sd`` text column per metric, and the F1 mean's 95 % t-interval."""
     if scores.empty:
         return scores
-    out = scores[[c for c in scores.columns if not c.endswith(("_mean", "_sd"))]].copy()
+    out = scores[[c for c in scores.columns if not c.endswith(("_mean", "_sd", "_ci_low", "_ci_high"))]].copy()
     for name in SCORE_METRICS:
         out[name] = [mean_sd_text(m, s) for m, s in zip(scores[f"{name}_mean"], scores[f"{name}_sd"])]
+    out["f1 95% CI"] = [interval_text(lo, hi) for lo, hi in zip(scores["f1_ci_low"], scores["f1_ci_high"])]
     return out
 
 
@@ -508,15 +526,19 @@ def table_nodes(nodes: list[dict], df: pd.DataFrame | None = None) -> pd.DataFra
 
 
 def best_trial(df: pd.DataFrame, metric: str) -> dict | None:
-    """The completed trial with the highest ``metric`` (first in grid order on ties)."""
+    """The completed trial with the highest validation ``metric`` (first in grid order on ties), with its test
+    ``metric``; ``selected_on`` says so. None when no trial has a validation score."""
     done = completed(df)
-    done = done[done[metric].notna()]
+    chooser = f"val_{metric}"
+    done = done[done[chooser].notna()]
     if done.empty:
         return None
-    row = done.loc[done[metric].idxmax()]
+    row = done.loc[done[chooser].idxmax()]
     out = {"trial_id": row["trial_id"], "architecture": row["architecture"],
            "epochs": None if pd.isna(row["epochs"]) else int(row["epochs"]), "node_type": row["node_type"],
-           "augmentation": row["augmentation"], "framework": row["framework"], metric: float(row[metric])}
+           "augmentation": row["augmentation"], "framework": row["framework"],
+           metric: None if pd.isna(row[metric]) else float(row[metric]), "selected_on": f"validation {metric}",
+           chooser: float(row[chooser])}
     for extra in ("accuracy", "f1_macro"):
         if extra != metric and pd.notna(row[extra]):
             out[extra] = float(row[extra])

@@ -36,7 +36,8 @@ def expand_grid(spec: ExperimentSpec) -> list[TrialConfig]:
     """Every combination of the grid axes, times repeats, as ``TrialConfig`` objects.
 
     The order is stable (architecture, epochs, node type, augmentation, framework, repeat) and the
-    trial ids depend only on the settings that affect the trial, so a re-submission of the same
+    trial ids depend only on the settings that affect the trial (with ``grid.repeats_vary: init_and_split`` each
+    repeat's split seed too), so a re-submission of the same
     file yields the same ids (which is how finished trials are recognised and never recomputed).
     """
     node_types = spec.resolved_node_types()
@@ -55,6 +56,9 @@ def expand_grid(spec: ExperimentSpec) -> list[TrialConfig]:
             resources["CPU"] = spec.execution.cpus_per_trial
         model = spec.model_spec(arch)
         seed = spec.seed * 1000 + repeat
+        split = spec.split
+        if g.repeats_vary == "init_and_split":
+            split = split.model_copy(update={"seed": spec.split.seed + repeat})
         fields = {
             "architecture": arch,
             "epochs": epochs,
@@ -64,7 +68,7 @@ def expand_grid(spec: ExperimentSpec) -> list[TrialConfig]:
             "repeat": repeat,
             "seed": seed,
             "dataset": spec.dataset.model_dump(mode="json"),
-            "split": spec.split.model_dump(mode="json"),
+            "split": split.model_dump(mode="json"),
             "training": training.model_dump(mode="json"),
             "augmentation_settings": spec.augmentation.model_dump(mode="json"),
             "model": model.model_dump(mode="json"),

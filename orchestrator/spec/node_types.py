@@ -107,16 +107,35 @@ def exclusive_unenforceable(node_types: list[str], nodes: list[NodeCapacity]) ->
 
 
 def load_cluster_config(path: str) -> dict:
-    """A ``ray up`` cluster config (YAML), or ``ValueError`` with one line saying what is wrong."""
+    """A ``ray up`` cluster config (YAML), or ``ValueError`` with one line saying what is wrong: read like an
+    experiment file (regular files only, bounded size and nesting), each node type's ``resources`` a mapping of
+    finite, non-negative numbers and ``max_workers`` a whole number."""
+    import math
+
     import yaml
 
+    from orchestrator.spec.yaml_loader import YAMLInputError, load_yaml, read_input_file
+
     try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read cluster config ({err.strerror})") from None
+        data = load_yaml(read_input_file(path, "cluster config"))
+    except YAMLInputError as err:
+        raise ValueError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+        raise ValueError(f"{path}: invalid YAML ({getattr(err, 'problem', None) or 'syntax error'})") from None
     if not isinstance(data, dict) or not isinstance(data.get("available_node_types"), dict):
         raise ValueError(f"{path}: not a Ray cluster config (no 'available_node_types' mapping)")
+    for name, node_type in data["available_node_types"].items():
+        where = f"{path}: available_node_types.{name}"
+        if not isinstance(node_type, dict):
+            raise ValueError(f"{where}: must be a mapping (resources, max_workers, ...)")
+        resources = node_type.get("resources") or {}
+        if not isinstance(resources, dict):
+            raise ValueError(f"{where}.resources: must be a mapping of resource name to amount")
+        for key, amount in resources.items():
+            if (isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount)
+                    or amount < 0):
+                raise ValueError(f"{where}.resources.{key}: must be a finite number >= 0, got {amount!r}")
+        workers = node_type.get("max_workers", 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"{where}.max_workers: must be a whole number >= 0, got {workers!r}")
     return data

@@ -10,18 +10,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
 
 from orchestrator.errors import SpecError
-from orchestrator.spec.yaml_loader import YAMLInputError, load_yaml
+from orchestrator.spec.yaml_loader import YAMLInputError, load_yaml, read_input_file
 from workers.accelerators import ACCELERATORS, accelerator
-from workers.config import (AugmentationSpec, DatasetSpec, ModelSpec, RandomAugmentSpec, SplitSpec,  # noqa: F401
-                            TrainingSpec, _Strict)
+from workers.config import (AUGMENTATION_STAGES, AugmentationSpec, AugmentationStage, DatasetSpec,  # noqa: F401
+                            ModelSpec, RandomAugmentSpec, Real, Seed, SplitSpec, TrainingSpec, _Strict,
+                            no_duplicates)
 
 MAX_EPOCHS = 10_000  # per trial; the seed studies use 10-100
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch: no trailing newline
-AUGMENTATIONS = ("none", "random", "augmentor")
+AUGMENTATIONS = AUGMENTATION_STAGES  # augmentor_random: Augmentor rebalancing, then random layers (seed 000)
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 
 
@@ -31,13 +32,13 @@ class NodeTypeSpec(_Strict):
     ``instance`` names a machine type of the price table (``orchestrator/data/prices.json``: provider, region, date); its
     price is the node type's ``price_per_hour`` unless the file gives its own."""
 
-    resources: dict[str, float]
+    resources: dict[str, Real]
     # Its own stack, only when set (see spec/stack.py); unset: the study's one stack.
     framework: Literal["auto", "tensorflow", "jax", "torch"] | None = None
     mixed_precision: Literal["off", "bfloat16"] | None = None
-    jit_compile: bool | None = None
-    steps_per_execution: int | None = Field(default=None, ge=1, le=10000)
-    price_per_hour: float | None = Field(default=None, ge=0, description="USD per node-hour; unknown when unset")
+    jit_compile: StrictBool | None = None
+    steps_per_execution: StrictInt | None = Field(default=None, ge=1, le=10000)
+    price_per_hour: Real | None = Field(default=None, ge=0, description="USD per node-hour; unknown when unset")
     accelerator: str | None = None
     instance: str | None = Field(default=None, description="a machine type of the price table (orchestrator/data/prices.json)")
 
@@ -64,6 +65,52 @@ class NodeTypeSpec(_Strict):
             return price_source(self.instance)
         return "the experiment file" if self.price_per_hour is not None else None
 
+    @field_validator("resources")
+    @classmethod
+    def _sane_resources(cls, v: dict[str, float]) -> dict[str, float]:
+        return check_resources(v)
+
+
+NODE_TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")  # fullmatch; part of Ray resource names and paths
+MAX_RESOURCE = 1_000_000  # units of one resource a node type may ask for
+TRACKING_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_resources(resources: dict[str, float], field: str = "resources") -> dict[str, float]:
+    """Resource amounts finite, non-negative and bounded, names safe, at least one CPU when CPU is given."""
+    for key, amount in resources.items():
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_:-]{0,63}", key):
+            raise ValueError(f"{field}: resource name {key!r} must be ASCII letters, digits, '_', ':' or '-'")
+        if not 0 <= amount <= MAX_RESOURCE:
+            raise ValueError(f"{field}.{key}: must be between 0 and {MAX_RESOURCE:,}, got {amount:g}")
+    if "CPU" in resources and resources["CPU"] < 1:
+        raise ValueError(f"{field}.CPU: a trial needs at least 1 CPU, got {resources['CPU']:g}")
+    return resources
+
+
+def check_tracking_uri(uri: str) -> str:
+    """An MLflow tracking URI: a scheme MLflow serves (http(s) with a host, file:, a database, databricks) or a
+    local path; never with credentials in it."""
+    from urllib.parse import urlsplit
+
+    if not uri.strip() or any(c.isspace() or ord(c) < 32 for c in uri):
+        raise ValueError("must be a tracking URI such as http://host:5000 or a local folder, got an empty or "
+                         "blank value")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        raise ValueError(f"'{uri}' is not a URI (e.g. http://host:5000)") from None
+    if "://" in uri and parts.scheme.split("+")[0] not in TRACKING_SCHEMES:
+        raise ValueError(f"scheme '{parts.scheme}' is not an MLflow tracking URI (valid: "
+                         f"{', '.join(TRACKING_SCHEMES)}, or a local folder)")
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        raise ValueError(f"'{uri}' names no host (e.g. http://host:5000)")
+    if parts.username or parts.password:
+        raise ValueError("must not hold credentials; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                         "(or MLFLOW_TRACKING_TOKEN) in the environment instead")
+    return uri
+
 
 def default_node_types() -> dict[str, NodeTypeSpec]:
     """The built-in node types: one per registered device kind that defines one (``Accelerator.node_type``),
@@ -79,9 +126,17 @@ class GridSpec(_Strict):
     architectures: list[str] = Field(min_length=1)
     epochs: list[StrictInt] = Field(min_length=1)
     node_types: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1)
-    augmentation: list[Literal["none", "random", "augmentor"]] = Field(default_factory=lambda: ["none"], min_length=1)
+    augmentation: list[AugmentationStage] = Field(default_factory=lambda: ["none"], min_length=1)
     frameworks: list[Literal["auto", "tensorflow", "jax", "torch"]] = Field(default_factory=lambda: ["auto"], min_length=1)
-    repeats: int = Field(default=1, ge=1, le=100)
+    repeats: StrictInt = Field(default=1, ge=1, le=100)
+    repeats_vary: Literal["init", "init_and_split"] = Field(default="init", description=(
+        "init: repeats differ in the initialisation seed only (one split); init_and_split: repeat r also uses "
+        "split seed split.seed + r (a new train/validation/test split and Augmentor seed per repeat)"))
+
+    @field_validator("architectures", "epochs", "node_types", "augmentation", "frameworks")
+    @classmethod
+    def _each_once(cls, v: list, info: ValidationInfo) -> list:
+        return no_duplicates(v, f"grid.{info.field_name}")
 
     @field_validator("epochs")
     @classmethod
@@ -93,17 +148,19 @@ class GridSpec(_Strict):
 
 
 class ExecutionSpec(_Strict):
-    max_retries: int = Field(default=1, ge=0, le=10)
-    max_concurrent_trials: int | None = Field(default=None, ge=1)
-    exclusive_nodes: bool = False
-    isolated_timing: bool = Field(default=False, description=(
+    max_retries: StrictInt = Field(default=1, ge=0, le=10)
+    max_concurrent_trials: StrictInt | None = Field(default=None, ge=1, le=100_000)
+    exclusive_nodes: StrictBool = False
+    isolated_timing: StrictBool = Field(default=False, description=(
         "one timed trial per node at a time, so hardware figures are never taken beside other trials: the whole "
         "node_kind_<type> unit per trial where nodes advertise it, else trials one at a time"))
-    cpus_per_trial: float | None = Field(default=None, gt=0)
-    trial_timeout_s: float | None = Field(default=None, gt=0)
-    allow_device_mismatch: bool = False
-    budget_usd: float | None = Field(default=None, gt=0, description="refuse a study whose estimated cost exceeds it")
-    lost_node_timeout_s: float = Field(default=120, gt=0, le=86400, description=(
+    cpus_per_trial: Real | None = Field(default=None, ge=1, le=4096)
+    trial_timeout_s: Real | None = Field(default=None, gt=0, le=30 * 86400, description=(
+        "a study trial still running this many seconds after it started is stopped and recorded failed (timed out); "
+        "a search bounds its trials with search.time_budget_s"))
+    allow_device_mismatch: StrictBool = False
+    budget_usd: Real | None = Field(default=None, gt=0, description="refuse a study whose estimated cost exceeds it")
+    lost_node_timeout_s: Real = Field(default=120, gt=0, le=86400, description=(
         "how long a trial waits once no live node (and no autoscaler node type) can run it any more, e.g. after "
         "the only node of its kind was lost; then it is recorded failed with the reason and the study ends"))
 
@@ -116,7 +173,7 @@ class TargetSpec(_Strict):
     """The quality a trial must reach on the validation split for its time to target (MLPerf-style)."""
 
     metric: Literal["val_balanced_accuracy", "val_accuracy", "val_f1_macro", "val_loss"] = "val_balanced_accuracy"
-    value: float = 0.75
+    value: Real = 0.75
 
     @property
     def mode(self) -> str:
@@ -143,8 +200,8 @@ class StorageSpec(_Strict):
 
     uri: str = "results"
     endpoint_url: str | None = None
-    region: str | None = None
-    local_dir: str = "results-local"
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
+    local_dir: str = Field(default="results-local", min_length=1)
 
     @field_validator("uri")
     @classmethod
@@ -156,6 +213,16 @@ class StorageSpec(_Strict):
         except ValueError as err:
             raise ValueError(str(err).removeprefix("storage.uri: ")) from None
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        from workers.storage import check_endpoint_url
+
+        try:
+            return None if v is None else check_endpoint_url(v, "endpoint_url")
+        except ValueError as err:
+            raise ValueError(str(err).removeprefix("endpoint_url: ")) from None
+
 
 class MlflowSpec(_Strict):
     """``tracking.mlflow``: log every trial as an MLflow run under one parent run per study.
@@ -165,26 +232,22 @@ class MlflowSpec(_Strict):
     """
 
     uri: str | None = None
-    experiment: str | None = Field(default=None, description="MLflow experiment; default: the study's name")
-    request_timeout_s: float = Field(default=10, gt=0, le=600)
-    request_retries: int = Field(default=2, ge=0, le=10)
+    experiment: str | None = Field(default=None, min_length=1, max_length=256,
+                                   description="MLflow experiment; default: the study's name")
+    request_timeout_s: Real = Field(default=10, gt=0, le=600)
+    request_retries: StrictInt = Field(default=2, ge=0, le=10)
 
     @field_validator("uri")
     @classmethod
-    def _no_credentials(cls, v: str | None) -> str | None:
-        from urllib.parse import urlsplit
-
-        if v and (urlsplit(v).username or urlsplit(v).password):
-            raise ValueError("must not hold credentials; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
-                             "(or MLFLOW_TRACKING_TOKEN) in the environment instead")
-        return v
+    def _tracking_uri(cls, v: str | None) -> str | None:
+        return None if v is None else check_tracking_uri(v)
 
 
 class TrackingSpec(_Strict):
     """Where researchers watch a study: MLflow (optional extra) and per-trial TensorBoard event files."""
 
     mlflow: MlflowSpec | None = None
-    tensorboard: bool = True
+    tensorboard: StrictBool = True
 
 
 SEARCH_TRAINING_SETTINGS = ("learning_rate", "batch_size", "dropout", "optimizer", "augmentation", "class_weights",
@@ -221,15 +284,15 @@ class SearchSpec(_Strict):
     metric: Literal["val_f1_macro", "val_accuracy", "val_balanced_accuracy", "val_loss", "accuracy", "loss"] = \
         "val_f1_macro"
     mode: Literal["max", "min"] = "max"
-    num_samples: int = Field(default=10, ge=1, le=10000)
-    max_concurrent_trials: int | None = Field(default=None, ge=1)
-    time_budget_s: float | None = Field(default=None, gt=0)
+    num_samples: StrictInt = Field(default=10, ge=1, le=10000)
+    max_concurrent_trials: StrictInt | None = Field(default=None, ge=1)
+    time_budget_s: Real | None = Field(default=None, gt=0)
     node_type: str = "cpu"
     architecture: str | None = None
-    epochs: int | None = Field(default=None, ge=1, le=100000)
-    grace_period: int = Field(default=1, ge=1)
-    reduction_factor: float = Field(default=2, gt=1)
-    then_study_repeats: int = Field(default=1, ge=1, le=100)
+    epochs: StrictInt | None = Field(default=None, ge=1, le=100000)
+    grace_period: StrictInt = Field(default=1, ge=1)
+    reduction_factor: Real = Field(default=2, gt=1, le=100)
+    then_study_repeats: StrictInt = Field(default=1, ge=1, le=100)
 
     @model_validator(mode="before")
     @classmethod
@@ -390,7 +453,7 @@ class ExperimentSpec(_Strict):
 
     name: str
     description: str = ""
-    seed: int = 0
+    seed: Seed = 0
     dataset: DatasetSpec = DatasetSpec()
     split: SplitSpec = SplitSpec()
     augmentation: AugmentationSpec = AugmentationSpec()
@@ -421,6 +484,15 @@ class ExperimentSpec(_Strict):
     def _safe_name(cls, v: str) -> str:
         if not SAFE_NAME.fullmatch(v):
             raise ValueError("name may hold only letters, digits, '_', '-', '.' (1-64 chars, no '/')")
+        return v
+
+    @field_validator("node_types")
+    @classmethod
+    def _safe_node_type_names(cls, v: dict[str, NodeTypeSpec]) -> dict[str, NodeTypeSpec]:
+        for name in v:
+            if not NODE_TYPE_NAME.fullmatch(name):
+                raise _FieldError(f"node_types.{name!r}", "a node type name may hold only ASCII letters, digits, "
+                                  "'_' and '-' (1-32 chars, starting with a letter); it names Ray resources and folders")
         return v
 
     @model_validator(mode="after")
@@ -529,9 +601,9 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate an experiment file."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read experiment file ({err.strerror})") from None
+        raw = read_input_file(path, "experiment file")
+    except YAMLInputError as err:
+        raise SpecError(f"{path}: {err}") from None
     return parse_spec(parse_yaml(raw, str(path)), str(path))
 
 

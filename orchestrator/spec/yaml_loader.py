@@ -1,15 +1,22 @@
-"""Reading experiment YAML strictly: safe types only, no duplicate keys, bounded alias expansion.
+"""Reading experiment YAML strictly: safe types only, no duplicate keys, bounded alias expansion and nesting.
 
-``yaml.safe_load`` accepts a mapping that names a key twice (the last one silently wins) and expands aliases
-without limit (a "billion laughs" document takes gigabytes). Both are refused here with one line.
+``yaml.safe_load`` accepts a mapping that names a key twice (the last one silently wins), expands aliases
+without limit (a "billion laughs" document takes gigabytes) and recurses once per nesting level (a deeply
+nested list ends in a RecursionError). All are refused here with one line, and ``read_input_file`` refuses
+what is not a regular file (a FIFO, ``/dev/zero``, a folder) before opening it.
 """
 from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
 
 import yaml
 
 MAX_ALIASES = 100           # alias uses in one document
 MAX_EXPANDED_VALUES = 100_000  # values in the document with every alias expanded
 MAX_DOCUMENT_BYTES = 1_000_000
+MAX_DEPTH = 32              # nesting of lists and mappings (experiment files use 4)
 
 
 class YAMLInputError(ValueError):
@@ -22,6 +29,7 @@ class _StrictLoader(yaml.SafeLoader):
     def __init__(self, stream):
         super().__init__(stream)
         self._aliases = 0
+        self._depth = 0
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -30,7 +38,14 @@ class _StrictLoader(yaml.SafeLoader):
                 mark = self.peek_event().start_mark
                 raise YAMLInputError(f"more than {MAX_ALIASES} YAML aliases (line {mark.line + 1}); "
                                      "write the values out instead")
-        return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise YAMLInputError(f"nested more than {MAX_DEPTH} levels deep (line {mark.line + 1})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen = {}
@@ -41,6 +56,31 @@ class _StrictLoader(yaml.SafeLoader):
                                      f"{key_node.start_mark.line + 1}); keep one")
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+
+def read_input_file(path: str | Path, what: str = "experiment file", max_bytes: int = MAX_DOCUMENT_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; ``YAMLInputError`` for anything else (a FIFO, a
+    device, a folder, a missing file), decided from ``stat`` before the file is opened."""
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        raise YAMLInputError(f"cannot read {what} ({err.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode)
+                else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "a socket")
+        raise YAMLInputError(f"not a regular file (it is {kind}); "
+                             f"nothing was read")
+    if info.st_size > max_bytes:
+        raise YAMLInputError(f"the {what} is larger than {max_bytes // 1000} kB")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as err:
+        raise YAMLInputError(f"cannot read {what} ({err.strerror})") from None
+    if len(data) > max_bytes:
+        raise YAMLInputError(f"the {what} is larger than {max_bytes // 1000} kB")
+    return data
 
 
 def load_yaml(text: str | bytes):

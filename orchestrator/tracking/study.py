@@ -42,6 +42,16 @@ def mlflow_client(uri: str, field_name: str = "tracking.mlflow.uri"):
     if urlsplit(uri).username or urlsplit(uri).password:
         raise TrackingError(f"{field_name}: must not hold credentials; set MLFLOW_TRACKING_USERNAME and "
                             "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment instead")
+    from orchestrator.spec.schema import check_tracking_uri
+
+    try:
+        check_tracking_uri(uri)
+    except ValueError as err:
+        raise TrackingError(f"{field_name}: {err}") from None
+    if "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ:  # MLflow's own defaults wait minutes for a dead server
+        from orchestrator.tracking.trial import apply_http_settings
+
+        apply_http_settings(10, 2)
     client = MlflowClient(tracking_uri=uri)
     try:
         client.search_experiments(max_results=1)

@@ -70,3 +70,18 @@ def slow_epochs_trainable(task: TrialTask) -> None:
     report_trial_record(TrialRecord(trial_id=task.trial.trial_id, config=task.trial.to_dict(),
                                     status=TrialStatus.COMPLETED, history=history, pid=os.getpid(), node_id=node_id,
                                     resumed_from_checkpoint=checkpoint is not None))
+
+
+def store_refuses_trial_of(architecture: str, run_id: str):
+    """``benchmarks.sleep_trainable``, except that a trial of ``architecture`` first makes the run's store unable to
+    take its record (a file where its folder must go), as a disk that filled up or turned read-only would."""
+    from benchmarks.sleep_trainable import sleep_trainable
+
+    def trainable(task: TrialTask) -> None:
+        if task.trial.architecture == architecture:
+            folder = Path(task.store["uri"]) / task.trial.experiment / run_id / "trials"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / task.trial.trial_id).write_text("not a folder")
+        sleep_trainable(task)
+
+    return trainable

@@ -9,7 +9,6 @@ keeps every lesion on one side (a lesion in both train and test would inflate te
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -31,36 +30,62 @@ METADATA_NAMES = ("HAM10000_metadata.csv", "HAM10000_metadata")
 
 
 def read_metadata(path: Path) -> list[dict[str, str]]:
-    """Rows of the metadata CSV with lower-cased column names; needs image_id and dx."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = [c.strip().lower() for c in reader.fieldnames or []]
-            rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DatasetError(f"dataset.metadata_csv: cannot read '{path}': {err}") from None
+    """Rows of the metadata CSV with lower-cased column names; needs image_id and dx. Rows without an image id,
+    with fewer cells than the header, or naming one image with two diagnoses are refused, not skipped."""
+    from workers.data.sources import read_csv_rows
+
+    table = read_csv_rows(path)
+    columns = [c.strip().lower() for c in (table[0] if table else [])]
     missing = [c for c in ("image_id", "dx") if c not in columns]
     if missing:
         raise DatasetError(f"dataset.metadata_csv: '{path}' has no column '{missing[0]}' "
                            f"(expected lesion_id, image_id, dx, ...; found {', '.join(columns) or 'nothing'})")
+    rows, dx_of = [], {}
+    for line, cells in enumerate(table[1:], start=2):
+        if not any(c.strip() for c in cells):
+            continue
+        where = f"dataset.metadata_csv: '{path}' line {line}"
+        if [c.strip().lower() for c in cells] == columns:
+            raise DatasetError(f"{where} repeats the header; keep one header line")
+        if len(cells) < len(columns):
+            raise DatasetError(f"{where} has {len(cells)} cells, the header {len(columns)}")
+        row = {k: v.strip() for k, v in zip(columns, cells) if k}
+        if not row["image_id"]:
+            raise DatasetError(f"{where} has no image_id")
+        if dx_of.setdefault(row["image_id"], row["dx"]) != row["dx"]:
+            raise DatasetError(f"{where}: image {row['image_id']} is listed again with another dx")
+        rows.append(row)
     if not rows:
         raise DatasetError(f"dataset.metadata_csv: '{path}' lists no images")
     return rows
 
 
-@register_source("ham10000", classes=HAM10000_CLASSES, images=10015)
-def load_ham10000(settings: dict[str, Any]) -> ImageListing:
-    """Every image the metadata lists (missing ones are skipped and counted; unreadable ones when decoded)."""
+def read_labels(settings: dict[str, Any]) -> list[dict[str, str]]:
+    """The metadata rows of a HAM10000 folder, every ``dx`` a HAM10000 class (``DatasetError`` otherwise)."""
     root = Path(settings["path"])
     if not root.is_dir():
         raise DatasetError(f"dataset.path: folder '{root}' does not exist (expected HAM10000_metadata.csv and "
                            "HAM10000_images_part_1/, HAM10000_images_part_2/)")
-    size = tuple(settings.get("image_size", (32, 32)))
     rows = read_metadata(find_file(root, settings.get("metadata_csv"), METADATA_NAMES, "*metadata*.csv",
                                    "HAM10000 metadata CSV"))
     unknown = sorted({r["dx"] for r in rows} - set(HAM10000_CLASSES))
     if unknown:
         raise DatasetError(f"dataset.metadata_csv: unknown dx '{unknown[0]}' (valid: {', '.join(HAM10000_CLASSES)})")
+    return rows
+
+
+def check_ham10000(settings: dict[str, Any]) -> None:
+    """HAM10000's content check before anything starts: its metadata CSV parses strictly (``read_labels``)."""
+    read_labels(settings)
+
+
+@register_source("ham10000", classes=HAM10000_CLASSES, images=10015, check=check_ham10000,
+                 lesion_ids="HAM10000_metadata.csv lesion_id")
+def load_ham10000(settings: dict[str, Any]) -> ImageListing:
+    """Every image the metadata lists (missing ones are skipped and counted; unreadable ones when decoded)."""
+    root = Path(settings["path"])
+    size = tuple(settings.get("image_size", (32, 32)))
+    rows = read_labels(settings)
     files = index_images(root)
     if not files:
         raise DatasetError(f"dataset.path: no images under '{root}' (expected <image_id>.jpg files)")

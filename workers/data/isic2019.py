@@ -20,40 +20,64 @@ GROUND_TRUTH_NAMES = ("ISIC_2019_Training_GroundTruth.csv",)
 METADATA_NAMES = ("ISIC_2019_Training_Metadata.csv",)
 
 
-def _float(value: str) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def read_ground_truth(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """Image names, class column names (CSV order) and the (N, C) one-hot matrix."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DatasetError(f"dataset.metadata_csv: cannot read '{path}': {err}") from None
+    """Image names, class column names (CSV order) and the (N, C) one-hot matrix, checked strictly: the columns
+    are ``image`` and known class names, every row has one cell per column, every class cell is 0 or 1 and every
+    row names exactly one class. A file that breaks any of this is refused (``DatasetError`` naming the line),
+    never trimmed: a short row would otherwise drop classes and images without a word."""
+    from workers.data.sources import read_csv_rows
+
+    rows = read_csv_rows(path)
     if not rows:
         raise DatasetError(f"dataset.metadata_csv: '{path}' is empty")
     header = [h.strip() for h in rows[0]]
-    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
     lower = [h.lower() for h in header]
+    expected = f"expected image, {', '.join(ISIC2019_CLASSES)}"
     if "image" not in lower:
-        raise DatasetError(f"dataset.metadata_csv: '{path}' has no 'image' column "
-                           f"(expected image, {', '.join(ISIC2019_CLASSES)}; found {', '.join(header)})")
-    if not body:
-        raise DatasetError(f"dataset.metadata_csv: '{path}' lists no images")
+        raise DatasetError(f"dataset.metadata_csv: '{path}' has no 'image' column ({expected}; found "
+                           f"{', '.join(header)})")
     image_col = lower.index("image")
-    class_cols = [
-        j for j, _ in enumerate(header)
-        if j != image_col and all(_float(r[j] if j < len(r) else "") is not None for r in body)
-    ]
-    if not class_cols:
-        raise DatasetError(f"dataset.metadata_csv: '{path}' has no numeric one-hot class columns "
-                           f"(expected {', '.join(ISIC2019_CLASSES)})")
-    onehot = np.array([[_float(r[j]) for j in class_cols] for r in body], dtype=np.float32)
-    return [r[image_col].strip() for r in body], [header[j] for j in class_cols], onehot
+    class_cols = [j for j in range(len(header)) if j != image_col]
+    unknown = [header[j] for j in class_cols if header[j].upper() not in ISIC2019_CLASSES]
+    if unknown or not class_cols:
+        raise DatasetError(f"dataset.metadata_csv: '{path}' has column '{unknown[0] if unknown else ''}' that is "
+                           f"not an ISIC 2019 class ({expected})")
+    names, onehot, seen = [], [], {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"dataset.metadata_csv: '{path}' line {line}"
+        if [c.strip().lower() for c in row] == lower:
+            raise DatasetError(f"{where} repeats the header; keep one header line")
+        if len(row) != len(header):
+            raise DatasetError(f"{where} has {len(row)} cells, the header {len(header)}; every row needs an image "
+                               "name and one 0/1 cell per class")
+        name = row[image_col].strip()
+        if not name:
+            raise DatasetError(f"{where} has no image name")
+        cells = []
+        for j in class_cols:
+            cell = row[j].strip()
+            try:
+                value = float(cell)
+            except ValueError:
+                value = None
+            if value not in (0.0, 1.0):
+                raise DatasetError(f"{where}: {header[j]} is {cell!r}; class cells are 0 or 1 (one-hot)")
+            cells.append(value)
+        if sum(cells) != 1:
+            raise DatasetError(f"{where}: the class cells of {name} sum to {sum(cells):g}; each image needs exactly "
+                               "one class (one-hot)")
+        if name in seen:
+            if seen[name] != cells:
+                raise DatasetError(f"{where}: image {name} is listed again with another class")
+            continue
+        seen[name] = cells
+        names.append(name)
+        onehot.append(cells)
+    if not names:
+        raise DatasetError(f"dataset.metadata_csv: '{path}' lists no images")
+    return names, [header[j].upper() for j in class_cols], np.array(onehot, dtype=np.float32)
 
 
 def read_lesion_ids(path: Path) -> dict[str, str]:
@@ -67,17 +91,29 @@ def read_lesion_ids(path: Path) -> dict[str, str]:
         return {}
 
 
-# 25331 training images; no image is labelled UNK, so 8 classes are present.
-@register_source("isic2019", classes=ISIC2019_CLASSES, images=25331, class_count=8)
-def load_isic2019(settings: dict[str, Any]) -> ImageListing:
-    """Every labelled image of the ground-truth CSV (missing ones are skipped and counted; unreadable ones when decoded)."""
+def read_labels(settings: dict[str, Any]) -> tuple[list[str], list[str], np.ndarray]:
+    """The ground truth of an ISIC 2019 folder (``read_ground_truth`` of the CSV it holds or names)."""
     root = Path(settings["path"])
     if not root.is_dir():
         raise DatasetError(f"dataset.path: folder '{root}' does not exist (expected "
                            "ISIC_2019_Training_GroundTruth.csv and ISIC_2019_Training_Input/)")
+    return read_ground_truth(find_file(root, settings.get("metadata_csv"), GROUND_TRUTH_NAMES, "*GroundTruth*.csv",
+                                       "ISIC 2019 ground-truth CSV"))
+
+
+def check_isic2019(settings: dict[str, Any]) -> None:
+    """ISIC 2019's content check before anything starts: its ground-truth CSV parses strictly (one-hot rows)."""
+    read_labels(settings)
+
+
+# 25331 training images; no image is labelled UNK, so 8 classes are present.
+@register_source("isic2019", classes=ISIC2019_CLASSES, images=25331, class_count=8, check=check_isic2019,
+                 lesion_ids="ISIC_2019_Training_Metadata.csv with a lesion_id column")
+def load_isic2019(settings: dict[str, Any]) -> ImageListing:
+    """Every labelled image of the ground-truth CSV (missing ones are skipped and counted; unreadable ones when decoded)."""
+    root = Path(settings["path"])
     size = tuple(settings.get("image_size", (32, 32)))
-    names, columns, onehot = read_ground_truth(
-        find_file(root, settings.get("metadata_csv"), GROUND_TRUTH_NAMES, "*GroundTruth*.csv", "ISIC 2019 ground-truth CSV"))
+    names, columns, onehot = read_labels(settings)
     positive = onehot >= 0.5
     used = positive.any(axis=0)
     class_idx = np.flatnonzero(used)  # all-zero columns (UNK) are dropped here

@@ -204,11 +204,30 @@ def read_index(directory: str | Path) -> dict:
     """The index of a prepared-data folder (``ShardError`` when absent or not this format)."""
     path = Path(directory) / INDEX
     try:
-        index = json.loads(path.read_text())
+        text = path.read_text()
     except (OSError, ValueError) as err:
         raise ShardError(f"prepared data: cannot read '{path}': {err}") from None
-    if index.get("format") != FORMAT or index.get("version") != FORMAT_VERSION:
-        raise ShardError(f"prepared data: '{path}' is not a {FORMAT} v{FORMAT_VERSION} index")
+    return parse_index(text, str(path))
+
+
+def parse_index(text: str, where: str) -> dict:
+    """An index from its JSON text, its shape checked (a damaged index is ``ShardError``, so the data is
+    prepared again instead of every later submission failing on it)."""
+    try:
+        index = json.loads(text)
+    except ValueError as err:
+        raise ShardError(f"prepared data: cannot read '{where}': {err}") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT or index.get("version") != FORMAT_VERSION:
+        raise ShardError(f"prepared data: '{where}' is not a {FORMAT} v{FORMAT_VERSION} index")
+    files = index.get("files")
+    if not isinstance(files, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("bytes"), int) and isinstance(e.get("sha256"), str)
+            for e in files.values()):
+        raise ShardError(f"prepared data: '{where}' lists its files without sizes or checksums (damaged)")
+    missing = [k for k in ("image_shape", "rows_per_shard", "shuffle_block", "class_names", "splits")
+               if k not in index]
+    if missing or not isinstance(index["splits"], dict):
+        raise ShardError(f"prepared data: '{where}' has no {missing[0] if missing else 'splits'} (damaged)")
     return index
 
 

@@ -102,7 +102,9 @@ class SourceEntry:
     raises ``DatasetError`` for a layout that cannot work); ``image_count(settings)`` is how many images the
     source holds before the split (the plan's estimate; None: unknown, and the plan says so);
     ``class_count`` its classes when the spec keeps them all; ``check(settings)`` validates the content before
-    anything starts (raises ``DatasetError``); ``needs_path``: the block must name ``dataset.path``."""
+    anything starts (raises ``DatasetError``); ``needs_path``: the block must name ``dataset.path``;
+    ``lesion_ids``: where its images' lesion ids come from, for a source whose split should group lesions
+    (preparation warns when a dataset of it has none)."""
 
     name: str
     loader: Callable[[dict[str, Any]], Any]
@@ -111,6 +113,7 @@ class SourceEntry:
     class_count: int | None = None
     check: Callable[[dict[str, Any]], None] | None = None
     needs_path: bool = True
+    lesion_ids: str | None = None
 
 
 SOURCES: Registry[SourceEntry] = Registry("dataset source")
@@ -119,7 +122,7 @@ SOURCES: Registry[SourceEntry] = Registry("dataset source")
 def register_source(name: str, *, classes: list[str] | Callable[[dict[str, Any]], list[str]] | None = None,
                     images: int | Callable[[dict[str, Any]], float | None] | None = None,
                     class_count: int | None = None, check: Callable[[dict[str, Any]], None] | None = None,
-                    needs_path: bool = True):
+                    needs_path: bool = True, lesion_ids: str | None = None):
     """Decorator registering ``loader(settings)`` as source ``name``. ``classes``: its fixed class names, or
     a function listing them for a dataset block; ``images``: its image count, or a function of the block;
     ``class_count``: its classes when all are kept (default: how many ``classes`` names); ``check``: content validation run before
@@ -131,7 +134,7 @@ def register_source(name: str, *, classes: list[str] | Callable[[dict[str, Any]]
         SOURCES.add(name, SourceEntry(name, loader, lister, count,
                                       class_count if class_count is not None or not isinstance(classes, (list, tuple))
                                       else len(classes),
-                                      check, needs_path))
+                                      check, needs_path, lesion_ids))
         return loader
 
     return wrap
@@ -226,11 +229,29 @@ def decode_image(path: Path | str, size: tuple[int, int], raw: bytes | None = No
 
     try:
         with Image.open(io.BytesIO(raw) if raw is not None else path) as img:
-            img.draft("RGB", (max(size), max(size)))
-            img = img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+            img.draft("RGB", (max(size), max(size)))  # JPEG: decode at reduced size when that is enough
+            img = to_rgb(img).resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
+
+
+def to_rgb(img: "Image.Image") -> "Image.Image":
+    """An 8-bit RGB image as the eye sees ``img``: EXIF orientation applied, 16-bit and 32-bit grey levels
+    scaled to 0-255 (not clipped to white), an alpha channel dropped."""
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        grey = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or (img.mode == "I" and grey.max(initial=0) <= 65535) else \
+            max(float(grey.max(initial=1)), 1.0)
+        if img.mode == "F":
+            top = 1.0 if grey.max(initial=0) <= 1.0 else max(float(grey.max()), 1.0)
+        img = Image.fromarray(np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+    return img.convert("RGB")
 
 
 def decode_many(paths: list[Path], size: tuple[int, int], workers: int | None = None) -> list[np.ndarray | None]:
@@ -259,6 +280,9 @@ def find_file(root: Path, explicit: str | None, names: Iterable[str], pattern: s
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
+            if candidate.exists():
+                raise DatasetError(f"dataset.metadata_csv: '{explicit}' is not a regular file (a folder?); name "
+                                   "the CSV file")
         raise DatasetError(f"dataset.metadata_csv: file '{explicit}' does not exist"
                            + ("" if given.is_absolute() else f" (looked under '{root}' and the working folder)"))
     for name in names:
@@ -269,6 +293,29 @@ def find_file(root: Path, explicit: str | None, names: Iterable[str], pattern: s
         raise DatasetError(f"dataset.path: no {what} found under '{root}' (expected {' or '.join(names)}; "
                            "or set dataset.metadata_csv)")
     return found[0]
+
+
+def read_csv_rows(path: Path) -> list[list[str]]:
+    """The rows of a label CSV: UTF-8 (a BOM is fine), comma-separated; ``DatasetError`` (one line naming the
+    file) for another encoding, another delimiter, or a file that is not CSV."""
+    import csv
+
+    where = f"dataset.metadata_csv: '{path}'"
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh, strict=True))
+    except UnicodeDecodeError:
+        raise DatasetError(f"{where} is not UTF-8 text (latin-1?); save it as UTF-8") from None
+    except csv.Error as err:
+        raise DatasetError(f"{where} is not valid CSV ({err})") from None
+    except OSError as err:
+        raise DatasetError(f"{where}: cannot read it ({err.strerror})") from None
+    if any("\x00" in cell for row in rows[:1] for cell in row):
+        raise DatasetError(f"{where} is not a text file")
+    if rows and len(rows[0]) == 1 and any(d in rows[0][0] for d in ";\t|"):
+        delimiter = next(d for d in ";\t|" if d in rows[0][0])
+        raise DatasetError(f"{where} is separated by {delimiter!r}; the file must be comma-separated")
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -422,8 +469,12 @@ def apply_class_mapping(data, classes: str | list[str], drop: list[str]):
     return out
 
 
+NOT_CLASS_FOLDERS = ("__MACOSX",)  # what archive tools leave beside the data
+
+
 def _folder_classes(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_CLASS_FOLDERS)
 
 
 def list_class_folders(root: Path, class_names: list[str], split_name: str):
@@ -440,6 +491,22 @@ def list_class_folders(root: Path, class_names: list[str], split_name: str):
                 ids.append(f"{split_name}/{name}/{path.stem}")
                 names.append(str(path.relative_to(root.parent)))
     return paths, labels, ids, names
+
+
+def check_isic_folder(settings: dict[str, Any]) -> None:
+    """The ISIC folder layout's content check before anything starts: every class folder of ``Train/`` holds its
+    images directly (images in sub-folders of a class are not read, so such a class would be empty)."""
+    root = Path(settings["path"])
+    parts = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    for split_name in ("train", "test"):
+        if split_name not in parts:
+            continue
+        for name in _folder_classes(parts[split_name]):
+            folder = parts[split_name] / name
+            entries = list(folder.iterdir())
+            if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in entries) and any(p.is_dir() for p in entries):
+                raise DatasetError(f"dataset.path: '{folder}' holds folders but no images; put the class's images "
+                                   "directly in it (sub-folders are not read)")
 
 
 def _has_images(folder: Path) -> bool:
@@ -462,7 +529,8 @@ def isic_folder_classes(settings: dict[str, Any]) -> list[str]:
 
 
 # Kaggle's "Skin cancer ISIC" folder: 2357 images of 9 classes.
-@register_source("isic_folder", classes=isic_folder_classes, images=2357, class_count=9)
+@register_source("isic_folder", classes=isic_folder_classes, images=2357, class_count=9,
+                 check=check_isic_folder)
 def load_isic_folder(settings: dict[str, Any]) -> ImageListing:
     """Kaggle "Skin cancer ISIC" layout: ``Train/<class>/*`` and ``Test/<class>/*`` (either may be lower-case)."""
     root = Path(settings["path"])
