@@ -29,10 +29,12 @@ from workers.distribution import (DevicePlan, accelerator_count, data_parallel, 
 
 @dataclass(frozen=True)
 class TrialResult:
-    """What ``run_trial`` returns: the trial's record and its test predictions (``predictions.csv`` text)."""
+    """What ``run_trial`` returns: the trial's record, its test predictions (``predictions.csv`` text) and the
+    trained Keras model (None when nothing was trained)."""
 
     record: TrialRecord
     predictions_csv: str
+    model: Any = None
 
 
 EpochCallback = Callable[[dict, Callable[[str], None]], None]
@@ -297,7 +299,7 @@ def _completed_record(config: TrialConfig, data, trained: _Trained, probs, timin
         timings=Timings(**timings), device=DeviceInfo(**device), precision_policy=trained.settings["precision_policy"],
         class_names=data.class_names, n_params=int(trained.model.count_params()), data=_data_summary(data, trained),
         pid=os.getpid())
-    return TrialResult(record, _predictions_csv(data.ids_test, data.y_test, probs, data.class_names))
+    return TrialResult(record, _predictions_csv(data.ids_test, data.y_test, probs, data.class_names), trained.model)
 
 
 def _predict(model, data, split: str, plan: DevicePlan) -> np.ndarray:

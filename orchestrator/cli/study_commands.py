@@ -1,4 +1,4 @@
-"""``submit``, ``resume``, ``report``, ``runs`` and ``ensemble``: thin wrappers over ``orchestrator.Study``
+"""``submit``, ``resume``, ``report``, ``runs``, ``predict`` and ``ensemble``: thin wrappers over ``orchestrator.Study``
 and ``orchestrator.runs``."""
 from __future__ import annotations
 
@@ -142,6 +142,26 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from pathlib import Path
+
+    from orchestrator.models import predict_folder
+    from orchestrator.runs import find_run, open_runs_store
+
+    store = open_runs_store(args.store, args.endpoint_url)
+    paths = find_run(store, args.run)
+    table, summary = predict_folder(store, paths, args.folder, args.trial)
+    if args.out:
+        Path(args.out).write_text(table)
+        say(f"{summary['n_images']} image(s) predicted by trial {summary['trial_id']} ({summary['architecture']}); "
+            f"written to {args.out}")
+    else:
+        sys.stdout.write(table)
+    for name in summary["unreadable"]:
+        say(f"warning: {name} is not a readable image; skipped")
+    return 0
+
+
 def store_args(parser) -> None:
     parser.add_argument("--store", default=default_store(),
                         help="store holding the run (directory or s3://bucket/prefix; default: $ORCHESTRATOR_STORE or results)")
@@ -184,6 +204,15 @@ def add_commands(sub) -> None:
     ls = sub.add_parser("runs", help="list runs in a store")
     store_args(ls)
     ls.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("predict", help="predict the classes of a folder of images with a model the run kept "
+                       "(storage.keep_models); CSV: image, predicted_class, p_<class>...")
+    p.add_argument("run", help="run id or experiment/run_id")
+    p.add_argument("folder", help="folder of images (searched recursively; decoded and resized as in training)")
+    p.add_argument("--trial", help="trial id of a kept model (default: the best trial by validation)")
+    p.add_argument("--out", metavar="CSV", help="write the predictions here instead of stdout")
+    store_args(p)
+    p.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("ensemble", help="average the test probabilities of finished trials and score the ensemble")
     e.add_argument("run", help="run id or experiment/run_id")

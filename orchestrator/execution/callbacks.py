@@ -14,7 +14,7 @@ from orchestrator.cluster.jobs import QUEUE_PREFIX
 from orchestrator.records import RunPaths, write_trial_record
 from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason
 from workers.storage import Store
-from orchestrator.execution.trainable import NODE_ID_KEY, read_checkpoint_record
+from orchestrator.execution.trainable import MODEL_DIR, NODE_ID_KEY, read_checkpoint_record
 from workers.config import TrialConfig
 from workers.records import DeviceInfo, TrialRecord, TrialStatus
 from workers.error_text import last_line
@@ -31,8 +31,9 @@ class TrialRecorder(Callback):
     what only the coordinator knows (retries, the Ray node of every attempt, how many trials shared the node)
     and writes it. Nodes are told apart by their Ray node id (several nodes can share one IP address)."""
 
-    def __init__(self, store: Store, paths: RunPaths, trials: dict[str, TrialConfig]):
+    def __init__(self, store: Store, paths: RunPaths, trials: dict[str, TrialConfig], keeper=None):
         self.store, self.paths, self.trials = store, paths, trials
+        self.keeper = keeper  # an ``orchestrator.models.ModelKeeper``: offered each completed trial's model
         self.retries: dict[str, int] = {}
         self.written: set[str] = set()
         self.running_on: dict[str, set[str]] = {}  # node id -> trial ids running there
@@ -84,6 +85,9 @@ class TrialRecorder(Callback):
         record = record.model_copy(update={"retries": self.retries.get(tid, 0), "node_ip": self.node_ip.get(tid),
                                            "attempt_nodes": self.attempt_nodes.get(tid, []),
                                            "trials_sharing_node": self.max_sharing.get(tid, 1)})
+        if self.keeper is not None and record.status is TrialStatus.COMPLETED:
+            with trial.checkpoint.as_directory() as folder:  # the model first: a record means all is stored
+                self.keeper.offer(record, Path(folder) / MODEL_DIR)
         write_trial_record(self.store, self.paths, record, predictions)
         self.written.add(tid)
 

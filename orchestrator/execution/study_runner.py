@@ -39,7 +39,7 @@ def _study_trainable(trainable: Trainable) -> Trainable:
     def run(config: dict) -> None:
         trial = config["trial"]
         trainable({"trial": trial, "store": config["store"], "cache_key": config["cache_keys"][trial["trial_id"]],
-                   "tracking": config.get("tracking")})
+                   "tracking": config.get("tracking"), "keep_models": config.get("keep_models")})
 
     run.__name__ = getattr(trainable, "__name__", "trial")
     return run
@@ -76,14 +76,18 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
 
     spec = session.spec
     storage_path, fs = session.tune_storage()
-    recorder = TrialRecorder(session.store, session.paths, {t.trial_id: t for t in pending})
+    from orchestrator.models import ModelKeeper
+
+    keeper = ModelKeeper(session.store, session.paths, spec.storage.keep_models, spec.report.target.metric,
+                         spec.report.target.mode)
+    recorder = TrialRecorder(session.store, session.paths, {t.trial_id: t for t in pending}, keeper)
     progress = StudyProgress(pending, enabled=show_progress)
     watch = ResourceWatch(recorder, lambda: feasibility_nodes(cluster_nodes(), cluster_config),
                           spec.execution.lost_node_timeout_s, session.notify if session.address else None)
     tuner = tune.Tuner(
         named_trial_class(tune.with_resources(_study_trainable(trainable), trial_resources(pending)), spec.name),
         param_space={"trial": tune.grid_search([t.to_dict() for t in pending]), "store": session.settings,
-                     "cache_keys": cache_keys, "tracking": tracking},
+                     "cache_keys": cache_keys, "tracking": tracking, "keep_models": spec.storage.keep_models},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=spec.execution.max_concurrent_trials,
             # On a cluster every trial gets its own actor, named by its trial in Ray's views (a reused actor keeps

@@ -1,7 +1,8 @@
 """The Ray Tune function trainable of a study trial, and the reporting contract every trainable follows.
 
 Tune calls ``trial_trainable(config)`` with ``config = {"trial": TrialConfig dict, "store": store settings,
-"cache_key": prepared-data key, "tracking": what ``orchestrator.tracking`` needs (optional)}`` (``TrialTask``).
+"cache_key": prepared-data key, "tracking": what ``orchestrator.tracking`` needs (optional), "keep_models":
+``storage.keep_models`` (optional; with ``none`` or absent no model goes into the checkpoint)}`` (``TrialTask``).
 Per epoch it reports the epoch's metrics with a checkpoint
 (so a killed worker resumes from its last epoch). At the end ``report_trial_record`` reports the final
 metrics with a checkpoint holding ``record.json`` and ``predictions.csv``; the coordinator's recorder stores
@@ -20,6 +21,7 @@ from workers.records import TrialRecord
 
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.csv"
+MODEL_DIR = "model"  # the trained model in the final checkpoint (``workers.model_files``), when models are kept
 FINAL_KEY = "final_report"  # marks the last result of a trial (Tune itself sets "done" when it stops a trial)
 NODE_ID_KEY = "node_id"  # added to every result by ``named_trial_class``: the Ray node the attempt runs on
 
@@ -42,8 +44,9 @@ def numeric(row: dict) -> dict:
     return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def report_trial_record(record: TrialRecord, predictions_csv: str | None = None) -> None:
-    """Final report of a trial: the last epoch's and the test metrics, plus a checkpoint holding the record."""
+def report_trial_record(record: TrialRecord, predictions_csv: str | None = None, model=None) -> None:
+    """Final report of a trial: the last epoch's and the test metrics, plus a checkpoint holding the record
+    (and, when given, the trained Keras ``model`` as ``model/model.keras`` with its ``model.json``)."""
     from ray import tune
 
     last = numeric(record.history[-1]) if record.history else {}
@@ -52,6 +55,11 @@ def report_trial_record(record: TrialRecord, predictions_csv: str | None = None)
         (Path(tmp) / RECORD_FILE).write_text(record.model_dump_json())
         if predictions_csv:
             (Path(tmp) / PREDICTIONS_FILE).write_text(predictions_csv)
+        if model is not None:
+            from workers.model_files import model_meta, save_model
+
+            save_model(model, Path(tmp) / MODEL_DIR,
+                       model_meta(record.config, record.class_names or [], tuple(model.input_shape[1:])))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -143,4 +151,5 @@ def trial_trainable(config: dict) -> None:
         "node_id": ray.get_runtime_context().get_node_id(), "resumed_from_checkpoint": resume_dir is not None,
         "tune_trial_id": tune.get_context().get_trial_id()})
     record = record.model_copy(update={"tracking": tracking.finish(record.to_dict(), result.predictions_csv)})
-    report_trial_record(record, result.predictions_csv)
+    keep = config.get("keep_models", "none") != "none" and record.status.value == "completed"
+    report_trial_record(record, result.predictions_csv, result.model if keep else None)

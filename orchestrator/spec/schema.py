@@ -99,6 +99,9 @@ class StorageSpec(_Strict):
     endpoint_url: str | None = None
     region: str | None = None
     local_dir: str = "results-local"
+    keep_models: Literal["best", "all", "none"] = Field(default="best", description=(
+        "trained models kept in the store (Keras .keras file with its preprocessing and class names): the best "
+        "trial by the validation metric of report.target, every completed trial, or none"))
 
     @field_validator("uri")
     @classmethod
