@@ -32,6 +32,10 @@ class RunNotFound(BadInput):
     """A run id that the store does not hold."""
 
 
+class ClusterUnreachable(OrchestratorError):
+    """A command that needs a cluster found none answering at its address (exit 1: the input may be right)."""
+
+
 class Interrupted(OrchestratorError):
     """The user interrupted a run; finished trials are stored and ``resume`` continues it."""
 

@@ -16,8 +16,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up 
 def build_parser() -> argparse.ArgumentParser:
     from orchestrator.cli import jobs_commands, search_commands, study_commands
 
+    from orchestrator import __version__
+
     parser = argparse.ArgumentParser(prog="orchestrator", description="Hardware and architecture studies for "
                                      "skin-lesion classification on a Ray cluster.")
+    parser.add_argument("--version", action="version", version=f"orchestrator {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     study_commands.add_commands(sub)
     search_commands.add_commands(sub)

@@ -6,7 +6,7 @@ import sys
 import time
 from datetime import datetime
 
-from orchestrator.cli.output import out
+from orchestrator.cli.output import json_arg, out, print_json
 from orchestrator.cluster import jobs
 
 
@@ -33,9 +33,26 @@ def _shown_status(address: str, job) -> str:
     return status
 
 
+def _iso(ms: int | None) -> str | None:
+    from datetime import timezone
+
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="seconds") if ms else None
+
+
+def _job_dict(address: str, job) -> dict:
+    meta = job.metadata or {}
+    return {"job_id": job.submission_id or job.job_id, "status": jobs.status_name(job.status),
+            "shown_status": _shown_status(address, job), "experiment": meta.get("experiment"),
+            "store": meta.get("store"), "git_commit": meta.get("git_commit"), "started": _iso(job.start_time),
+            "ended": _iso(job.end_time), "entrypoint": job.entrypoint, "message": job.message}
+
+
 def cmd_list(args) -> int:
     from rich.table import Table
 
+    if args.json:
+        print_json({"address": args.address, "jobs": [_job_dict(args.address, j) for j in jobs.list_jobs(args.address)]})
+        return 0
     table = Table(title=f"Jobs on {args.address}")
     for col in ("job id", "status", "experiment", "started", "duration", "entrypoint"):
         table.add_column(col, overflow="fold")
@@ -53,6 +70,12 @@ def cmd_status(args) -> int:
     logs = jobs.job_logs(args.address, args.job_id) if status in ("RUNNING", "FAILED") else ""
     said = jobs.queue_state(logs) if status == "RUNNING" else None
     message = (info.message or "").strip().splitlines()
+    if args.json:
+        print_json({**_job_dict(args.address, info), "trials": said, "run": jobs.run_of_job(logs) if logs else None,
+                    "driver_node_id": getattr(info, "driver_node_id", None),
+                    "error_type": getattr(info, "error_type", None),
+                    "log_tail": jobs.log_tail(logs) if status == "FAILED" else []})
+        return 1 if status in ("FAILED", "STOPPED") else 0
     out.print(f"job:        {args.job_id}")
     out.print(f"status:     {status}" + (f" ({message[0]})" if message and status != "RUNNING" else ""))
     if said:
@@ -125,23 +148,25 @@ def add_commands(sub) -> None:
 
     ls = sub.add_parser("list", help="list the jobs (submitted studies) on a cluster, queued, running and ended")
     address_arg(ls)
+    json_arg(ls)
     ls.set_defaults(func=cmd_list)
 
     st = sub.add_parser("status", help="state of one submitted job")
-    st.add_argument("job_id")
+    st.add_argument("job_id", help="submission id, as 'submit' and 'list' print it")
     st.add_argument("--wait", action="store_true", help="block until the job ends (exit 0 succeeded, 1 otherwise)")
     st.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
+    json_arg(st)
     address_arg(st)
     st.set_defaults(func=cmd_status)
 
     lg = sub.add_parser("logs", help="driver output of a submitted job")
-    lg.add_argument("job_id")
+    lg.add_argument("job_id", help="submission id, as 'submit' and 'list' print it")
     lg.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
     address_arg(lg)
     lg.set_defaults(func=cmd_logs)
 
     cn = sub.add_parser("cancel", help="stop a queued or running job (finished trials are kept)")
-    cn.add_argument("job_id")
+    cn.add_argument("job_id", help="submission id, as 'submit' and 'list' print it")
     address_arg(cn)
     cn.set_defaults(func=cmd_cancel)
 

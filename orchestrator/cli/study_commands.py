@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from orchestrator.cli.output import error_line, out, say
+from orchestrator.cli.output import error_line, json_arg, out, print_json, say
 from orchestrator.errors import BadInput
 from workers.settings import default_store
 
@@ -59,7 +59,9 @@ def cmd_submit(args) -> int:
                             cluster_config=args.cluster_config)
     study.spec = with_budget(study.spec, args.max_cost)
     plan = study.plan()
-    if args.dry_run:
+    if args.dry_run and args.json:
+        print_json(plan.to_dict())
+    elif args.dry_run:
         _print_plan(plan, f"{study.spec.name}: {len(plan)} trials (dry run, nothing started)")
         out.print(format_plan(plan.estimate), soft_wrap=True, markup=False)
     plan.check_budget(study.spec.execution.budget_usd, "--max-cost" if args.max_cost is not None else
@@ -105,24 +107,46 @@ def cmd_report(args) -> int:
         target = open_existing_store(args.upload, args.endpoint_url)
         publish_run(store, paths, target)
         store = target
-    out.print(f"Report: {rebuild_report(store, paths, args.compare)}")
-    if mlflow is not None:
-        out.print(f"Published to MLflow at {args.to_mlflow}: run {publish_to_mlflow(store, paths, mlflow)}")
+    url = rebuild_report(store, paths, args.compare)
+    mlflow_run = publish_to_mlflow(store, paths, mlflow) if mlflow is not None else None
+    if args.json:
+        import json
+
+        summary = paths.report("summary.json")
+        print_json({"report": url, "mlflow_run": mlflow_run,
+                    "summary": json.loads(store.get_text(summary)) if not args.compare and store.exists(summary)
+                    else None})
+        return 0
+    out.print(f"Report: {url}")
+    if mlflow_run is not None:
+        out.print(f"Published to MLflow at {args.to_mlflow}: run {mlflow_run}")
     return 0
+
+
+def _short_time(iso: str | None) -> str:
+    return iso[:16].replace("T", " ") if iso else "-"
 
 
 def cmd_runs(args) -> int:
     from rich.table import Table
 
-    from orchestrator.records import list_runs
-    from orchestrator.runs import open_runs_store
+    from orchestrator.runs import open_runs_store, run_summaries
 
     store = open_runs_store(args.store, args.endpoint_url)
+    runs = run_summaries(store)
+    if args.json:
+        print_json({"store": store.uri, "runs": runs})
+        return 0
     table = Table(title=f"Runs in {store.uri}")
-    for col in ("experiment", "run id"):
-        table.add_column(col)
-    for exp, rid in list_runs(store):
-        table.add_row(exp, rid)
+    for col in ("experiment", "run id", "status", "started", "trials", "best validation", "cost USD"):
+        table.add_column(col, overflow="fold")
+    for r in runs:
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(r["counts"].items())) or "-"
+        best = r["best_validation"]
+        table.add_row(r["experiment"], r["run_id"], r["status"], _short_time(r["started"]),
+                      f"{r['n_trials']} ({counts})",
+                      f"{best['value']:.4f} {best['metric']} ({best['trial_id']})" if best else "-",
+                      f"{r['cost_usd']:.4f}" if r["cost_usd"] is not None else "-")
     out.print(table)
     return 0
 
@@ -170,9 +194,11 @@ def store_args(parser) -> None:
 
 def add_commands(sub) -> None:
     s = sub.add_parser("submit", help="run an experiment file (embedded local Ray, or a cluster with --address)")
-    s.add_argument("file")
+    s.add_argument("file", help="experiment file (YAML), e.g. experiments/quickstart.yaml")
     s.add_argument("--dry-run", action="store_true", help="validate, print the trial table, resource requests and the "
                    "estimated time and cost, run nothing")
+    s.add_argument("--json", action="store_true", help="with --dry-run: print the plan (trials, resources, estimate) "
+                   "as JSON on stdout")
     s.add_argument("--address", help="Ray cluster: http://HEAD:8265 submits a Ray Job; ray://... or auto joins as driver")
     s.add_argument("--local-driver", action="store_true", help="with --address: drive the study from this process")
     s.add_argument("--run-id", help="reuse a run id (continue a run)")
@@ -198,10 +224,12 @@ def add_commands(sub) -> None:
     rep.add_argument("--upload", metavar="STORE_URI", help="publish the run's records and report to another store")
     rep.add_argument("--to-mlflow", metavar="URI", help="publish the finished run to an MLflow tracking server "
                      "(a parent run with the report, one child run per trial)")
+    json_arg(rep)
     store_args(rep)
     rep.set_defaults(func=cmd_report)
 
-    ls = sub.add_parser("runs", help="list runs in a store")
+    ls = sub.add_parser("runs", help="list runs in a store: status, start, trial counts, best validation score, cost")
+    json_arg(ls)
     store_args(ls)
     ls.set_defaults(func=cmd_runs)
 
