@@ -341,10 +341,10 @@ def _all_trials_section(c: ReportContent) -> Section:
     ], anchor="trials")
 
 
-SUMMARY_LABELS = {"node_type": "node type", "best_architecture": "best architecture", "test_accuracy": "test accuracy",
-                  "test_f1_macro": "test F1", "time_to_target_s": "time to target (s)",
-                  "cost_to_target_usd": "cost to target", "speedup_time_to_target": "speed-up, time to target",
-                  "speedup_images_per_s": "speed-up, images/s"}
+SUMMARY_LABELS = {"node_type": "node type", "best_architecture": "architecture", "test_accuracy": "test accuracy",
+                  "test_f1_macro": "test F1", "time_to_target_s": "to target (s)",
+                  "cost_to_target_usd": "cost to target", "speedup_time_to_target": "speed-up (time)",
+                  "speedup_images_per_s": "speed-up (img/s)"}
 
 
 def _summary_section(c: ReportContent) -> Section | None:
@@ -373,9 +373,9 @@ def _summary_section(c: ReportContent) -> Section | None:
     view = _drop_constant(summary).rename(columns=SUMMARY_LABELS)
     blocks.append(Table(view, formats={
         "validation": _fmt_num(4), "test accuracy": _fmt_num(4), "test F1": _fmt_num(4),
-        "time to target (s)": lambda v: "not reached" if pd.isna(v) else f"{v:.1f}",
+        "to target (s)": lambda v: "not reached" if pd.isna(v) else f"{v:.1f}",
         "cost to target": lambda v: "" if pd.isna(v) else _fmt_usd(v),
-        "speed-up, time to target": speedup, "speed-up, images/s": speedup}))
+        "speed-up (time)": speedup, "speed-up (img/s)": speedup}))
     return Section("Summary", blocks, anchor="summary")
 
 
