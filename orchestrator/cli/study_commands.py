@@ -32,6 +32,13 @@ def _confirm_huge(n: int, yes: bool) -> bool:
     return input(f"The grid has {n} trials. Run them all? [y/N] ").strip().lower() in ("y", "yes")
 
 
+def _run_notifier():
+    """Progress lines on stderr; stage progress (data preparation) as one bar per stage in a terminal."""
+    from orchestrator.execution.console import RunNotifier
+
+    return RunNotifier(say)
+
+
 def _finish(result, store: str) -> int:
     if result.store_problem:
         error_line(result.store_problem)
@@ -76,7 +83,7 @@ def cmd_submit(args) -> int:
         out.print(f"Submitted job {job_id} to {args.address}. Follow it with: orchestrator logs {job_id} --follow "
                   f"--address {args.address}")
         return 0
-    return _finish(study.run(strict=args.strict, notify=say), study.spec.storage.uri)
+    return _finish(study.run(strict=args.strict, notify=_run_notifier()), study.spec.storage.uri)
 
 
 def cmd_resume(args) -> int:
@@ -90,7 +97,7 @@ def cmd_resume(args) -> int:
         return 0
     study = Study.resume(args.run, store=args.store, endpoint_url=args.endpoint_url, address=args.address,
                          cluster_config=args.cluster_config)
-    return _finish(study.run(notify=say), args.store)
+    return _finish(study.run(notify=_run_notifier()), args.store)
 
 
 def cmd_report(args) -> int:

@@ -67,7 +67,8 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     interruption (Ctrl-C) left unfinished."""
     from ray import tune
 
-    from orchestrator.execution.callbacks import ResourceWatch, StudyProgress, TrialRecorder, WatchStopper
+    from orchestrator.execution.callbacks import ResourceWatch, TrialRecorder, WatchStopper
+    from orchestrator.execution.console import LiveTrials
     from orchestrator.execution.metrics_export import MetricsExportCallback
     from orchestrator.execution.placement import trial_resources
     from orchestrator.execution.ray_runtime import credentials_kept_out_of_runtime_env
@@ -81,7 +82,8 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     keeper = ModelKeeper(session.store, session.paths, spec.storage.keep_models, spec.report.target.metric,
                          spec.report.target.mode)
     recorder = TrialRecorder(session.store, session.paths, {t.trial_id: t for t in pending}, keeper)
-    progress = StudyProgress(pending, enabled=show_progress)
+    progress = LiveTrials(pending, spec.report.target.metric, enabled=show_progress,
+                          slots=spec.execution.max_concurrent_trials)
     watch = ResourceWatch(recorder, lambda: feasibility_nodes(cluster_nodes(), cluster_config),
                           spec.execution.lost_node_timeout_s, session.notify if session.address else None)
     tuner = tune.Tuner(
