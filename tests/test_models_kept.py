@@ -74,3 +74,40 @@ def test_best_model_is_kept_and_predicts_its_records_probabilities(tmp_path, ray
     assert main(["predict", result.run_id, str(data / "Test"), "--store", str(store_dir), "--trial", "nope"]) == 2
     assert "kept no model of trial 'nope'" in capsys.readouterr().err
     assert json.loads((store_dir / paths.root / "models.json").read_text())["metric"] == "val_balanced_accuracy"
+
+
+def _fake_model_dir(path, tid):
+    path.mkdir(parents=True)
+    (path / "model.keras").write_bytes(b"weights of " + tid.encode())
+    (path / "model.json").write_text(json.dumps({"trial_id": tid}))
+    return path
+
+
+def _record(tid, val, status="completed"):
+    from workers.records import TrialRecord
+
+    return TrialRecord(trial_id=tid, config={"trial_id": tid}, status=status,
+                       history=[{"epoch": 1, "val_balanced_accuracy": 0.1}, {"epoch": 2, "val_balanced_accuracy": val}])
+
+
+@pytest.mark.parametrize("policy", ["best", "all", "none"])
+def test_keep_policies_store_the_right_models(tmp_path, policy):
+    from orchestrator.models import ModelKeeper, read_models_index
+    from orchestrator.records import RunPaths
+    from workers.storage import LocalStore
+
+    store, paths = LocalStore(tmp_path / "store"), RunPaths("exp", "run1")
+    keeper = ModelKeeper(store, paths, policy, "val_balanced_accuracy", "max")
+    for tid, val in (("a", 0.5), ("b", 0.8), ("c", 0.6)):
+        keeper.offer(_record(tid, val), _fake_model_dir(tmp_path / tid, tid))
+    kept = sorted(k.split("/")[3] for k in store.list("exp/run1/trials/") if k.endswith("model.keras"))
+    assert kept == {"best": ["b"], "all": ["a", "b", "c"], "none": []}[policy]
+    index = read_models_index(store, paths)
+    if policy == "none":
+        assert index == {}
+        return
+    assert index["best"] == {"trial_id": "b", "value": 0.8} and sorted(index["kept"]) == kept
+    # a resumed run goes on from what was kept: a worse trial does not replace the best
+    again = ModelKeeper(store, paths, policy, "val_balanced_accuracy", "max")
+    assert not again.offer(_record("d", 0.7), _fake_model_dir(tmp_path / "d", "d")) or policy == "all"
+    assert read_models_index(store, paths)["best"]["trial_id"] == "b"
