@@ -73,12 +73,11 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     from orchestrator.execution.placement import trial_resources
     from orchestrator.execution.ray_runtime import credentials_kept_out_of_runtime_env
     from orchestrator.execution.trainable import named_trial_class
+    from orchestrator.models import ModelKeeper
     from orchestrator.spec.node_types import feasibility_nodes
 
     spec = session.spec
     storage_path, fs = session.tune_storage()
-    from orchestrator.models import ModelKeeper
-
     keeper = ModelKeeper(session.store, session.paths, spec.storage.keep_models, spec.report.target.metric,
                          spec.report.target.mode)
     recorder = TrialRecorder(session.store, session.paths, {t.trial_id: t for t in pending}, keeper)
