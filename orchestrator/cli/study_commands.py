@@ -226,7 +226,7 @@ def add_commands(sub) -> None:
     r.set_defaults(func=cmd_resume)
 
     rep = sub.add_parser("report", help="rebuild a run's report from its stored trial records")
-    rep.add_argument("run")
+    rep.add_argument("run", help="run id or experiment/run_id (see: orchestrator runs)")
     rep.add_argument("--compare", help="a second run to put side by side")
     rep.add_argument("--upload", metavar="STORE_URI", help="publish the run's records and report to another store")
     rep.add_argument("--to-mlflow", metavar="URI", help="publish the finished run to an MLflow tracking server "
