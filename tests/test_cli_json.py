@@ -55,6 +55,15 @@ def test_runs_json_has_status_counts_best_validation_and_cost(tmp_path, capsys):
     assert "finished" in table and "0.8000" in table and "2 completed" in table
 
 
+def test_report_json_gives_the_url_and_the_summary(tmp_path, capsys):
+    store, paths = _store_with_run(tmp_path)
+    assert main(["report", paths.run_id, "--store", str(tmp_path / "store"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["report"].endswith("report/index.html") and data["mlflow_run"] is None
+    assert {row["node_type"]: row["best_architecture"] for row in data["summary"]["summary_by_node_type"]} == \
+        {"cpu": "vgg16"}
+
+
 def test_dry_run_plan_as_json(tmp_path, capsys):
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(tiny_spec_dict(store=str(tmp_path / "store"), grid={
