@@ -55,6 +55,7 @@ def streamed_vs_in_memory(args) -> int:
     from orchestrator.spec.grid import expand_grid
     from orchestrator.spec.schema import load_spec
     from workers.data import open_sharded, prepare_shards
+    from workers.data.prepare import in_memory as prepared_in_memory
     from workers.train import run_trial
 
     spec = load_spec(Path(__file__).resolve().parent.parent / "experiments" / "quickstart.yaml")
@@ -66,7 +67,7 @@ def streamed_vs_in_memory(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         prepare_shards(*first.preparation_args(), Path(tmp) / "d")
         sharded = open_sharded(Path(tmp) / "d")
-        in_memory = sharded.in_memory()
+        in_memory = prepared_in_memory(sharded)
         for trial in trials:
             times = {"streamed": [], "in-memory": []}
             for _ in range(args.rounds):

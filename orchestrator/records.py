@@ -1,7 +1,7 @@
 """Where a run's files live in the store, and reading/writing trial records.
 
 Layout: ``<experiment>/<run_id>/{spec.yaml, run.json, trials/<trial_id>/{record.json, predictions.csv,
-history.csv}, report/..., tune/...}``; prepared data is shared under ``cache/prepared/<key>.npz``.
+history.csv}, report/..., tune/...}``; prepared data is shared under ``cache/prepared/<key>/`` (its shards and index, ``cache_key_path``).
 """
 from __future__ import annotations
 

@@ -102,13 +102,13 @@ def test_ray_cluster_yaml_installs_package_and_exposes_nothing(cluster_config):
 
 
 def test_default_node_types_are_feasible_on_the_autoscaler(cluster_config):
-    from orchestrator.spec.node_types import (autoscaler_node_types, feasibility_nodes, infeasibility_reason,
-                                         placement_request)
-    from orchestrator.spec.schema import DEFAULT_NODE_TYPES
+    from orchestrator.cluster.nodes import feasibility_nodes
+    from orchestrator.spec.node_types import autoscaler_node_types, infeasibility_reason, placement_request
+    from orchestrator.spec.schema import default_node_types
 
     nodes = feasibility_nodes([], cluster_config)  # a cluster scaled to zero: only the autoscaler's types
     assert {n.name for n in nodes} == {f"autoscaler:{n.name}" for n in autoscaler_node_types(cluster_config)}
-    for name, nt in DEFAULT_NODE_TYPES.items():
+    for name, nt in default_node_types().items():
         for exclusive in (False, True):
             req = placement_request(nt.resources, name, nodes, exclusive=exclusive)
             assert infeasibility_reason(req, nodes) is None, (name, exclusive, req)
@@ -180,7 +180,8 @@ def test_placement_request_pins_only_where_the_cluster_labels_node_kinds():
 
 
 def test_feasibility_nodes_reads_the_head_bootstrap_config(tmp_path, monkeypatch, cluster_config):
-    from orchestrator.spec.node_types import NodeCapacity, feasibility_nodes, load_cluster_config
+    from orchestrator.cluster.nodes import feasibility_nodes
+    from orchestrator.spec.node_types import NodeCapacity, load_cluster_config
 
     path = tmp_path / "boot.yaml"
     path.write_text(yaml.safe_dump(cluster_config))
@@ -271,9 +272,10 @@ def test_unreachable_cluster_is_one_clear_line_exit_1(capsys):
     assert "Ray Client address" in capsys.readouterr().err
 
 
-def test_metrics_callback_records_epochs_and_finished_trials():
+def test_metrics_callback_records_epochs_and_finished_trials(monkeypatch):
     from types import SimpleNamespace
 
+    from orchestrator.execution import metrics_export
     from orchestrator.execution.metrics_export import MetricsExportCallback
 
     recorded: list[tuple] = []
@@ -292,7 +294,8 @@ def test_metrics_callback_records_epochs_and_finished_trials():
 
     backend = SimpleNamespace(Gauge=_Metric, Counter=_Metric)
     trials = [SimpleNamespace(trial_id="t1", node_type="gpu", epochs=4)]
-    cb = MetricsExportCallback("exp", "run1", trials, backend=backend)
+    monkeypatch.setattr(metrics_export, "_ray_metrics", lambda: backend)  # Ray's metrics module, recorded
+    cb = MetricsExportCallback("exp", "run1", trials)
     trial = SimpleNamespace(config={"trial": {"trial_id": "t1"}})
     cb.on_trial_result(1, [], trial, {"epoch": 2, "val_accuracy": 0.75, "loss": float("nan")})
     cb.on_trial_result(3, [], trial, {"done": True, "record": "{}"})

@@ -38,7 +38,7 @@ def test_dry_run_of_the_hardware_study_prints_time_and_cost_per_node_type(tmp_pa
         line = next(ln for ln in printed.splitlines() if ln.startswith(f"{node_type} "))
         assert re.match(rf"{node_type}\s+180\s+{slots}\s+[\d,.]+\s+[\d,.]+\s+\$[\d,.]+\s+reference \(180 trials\)", line), line
     assert re.search(r"^total\s+540\s+[\d,.]+\s+[\d,.]+\s+\$[\d,.]+", printed, re.M)
-    assert "benchmarks/reference_throughput.json" in printed
+    assert "orchestrator/data/reference_throughput.json" in printed
     assert not store.exists()
 
 
@@ -48,7 +48,7 @@ def test_estimate_by_hand_for_one_node_type():
     spec = load_spec(STUDY)
     trials = [t for t in expand_grid(spec) if t.node_type == "gpu"]
     reference = plan.load_reference()
-    seconds = [plan.trial_seconds(t, plan.reference_throughput(t, reference), plan.train_images(t, reference, {}))
+    seconds = [plan.trial_seconds(t, plan.reference_throughput(t, reference), plan.train_images(t, {}))
                for t in trials]
     assert gpu["trial_hours"] == pytest.approx(sum(seconds) / 3600)
     assert gpu["cost_usd"] == pytest.approx(2.93 * sum(seconds) / 3600)
@@ -57,7 +57,7 @@ def test_estimate_by_hand_for_one_node_type():
     resnet = next(t for t in trials if t.architecture == "resnet50" and t.augmentation == "augmentor")
     plain = next(t for t in trials if t.architecture == "resnet50" and t.augmentation == "none")
     # seed 000's Augmentor stage adds 500 images to each of the 9 classes
-    assert plan.train_images(resnet, reference, {}) == plan.train_images(plain, reference, {}) + 9 * 500
+    assert plan.train_images(resnet, {}) == plan.train_images(plain, {}) + 9 * 500
     assert est["total"]["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in est["rows"]))
     assert est["total"]["wall_hours"] == pytest.approx(max(r["wall_hours"] for r in est["rows"]))
 

@@ -19,7 +19,7 @@ class _Strict(BaseModel):
 class DatasetSpec(_Strict):
     """Where the images come from and how classes are mapped."""
 
-    source: Literal["synthetic", "isic_folder", "ham10000", "isic2019", "dermamnist"] = "synthetic"
+    source: str = Field(default="synthetic", description="a registered dataset source (workers.data.sources)")
     path: str | None = None
     image_size: tuple[int, int] = (32, 32)
     classes: Literal["all", "binary_melanoma"] | list[str] = "all"
@@ -39,8 +39,6 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _path_required(self) -> "DatasetSpec":
-        if self.source != "synthetic" and not self.path:
-            raise ValueError(f"dataset.path is required for source '{self.source}'")
         if self.path and (".." in Path(self.path).parts):
             raise ValueError("dataset.path must not contain '..'")
         return self

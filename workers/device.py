@@ -5,18 +5,16 @@ import os
 import platform
 import sys
 
+from workers.accelerators import ACCELERATORS, CPU, accelerator, device_count, kind_of, visible_kind
 from workers.error_text import last_line
 from workers.settings import simulated_device
 
 BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
-
-# ``framework: auto``: the installed backends tried, in order, for each device kind; the first that sees the
-# kind wins. Only JAX drives TPUs here; PyTorch trains on one device, so it is never chosen for several.
-AUTO_BACKENDS = {"gpu": ("jax", "tensorflow", "torch"), "tpu": ("jax",), "cpu": ("tensorflow", "jax", "torch")}
+# ``framework: auto`` tries the installed backends of the device kind's entry (``workers/accelerators.py``) in
+# order; the first that sees the kind wins. PyTorch trains on one device, so it is never chosen for several.
 SINGLE_DEVICE_BACKENDS = ("torch",)
-INSTALL_HINT = {"gpu": "pip install '.[gpu]' (CUDA build of JAX) on the node, with NVIDIA drivers",
-                "tpu": "pip install '.[tpu]' (JAX for TPU) on the TPU VM", "cpu": "pip install '.[jax]'"}
+NOT_PROBED = "not probed"  # the status of a probe that could not run (no node of its type)
 
 
 class BackendUnavailable(RuntimeError):
@@ -24,19 +22,13 @@ class BackendUnavailable(RuntimeError):
 
 
 def expected_kind(resources: dict) -> str:
-    """The device kind a resource request asks for: tpu if it asks for TPUs, gpu for GPUs, else cpu."""
-    if resources.get("TPU", 0):
-        return "tpu"
-    if resources.get("GPU", 0):
-        return "gpu"
-    return "cpu"
+    """The device kind a resource request asks for (``workers.accelerators.kind_of``)."""
+    return kind_of(resources)
 
 
 def restrict_devices(resources: dict) -> None:
-    """Before any framework import: a trial that asked for no GPU or TPU must not touch one."""
-    if expected_kind(resources) == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        os.environ["JAX_PLATFORMS"] = "cpu"
+    """Before any framework import: set the kind's ``isolation_env`` (a cpu trial must not touch an accelerator)."""
+    os.environ.update(accelerator(kind_of(resources)).isolation_env)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -79,36 +71,13 @@ def _cpu_model() -> str:
 
 
 def detect_device(backend: str) -> dict:
-    """What the backend will actually compute on: kind (cpu/gpu/tpu), name, count."""
-    kind, names = "cpu", []
+    """What the backend will actually compute on: kind (a registered device kind), name, count."""
     try:
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_logical_devices("GPU")
-            tpus = tf.config.list_logical_devices("TPU")
-            if tpus:
-                kind, names = "tpu", [d.name for d in tpus]
-            elif gpus:
-                kind = "gpu"
-                names = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
-                         for g in tf.config.list_physical_devices("GPU")]
-        elif backend == "jax":
-            import jax
-
-            devices = jax.devices()
-            if devices and devices[0].platform in ("gpu", "tpu"):
-                kind, names = devices[0].platform, [d.device_kind for d in devices]
-        elif backend == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                kind = "gpu"
-                names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        kind, names = visible_kind(backend)
     except Exception as err:  # detection must never fail a trial
         return {"kind": "unknown", "name": f"detection failed: {err}", "count": 0, "names": []}
-    if kind == "cpu":
-        return {"kind": "cpu", "name": _cpu_model(), "count": os.cpu_count() or 1, "names": [_cpu_model()]}
+    if kind == CPU:
+        return {"kind": CPU, "name": _cpu_model(), "count": os.cpu_count() or 1, "names": [_cpu_model()]}
     return {"kind": kind, "name": names[0] if names else kind, "count": len(names), "names": names}
 
 
@@ -138,15 +107,15 @@ def installed(backend: str) -> bool:
 
 
 def resolve_backend(framework: str, kind: str, devices: int = 1) -> str:
-    """``framework`` itself, or for ``auto`` the first installed backend (``AUTO_BACKENDS`` order) that sees
-    a ``kind`` device on this node; when none does, the first installed one (the device check then says so)."""
+    """``framework`` itself, or for ``auto`` the first installed backend (the kind's ``backends`` order) that
+    sees a ``kind`` device on this node; when none does, the first installed one (the device check then says so)."""
     if framework != "auto":
         return framework
-    candidates = [b for b in AUTO_BACKENDS.get(kind, AUTO_BACKENDS["cpu"])
-                  if installed(b) and not (devices > 1 and b in SINGLE_DEVICE_BACKENDS)]
+    entry = accelerator(kind)
+    candidates = [b for b in entry.backends if installed(b) and not (devices > 1 and b in SINGLE_DEVICE_BACKENDS)]
     if not candidates:
         raise BackendUnavailable(f"framework 'auto': no installed Keras backend can drive a {kind} "
-                                 f"({INSTALL_HINT.get(kind, INSTALL_HINT['cpu'])})")
+                                 f"({entry.install_hint})")
     return next((b for b in candidates if detect_device(b)["kind"] == kind), candidates[0])
 
 
@@ -156,23 +125,22 @@ def device_problem(device: dict, allow_mismatch: bool = False) -> str | None:
     if not device["mismatch"] or device["simulated"] or allow_mismatch:
         return None
     want, used, backend = device["expected_kind"], device["used"], device["backend"]
-    if want == "tpu" and backend != "jax":
-        return (f"TPU trials run on the jax backend; framework '{backend}' cannot drive a TPU here "
-                "(use frameworks: [auto] or [jax])")
+    entry = ACCELERATORS.get(want) if want in ACCELERATORS else None
+    if entry is not None and backend not in entry.backends:
+        return (f"{want.upper()} trials run on the {' or '.join(entry.backends)} backend; framework '{backend}' "
+                f"cannot drive a {want.upper()} here (use frameworks: [auto] or [{entry.backends[0]}])")
     return (f"node type '{device['requested']}' asks for a {want} but backend '{backend}' computes on "
-            f"{used['kind']} ({used['name']}) on {device['host']}; {INSTALL_HINT.get(want, '')}, or set "
+            f"{used['kind']} ({used['name']}) on {device['host']}; {entry.install_hint if entry else ''}, or set "
             "execution.allow_device_mismatch: true to train anyway")
 
 
 def probe_devices(node_type: str, framework: str, resources: dict, allow_mismatch: bool = False) -> dict:
     """Pre-flight check of one node, run where a trial of ``resources`` would run (no Ray needed): does the
     backend import, which device kind does it see, how many, their names, and what is wrong (``error``)."""
-    from workers.distribution import accelerator_count
-
     restrict_devices(resources)
-    want, wanted = expected_kind(resources), accelerator_count(resources)
+    want, wanted = expected_kind(resources), device_count(resources)
     out = {"node_type": node_type, "framework": framework, "backend": None, "ok": False, "expected_kind": want, "kind": None, "count": 0,
-           "names": [], "simulated": os.environ.get("SKINLESION_SIMULATED_DEVICE") or None, "host": platform.node(),
+           "names": [], "simulated": simulated_device(), "host": platform.node(),
            "error": None}
     try:
         backend = resolve_backend(framework, want, wanted)
@@ -186,7 +154,19 @@ def probe_devices(node_type: str, framework: str, resources: dict, allow_mismatc
     record = {"requested": node_type, "expected_kind": want, "used": seen, "backend": backend,
               "simulated": out["simulated"], "mismatch": seen["kind"] != want, "host": out["host"]}
     out["error"] = device_problem(record, allow_mismatch)
-    if not out["error"] and not out["simulated"] and want != "cpu" and seen["kind"] == want and seen["count"] < wanted:
+    if not out["error"] and not out["simulated"] and want != CPU and seen["kind"] == want and seen["count"] < wanted:
         out["error"] = f"backend '{backend}' sees {seen['count']} {want}(s) but the node type asks for {wanted}"
     out["ok"] = out["error"] is None
     return out
+
+
+def probe_summary(probe: dict) -> str:
+    """One line per probe, for the console and the report header."""
+    where = f"{probe['node_type']} / {probe['framework']}"
+    if probe.get("status") == NOT_PROBED:
+        return f"{where}: not probed ({probe.get('note')})"
+    if not probe.get("ok"):
+        return f"{where}: FAILED - {probe.get('error')}"
+    names = ", ".join(dict.fromkeys(probe.get("names") or [])) or "?"
+    simulated = f" (simulated {probe['simulated']})" if probe.get("simulated") else ""
+    return f"{where}: ok - {probe.get('backend')} sees {probe.get('count')} {probe.get('kind')}: {names}{simulated}"

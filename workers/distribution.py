@@ -1,4 +1,5 @@
-"""Data parallelism over the devices a trial holds, and the per-device-kind execution settings.
+"""Data parallelism over the devices a trial holds, and the execution settings of the device kind that computes
+(read from its entry in ``workers/accelerators.py``).
 
 ``training.batch_size`` is the GLOBAL batch: a trial holding N accelerators splits every batch into N equal
 shards, one per device (JAX: ``keras.distribution.DataParallel``; TensorFlow: ``tf.distribute.MirroredStrategy``).
@@ -12,20 +13,14 @@ from typing import Iterator
 
 import numpy as np
 
-ACCELERATOR_RESOURCES = ("TPU", "GPU")  # Ray resource names of accelerators, in the order expected_kind reads them
-MULTI_DEVICE_BACKENDS = ("jax", "tensorflow")
+from workers.accelerators import accelerator, device_count
 
-# steps_per_execution when the spec leaves it unset: TPUs pay a host round trip per execution, so many steps
-# run per call there; on CPUs and GPUs one step per call keeps per-epoch timings and callbacks exact.
-DEFAULT_STEPS_PER_EXECUTION = {"tpu": 32, "gpu": 1, "cpu": 1}
+MULTI_DEVICE_BACKENDS = ("jax", "tensorflow")
 
 
 def accelerator_count(resources: dict) -> int:
-    """How many devices a trial with ``resources`` computes on: its whole GPUs or TPU chips, else 1."""
-    for name in ACCELERATOR_RESOURCES:
-        if resources.get(name, 0):
-            return max(1, int(resources[name]))
-    return 1
+    """How many devices a trial with ``resources`` computes on (``workers.accelerators.device_count``)."""
+    return device_count(resources)
 
 
 def batch_split_problem(global_batch: int, devices: int, holder: str = "this trial") -> str | None:
@@ -138,13 +133,12 @@ def predict_sharded(model, x: np.ndarray, batch_size: int, devices: int) -> np.n
 
 
 def steps_per_execution(setting: int | None, kind: str) -> int:
-    """The spec's ``training.steps_per_execution``, else the default for the device kind that computes."""
-    return int(setting) if setting else DEFAULT_STEPS_PER_EXECUTION.get(kind, 1)
+    """The spec's ``training.steps_per_execution``, else the device kind's default (many on TPUs, which pay a
+    host round trip per execution; one on CPUs and GPUs, which keeps per-epoch timings and callbacks exact)."""
+    return int(setting) if setting else accelerator(kind).steps_per_execution
 
 
 def jit_compile(backend: str, kind: str) -> bool | str:
-    """XLA compilation on wherever the backend compiles reliably: always on JAX, on accelerators with
-    TensorFlow; elsewhere Keras's own choice ("auto": eager PyTorch, no XLA for TensorFlow on CPUs)."""
-    if backend == "jax" or (backend == "tensorflow" and kind in ("gpu", "tpu")):
-        return True
-    return "auto"
+    """XLA compilation where the kind's entry says the backend compiles reliably (JAX everywhere, TensorFlow
+    on accelerators); elsewhere Keras's own choice ("auto": eager PyTorch, no XLA for TensorFlow on CPUs)."""
+    return True if backend in accelerator(kind).jit_backends else "auto"

@@ -1,4 +1,7 @@
-"""Every setting the product reads from the environment, in one place.
+"""Every setting of the product's own that it reads from the environment, in one place. Variables of the tools it
+drives are read where those are driven: Ray's (``RAY_ADDRESS``, ``RAY_AUTH_TOKEN[_PATH]``, ``RAY_AUTH_MODE`` in
+``cluster/jobs.py``), MLflow's tracking URI (``tracking/study.py``), Keras's ``KERAS_BACKEND`` and the device
+isolation variables (set, not read, in ``workers/device.py``).
 
 | variable | read where | meaning |
 | --- | --- | --- |

@@ -22,6 +22,7 @@ from workers.config import TrialConfig
 from workers.records import DeviceInfo, Timings, TrialRecord, TrialStatus
 from workers.device import (activate_backend, device_problem, device_record, expected_kind, resolve_backend,
                             restrict_devices)
+from workers.accelerators import ACCELERATORS
 from workers.distribution import (DevicePlan, accelerator_count, data_parallel, jit_compile, plan_devices,
                                   predict_sharded, shardable_rows, steps_per_execution)
 
@@ -52,9 +53,14 @@ def _optimizer(keras, name: str, lr: float):
 
 
 def _mixed_precision(keras, setting: str, device_kind: str, backend: str) -> str:
+    """Set and return the Keras policy: bfloat16 when asked, for ``auto`` the device kind's default for the
+    backend (``Accelerator.mixed_precision``), else float32."""
     policy = "float32"
-    if setting == "bfloat16" or (setting == "auto" and device_kind in ("gpu", "tpu") and backend == "jax"):
+    auto = ACCELERATORS.get(device_kind).mixed_precision.get(backend) if device_kind in ACCELERATORS else None
+    if setting == "bfloat16":
         policy = "mixed_bfloat16"
+    elif setting == "auto" and auto:
+        policy = auto
     keras.mixed_precision.set_global_policy(policy)
     return policy
 

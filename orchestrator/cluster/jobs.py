@@ -31,6 +31,7 @@ from typing import Callable, Iterator
 from urllib.parse import urlparse
 
 from orchestrator.errors import BadInput
+from orchestrator.run_lines import QUEUE_PREFIX, RUN_LINE
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -48,8 +49,6 @@ UPLOAD_EXCLUDES = [
 ]
 # Settings every study driver wants; none of them comes from the submitting machine's environment.
 JOB_ENV = {"PYTHONUNBUFFERED": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
-QUEUE_PREFIX = "Queue:"  # a study driver's output lines about its trials waiting for resources (ResourceWatch)
-RUN_LINE = re.compile(r"^Run (\S+): \d+ trials", re.M)  # the driver's first line about its run (study_runner)
 # Start-up noise of TensorFlow / XLA / absl in a driver's output, left out of the log tail ``status`` prints.
 LOG_NOISE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |[IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl|"

@@ -9,7 +9,7 @@ from typing import Callable
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
-from orchestrator.cluster.jobs import QUEUE_PREFIX
+from orchestrator.run_lines import QUEUE_PREFIX
 from orchestrator.records import RunPaths, write_trial_record
 from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason
 from workers.storage import Store

@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from orchestrator.cluster.jobs import QUEUE_PREFIX
+from orchestrator.run_lines import QUEUE_PREFIX
 from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason, resource_request
 from workers.config import TrialConfig
+from workers.device import NOT_PROBED, probe_summary
 from workers.error_text import last_line
 
 PROBE_TIMEOUT_S = 120.0
 WAITING_NOTE_S = 5.0  # after this long, probes Ray has not placed yet are reported as waiting for resources
-NOT_PROBED = "not probed"
 
 
 @dataclass
@@ -116,18 +116,6 @@ def misconfigured_trials(trials: list[TrialConfig], probes: list[dict]) -> dict[
     failed = {(p["node_type"], p["framework"]): p["error"] for p in probes if p.get("ok") is False}
     return {t.trial_id: f"device probe of node type '{t.node_type}' failed: {failed[(t.node_type, t.framework)]}"
             for t in trials if (t.node_type, t.framework) in failed}
-
-
-def probe_summary(probe: dict) -> str:
-    """One line per probe, for the console and the report header."""
-    where = f"{probe['node_type']} / {probe['framework']}"
-    if probe.get("status") == NOT_PROBED:
-        return f"{where}: not probed ({probe.get('note')})"
-    if not probe.get("ok"):
-        return f"{where}: FAILED - {probe.get('error')}"
-    names = ", ".join(dict.fromkeys(probe.get("names") or [])) or "?"
-    simulated = f" (simulated {probe['simulated']})" if probe.get("simulated") else ""
-    return f"{where}: ok - {probe.get('backend')} sees {probe.get('count')} {probe.get('kind')}: {names}{simulated}"
 
 
 def preflight(trials: list[TrialConfig], live: list[NodeCapacity], notify: Callable[[str], None] = print,

@@ -63,8 +63,14 @@ class FallbackStore(Store):
         return sorted(keys)
 
     def delete(self, key: str) -> None:
+        """Delete locally and, unless degraded, in the primary store; a primary that fails degrades the run
+        (like a failed write) rather than raising."""
         self.fallback.delete(key)
-        self.primary.delete(key)
+        if not self.degraded:
+            try:
+                self.primary.delete(key)
+            except StorageError as err:
+                self.degraded, self.error = True, err
 
     def url(self, key: str) -> str:
         return self.fallback.url(key) if self.fallback.exists(key) and self.degraded else self.primary.url(key)

@@ -41,14 +41,11 @@ def _ray_metrics():
 
 
 class TrialMetrics:
-    """Ray Gauges and a Counter for one run's trials; created lazily on first use, after ``ray.init``.
+    """Ray Gauges and a Counter for one run's trials (``ray.util.metrics``); created lazily on first use, after
+    ``ray.init``."""
 
-    ``backend`` replaces ``ray.util.metrics`` (tests pass a fake with ``Gauge``/``Counter`` classes).
-    """
-
-    def __init__(self, experiment: str, run_id: str, *, backend: Any = None):
+    def __init__(self, experiment: str, run_id: str):
         self.experiment, self.run_id = experiment, run_id
-        self._backend = backend
         self._made = False
         self._epoch = self._progress = self._metric = self._finished = self._running = None
         self.running: set[str] = set()
@@ -58,7 +55,7 @@ class TrialMetrics:
     def _ensure(self) -> bool:
         if self._made:
             return self._epoch is not None
-        backend = self._backend or _ray_metrics()
+        backend = _ray_metrics()
         if backend is None:
             return False  # try again later: Ray may be initialised by then
         self._made = True
@@ -146,8 +143,8 @@ class MetricsExportCallback(_tune_callback_base()):
     ``trials`` are the run's ``TrialConfig`` objects (for the node type and planned epochs of each trial id).
     """
 
-    def __init__(self, experiment: str, run_id: str, trials: Iterable[Any] = (), *, backend: Any = None):
-        self.metrics = TrialMetrics(experiment, run_id, backend=backend)
+    def __init__(self, experiment: str, run_id: str, trials: Iterable[Any] = ()):
+        self.metrics = TrialMetrics(experiment, run_id)
         self.plan = {t.trial_id: (t.node_type, t.epochs) for t in trials}
 
     @staticmethod

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from orchestrator.spec.node_types import (NodeCapacity, cluster_nodes, exclusive_unenforceable, feasibility_nodes,
-                                          infeasibility_reason, placement_request, resource_request)
+from orchestrator.cluster.nodes import cluster_nodes, feasibility_nodes
+from orchestrator.spec.node_types import (NodeCapacity, exclusive_unenforceable, infeasibility_reason, placement_request,
+                                          resource_request)
 from orchestrator.spec.schema import ExperimentSpec
 from workers.config import TrialConfig
 

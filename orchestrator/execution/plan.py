@@ -2,8 +2,10 @@
 
 Pure functions over the trials, the node pools of the cluster it would run on (live nodes and the node types
 an autoscaler may launch) and throughput figures: images/s measured by earlier runs in the same store where
-there are some (``measured_throughput``), else the reference figures in ``benchmarks/reference_throughput.json``.
-Every row says which source it used. Cost is counted as the report counts it: a node type's price_per_hour x
+there are some (``measured_throughput``), else the reference figures in the package data file
+``orchestrator/data/reference_throughput.json`` (looked up by each device kind's ``reference_key``,
+``workers/accelerators.py``); images per epoch come from the dataset source's registered count. Every row says
+which source it used. Only ``earlier_records`` and ``plan_study`` read (the store and the reference file). Cost is counted as the report counts it: a node type's price_per_hour x
 each trial's wall time, summed; wall time is the longest node type's makespan (node pools run in parallel),
 trials placed longest first on the earliest free slot.
 """
@@ -17,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.spec.node_types import NodeCapacity, placement_request
+from workers.accelerators import CPU, accelerator, kind_of
 from workers.config import TrialConfig
 
-REFERENCE_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "reference_throughput.json"
+REFERENCE_FILE = Path(__file__).resolve().parents[1] / "data" / "reference_throughput.json"
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def load_reference(path: str | Path = REFERENCE_FILE) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
-        return {"entries": [], "startup_s": 30.0, "dataset_images": {}, "dataset_classes": {}}
+        return {"entries": [], "startup_s": 30.0}
 
 
 def local_pools() -> list[NodePool]:
@@ -89,45 +92,38 @@ def measured_throughput(records: list[dict]) -> dict[tuple[str, str, str], Throu
     return out
 
 
-def device_kind(resources: dict) -> str:
-    if float(resources.get("GPU", 0) or 0) > 0:
-        return "gpu"
-    return "tpu" if float(resources.get("TPU", 0) or 0) > 0 else "cpu"
-
-
 def reference_throughput(trial: TrialConfig, reference: dict) -> Throughput | None:
     """The reference entry for the trial's device kind and architecture with the nearest batch size, scaled by
     pixel count to the trial's image size and, on CPU, by its CPUs against the cores measured."""
-    kind, batch = device_kind(trial.resources), float(trial.training.batch_size)
-    entries = [e for e in reference.get("entries", []) if e["device"] == kind
+    kind, batch = kind_of(trial.resources), float(trial.training.batch_size)
+    entries = [e for e in reference.get("entries", []) if e["device"] == accelerator(kind).reference
                and e["architecture"] == trial.architecture]
     if not entries:
         return None
     e = min(entries, key=lambda e: abs(math.log(e["batch_size"] / batch)))
     pixels = math.prod(trial.dataset.image_size)
     rate = float(e["images_per_s"]) * e["image_size"] ** 2 / pixels
-    if kind == "cpu" and e.get("cores"):
+    if kind == CPU and e.get("cores"):
         rate *= float(trial.resources.get("CPU", 1)) / e["cores"]
     return Throughput(rate, float(reference.get("startup_s", 30.0)),
                       f"reference: {REFERENCE_FILE.name}, {e['source']} (batch {e['batch_size']}, {e['image_size']}px)")
 
 
-def train_images(trial: TrialConfig, reference: dict, measured_n: dict[tuple, int]) -> int:
+def train_images(trial: TrialConfig, measured_n: dict[tuple, int]) -> int | None:
     """Training images per epoch: an earlier run's count for the same data setting, else the data set's size
-    after the split and the Augmentor stage (``add`` or ``top_up``)."""
+    (its source's registered ``image_count``) after the split and the Augmentor stage (``add`` or ``top_up``);
+    None when the source registers no count (the estimate then says so rather than guess)."""
+    from workers.data.sources import source_entry  # importing workers.data registers the sources (numpy, PIL)
+
     key = (json.dumps(trial.dataset.model_dump(mode="json"), sort_keys=True),
            json.dumps(trial.split.model_dump(mode="json"), sort_keys=True), trial.augmentation)
     if key in measured_n:
         return measured_n[key]
-    source, classes = trial.dataset.source, trial.dataset.classes
-    n_classes = 2 if classes == "binary_melanoma" else len(classes) if isinstance(classes, list) else \
-        int(reference.get("dataset_classes", {}).get(source, 9))
-    if source == "synthetic":
-        from workers.data.synthetic import class_counts
-
-        images = sum(class_counts(trial.dataset.samples_per_class)) * 1.15
-    else:
-        images = float(reference.get("dataset_images", {}).get(source, 0))
+    entry, classes = source_entry(trial.dataset.source), trial.dataset.classes
+    images = entry.image_count(trial.dataset.model_dump(mode="json")) if entry.image_count else None
+    n_classes = 2 if classes == "binary_melanoma" else len(classes) if isinstance(classes, list) else entry.class_count
+    if images is None or n_classes is None:
+        return None
     n = images * (1 - trial.split.test_fraction - trial.split.val_fraction)
     if trial.augmentation == "augmentor":
         aug = trial.augmentation_settings.augmentor
@@ -177,15 +173,17 @@ def _node_type_row(node_type: str, trials: list[TrialConfig], pools: list[NodePo
     fitting = [(p, slots_on(request, p)) for p in pools]
     fitting = [(p, s) for p, s in fitting if s > 0]
     slots = sum(p.count * s for p, s in fitting)
-    seconds = [trial_seconds(t, rates[t.trial_id], n_train[t.trial_id]) if rates[t.trial_id] else None
-               for t in trials]
+    seconds = [trial_seconds(t, rates[t.trial_id], n_train[t.trial_id])
+               if rates[t.trial_id] and n_train[t.trial_id] is not None else None for t in trials]
     known = None not in seconds
     price = trials[0].price_per_hour
     span = makespan(seconds, slots) if known else None
     kinds: dict[str, int] = {}
     for t in trials:
         kind = rates[t.trial_id].source.split(":")[0] if rates[t.trial_id] else \
-            f"no figure for {t.architecture} on {device_kind(t.resources)}"
+            f"no figure for {t.architecture} on {kind_of(t.resources)}"
+        if n_train[t.trial_id] is None:
+            kind = f"no image count for dataset source '{t.dataset.source}'"
         kinds[kind] = kinds.get(kind, 0) + 1
     return {
         "node_type": node_type, "trials": len(trials),
@@ -208,7 +206,7 @@ def estimate_study(trials: list[TrialConfig], pools: list[NodePool], records: li
     for t in trials:
         rates[t.trial_id] = measured.get((t.architecture, t.node_type, _size_key(t.dataset.model_dump()))) \
             or reference_throughput(t, reference)
-        n_train[t.trial_id] = train_images(t, reference, measured_n)
+        n_train[t.trial_id] = train_images(t, measured_n)
     by_type: dict[str, list[TrialConfig]] = {}
     for t in trials:
         by_type.setdefault(t.node_type, []).append(t)
@@ -253,7 +251,7 @@ def format_plan(estimate: dict) -> str:
     t = estimate["total"]
     lines.append(f"{'total':<12} {t['trials']:>6} {'':>5} {_fmt(t['trial_hours']):>9} {_fmt(t['wall_hours']):>8} "
                  f"{_fmt(t['cost_usd'], unit='$'):>10}  node types run in parallel")
-    lines.append(f"reference figures: {REFERENCE_FILE.relative_to(REFERENCE_FILE.parents[1])}; cost = price_per_hour "
+    lines.append(f"reference figures: {REFERENCE_FILE.relative_to(REFERENCE_FILE.parents[2])}; cost = price_per_hour "
                  "x trial wall time, as the report counts it")
     return "\n".join(lines)
 

@@ -10,7 +10,7 @@ from orchestrator.execution.run_steps import RunSession
 from orchestrator.records import RunPaths, completed_trial_ids, read_trial_records, write_trial_record
 from orchestrator.execution import plan
 from orchestrator.spec.grid import expand_grid
-from orchestrator.spec.node_types import cluster_nodes
+from orchestrator.cluster.nodes import cluster_nodes, feasibility_nodes
 from orchestrator.spec.schema import ExperimentSpec
 from workers.config import TrialConfig
 from workers.records import TrialRecord, TrialStatus
@@ -74,7 +74,6 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     from orchestrator.execution.ray_runtime import credentials_kept_out_of_runtime_env
     from orchestrator.execution.trainable import named_trial_class
     from orchestrator.models import ModelKeeper
-    from orchestrator.spec.node_types import feasibility_nodes
 
     spec = session.spec
     storage_path, fs = session.tune_storage()

@@ -11,9 +11,9 @@ import pandas as pd
 
 from orchestrator.report import tables
 from orchestrator.report.render import Details, Figure, KeyValues, Section, Table, Text
-from orchestrator.execution.device_probe import probe_summary
 from orchestrator.report.tables import (CHECK_MISMATCH, CHECK_OK, CHECK_SIMULATED, CHECK_UNKNOWN, SETTING,
                                         format_scores, mean_sd_text, setting_label)
+from workers.device import probe_summary
 
 SYNTHETIC_NOTE = ("The data are SYNTHETIC (built-in generator of lesion-like blobs), not medical images: "
                   "numbers show that the pipeline works, not how a model does on skin lesions.")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from workers.accelerators import ACCELERATORS, kind_of
+
 TRIAL_COLUMNS = [
     "trial_id", "architecture", "epochs", "node_type", "augmentation", "framework", "repeat", "status",
     "accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr", "top2_accuracy",
@@ -28,23 +30,19 @@ INT_COLUMNS = ["epochs", "repeat", "retries", "trials_sharing_node", "target_epo
 DEFAULT_TARGET = {"metric": "val_balanced_accuracy", "value": 0.75, "mode": "max"}
 BOOL_COLUMNS = ["device_mismatch", "resumed"]
 SETTING = ["architecture", "epochs", "node_type", "augmentation", "framework"]
-DEVICE_KINDS = ("cpu", "gpu", "tpu")
 
 # Values of ``device_check``: how the device that ran compares with the one the node type asked for.
 CHECK_OK, CHECK_MISMATCH, CHECK_SIMULATED, CHECK_UNKNOWN = "ok", "MISMATCH", "simulated", "unknown"
 
 
 def requested_device(config: dict, device: dict | None = None) -> str | None:
-    """The device kind a trial's node type asks for, from its Ray resources (GPU -> gpu, TPU -> tpu, else cpu)."""
+    """The device kind a trial's node type asks for, from its Ray resources (``workers.accelerators.kind_of``);
+    without them, its node type's name where that names a registered device kind."""
     resources = config.get("resources")
     if isinstance(resources, dict) and resources:
-        if float(resources.get("GPU", 0) or 0) > 0:
-            return "gpu"
-        if float(resources.get("TPU", 0) or 0) > 0:
-            return "tpu"
-        return "cpu"
+        return kind_of(resources)
     for name in (config.get("node_type"), (device or {}).get("requested")):
-        if name in DEVICE_KINDS:
+        if name in ACCELERATORS:
             return name
     return None
 
@@ -53,7 +51,7 @@ def _device_check(requested: str | None, dev: dict) -> tuple[bool | None, str | 
     used = (dev.get("used") or {}).get("kind")
     if not dev or dev.get("used") == {}:  # a failed trial's record: the device asked for, none seen
         return None, None
-    if used in DEVICE_KINDS and requested:
+    if used in ACCELERATORS and requested:
         if used == requested:
             return False, CHECK_OK
         return True, CHECK_SIMULATED if dev.get("simulated") else CHECK_MISMATCH

@@ -15,6 +15,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, V
 
 from orchestrator.errors import SpecError
 from orchestrator.spec.yaml_loader import YAMLInputError, load_yaml
+from workers.accelerators import ACCELERATORS, accelerator
 from workers.config import (AugmentationSpec, DatasetSpec, ModelSpec, RandomAugmentSpec, SplitSpec,  # noqa: F401
                             TrainingSpec, _Strict)
 
@@ -33,11 +34,12 @@ class NodeTypeSpec(_Strict):
     accelerator: str | None = None
 
 
-DEFAULT_NODE_TYPES: dict[str, NodeTypeSpec] = {
-    "cpu": NodeTypeSpec(resources={"CPU": 1}, framework="tensorflow", price_per_hour=0.19),
-    "gpu": NodeTypeSpec(resources={"CPU": 1, "GPU": 1}, framework="auto", price_per_hour=2.48),
-    "tpu": NodeTypeSpec(resources={"CPU": 1, "TPU": 1}, framework="jax", price_per_hour=1.20),
-}
+def default_node_types() -> dict[str, NodeTypeSpec]:
+    """The built-in node types: one per registered device kind that defines one (``Accelerator.node_type``),
+    named after the kind, sorted by name."""
+    return {name: NodeTypeSpec(**accelerator(name).node_type) for name in ACCELERATORS.names()
+            if accelerator(name).node_type is not None}
+
 
 
 class GridSpec(_Strict):
@@ -268,7 +270,7 @@ def _resolve_search(search: SearchSpec | None, info: ValidationInfo) -> SearchSp
     known = _known_architectures()
     if arch not in known:
         raise _FieldError("search.architecture", f"unknown architecture '{arch}' (valid: {', '.join(known)})")
-    node_types = {**DEFAULT_NODE_TYPES, **(info.data.get("node_types") or {})}
+    node_types = {**default_node_types(), **(info.data.get("node_types") or {})}
     if search.node_type not in node_types:
         raise _FieldError("search.node_type",
                           f"unknown node type '{search.node_type}' (valid: {', '.join(node_types)})")
@@ -317,6 +319,17 @@ class ExperimentSpec(_Strict):
     tracking: TrackingSpec = TrackingSpec()
     search: Annotated[SearchSpec | None, AfterValidator(_resolve_search)] = None
 
+    @field_validator("dataset")
+    @classmethod
+    def _known_source(cls, v: DatasetSpec) -> DatasetSpec:
+        from workers.data.sources import SOURCES  # importing workers.data registers the sources (numpy, PIL)
+
+        if v.source not in SOURCES:
+            raise _FieldError("dataset.source", f"unknown source '{v.source}' (valid: {', '.join(SOURCES.names())})")
+        if SOURCES.get(v.source).needs_path and not v.path:
+            raise _FieldError("dataset.path", f"is required for source '{v.source}'")
+        return v
+
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
@@ -349,7 +362,7 @@ class ExperimentSpec(_Strict):
 
     def resolved_node_types(self) -> dict[str, NodeTypeSpec]:
         """Built-in node types overlaid with the ones this file declares."""
-        return {**DEFAULT_NODE_TYPES, **self.node_types}
+        return {**default_node_types(), **self.node_types}
 
     def model_spec(self, arch: str) -> ModelSpec:
         return self.models.get(arch, ModelSpec())

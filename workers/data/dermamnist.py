@@ -67,7 +67,7 @@ def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-@register_source("dermamnist")
+@register_source("dermamnist", classes=DERMAMNIST_CLASSES, images=10015)
 def load_dermamnist(settings: dict[str, Any]) -> LoadedDataset:
     """All three splits of the file, resized, with their origin in ``source_split``."""
     source = _find_npz(Path(settings["path"]))

@@ -48,7 +48,7 @@ def read_metadata(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-@register_source("ham10000")
+@register_source("ham10000", classes=HAM10000_CLASSES, images=10015)
 def load_ham10000(settings: dict[str, Any]) -> ImageListing:
     """Every image the metadata lists (missing ones are skipped and counted; unreadable ones when decoded)."""
     root = Path(settings["path"])

@@ -67,7 +67,8 @@ def read_lesion_ids(path: Path) -> dict[str, str]:
         return {}
 
 
-@register_source("isic2019")
+# 25331 training images; no image is labelled UNK, so 8 classes are present.
+@register_source("isic2019", classes=ISIC2019_CLASSES, images=25331, class_count=8)
 def load_isic2019(settings: dict[str, Any]) -> ImageListing:
     """Every labelled image of the ground-truth CSV (missing ones are skipped and counted; unreadable ones when decoded)."""
     root = Path(settings["path"])

@@ -25,7 +25,7 @@ from sklearn.model_selection import train_test_split
 
 from workers.augment import augment_chunk, chunk_seed
 from workers.config import AugmentationSpec, AugmentorSpec
-from workers.data.shards import SHUFFLE_BLOCK, ShardWriter
+from workers.data.shards import SHUFFLE_BLOCK, SPLITS, ShardedDataset, ShardWriter, open_sharded
 from workers.data.sources import (DatasetError, ImageListing, LoadedDataset, check_classes, decode_image, keep_decoded,
                                   list_dataset, local_root)
 
@@ -433,8 +433,13 @@ def prepare_data(dataset: dict, split: dict, augmentation: str, augmentation_set
     """Prepared data in memory (for data that fits): prepared as shards in a temporary folder, then read."""
     import tempfile
 
-    from workers.data.shards import open_sharded
-
     with tempfile.TemporaryDirectory(prefix="skinlesion-prepare-") as tmp:
         prepare_shards(dataset, split, augmentation, augmentation_settings, Path(tmp) / "data", **options)
-        return open_sharded(Path(tmp) / "data", verify=False).in_memory()
+        return in_memory(open_sharded(Path(tmp) / "data", verify=False))
+
+
+def in_memory(sharded: ShardedDataset) -> PreparedData:
+    """Every split of prepared shards read into memory, as ``PreparedData`` (for data that fits)."""
+    return PreparedData(**{f"x_{s}": sharded.split_images(s).read_all() for s in SPLITS},
+                        **{f"{k}_{s}": getattr(sharded, f"{k}_{s}") for k in ("y", "ids") for s in SPLITS},
+                        class_names=sharded.class_names, meta=sharded.meta)

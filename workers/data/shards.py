@@ -300,14 +300,6 @@ class ShardedDataset:
     def split_images(self, split: str) -> ShardedSplit:
         return getattr(self, f"images_{split}")
 
-    def in_memory(self):
-        """Every split read into memory, as ``PreparedData`` (for data that fits)."""
-        from workers.data.prepare import PreparedData
-
-        return PreparedData(**{f"x_{s}": self.split_images(s).read_all() for s in SPLITS},
-                            **{f"{k}_{s}": getattr(self, f"{k}_{s}") for k in ("y", "ids") for s in SPLITS},
-                            class_names=self.class_names, meta=self.meta)
-
     def fit_inputs(self, batch_size: int, seed: int, start_epoch: int = 0, rows: np.ndarray | None = None) -> dict:
         """Keyword arguments for ``model.fit``: a stream of shuffled training batches (of ``rows`` only, when
         given) and its epoch length."""

@@ -1,7 +1,10 @@
 """Dataset sources: each turns a dataset setting into decoded, resized uint8 images with labels.
 
-A source is a function registered with ``@register_source(name)``; it receives the ``dataset`` block of the
-experiment file (a dict) and returns a ``LoadedDataset``.
+A source is one module whose loader is registered with ``@register_source(name, classes=..., images=...)``: the
+loader receives the ``dataset`` block of the experiment file (a dict) and returns a ``LoadedDataset`` (or an
+``ImageListing`` decoded later); the source also registers the facts others need about it (``SourceEntry``):
+its class lister (the check before anything starts), its image and class counts (the plan's estimate) and a
+content ``check``. ``workers/data/__init__.py`` imports the built-in sources.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from workers.registry import Registry
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
@@ -88,19 +93,60 @@ def select(data, mask: np.ndarray):
         source_split=None if data.source_split is None else data.source_split[mask],
         groups=None if data.groups is None else data.groups[mask], **items)
 
-_SOURCES: dict[str, Callable[[dict[str, Any]], LoadedDataset]] = {}
+@dataclass(frozen=True)
+class SourceEntry:
+    """A registered dataset source and what it says about itself.
+
+    ``loader(settings)`` lists or loads the data; ``list_classes(settings)`` names the classes a dataset block
+    offers, found by listing alone (``workers/data/layout.py`` checks the spec's class names against it; it
+    raises ``DatasetError`` for a layout that cannot work); ``image_count(settings)`` is how many images the
+    source holds before the split (the plan's estimate; None: unknown, and the plan says so);
+    ``class_count`` its classes when the spec keeps them all; ``check(settings)`` validates the content before
+    anything starts (raises ``DatasetError``); ``needs_path``: the block must name ``dataset.path``."""
+
+    name: str
+    loader: Callable[[dict[str, Any]], Any]
+    list_classes: Callable[[dict[str, Any]], list[str]] | None = None
+    image_count: Callable[[dict[str, Any]], float | None] | None = None
+    class_count: int | None = None
+    check: Callable[[dict[str, Any]], None] | None = None
+    needs_path: bool = True
 
 
-def register_source(name: str):
-    def wrap(fn):
-        _SOURCES[name] = fn
-        return fn
+SOURCES: Registry[SourceEntry] = Registry("dataset source")
+
+
+def register_source(name: str, *, classes: list[str] | Callable[[dict[str, Any]], list[str]] | None = None,
+                    images: int | Callable[[dict[str, Any]], float | None] | None = None,
+                    class_count: int | None = None, check: Callable[[dict[str, Any]], None] | None = None,
+                    needs_path: bool = True):
+    """Decorator registering ``loader(settings)`` as source ``name``. ``classes``: its fixed class names, or
+    a function listing them for a dataset block; ``images``: its image count, or a function of the block;
+    ``class_count``: its classes when all are kept (default: how many ``classes`` names); ``check``: content validation run before
+    anything starts (see ``SourceEntry``)."""
+
+    def wrap(loader):
+        lister = (lambda settings, names=list(classes): list(names)) if isinstance(classes, (list, tuple)) else classes
+        count = (lambda settings, n=images: float(n)) if isinstance(images, (int, float)) else images
+        SOURCES.add(name, SourceEntry(name, loader, lister, count,
+                                      class_count if class_count is not None or not isinstance(classes, (list, tuple))
+                                      else len(classes),
+                                      check, needs_path))
+        return loader
 
     return wrap
 
 
+def source_entry(name: str) -> SourceEntry:
+    """The registered source ``name``; ``DatasetError`` naming ``dataset.source`` and the valid names if none."""
+    if name not in SOURCES:
+        raise DatasetError(f"dataset.source: unknown source '{name}' (valid: {', '.join(list_sources())})")
+    return SOURCES.get(name)
+
+
 def list_sources() -> list[str]:
-    return sorted(_SOURCES)
+    """The registered source names, sorted."""
+    return SOURCES.names()
 
 
 def list_dataset(settings: dict[str, Any]):
@@ -110,11 +156,9 @@ def list_dataset(settings: dict[str, Any]):
     A ``path`` (or ``metadata_csv``) starting with ``s3://`` is first mirrored to the local cache
     (``mirror_s3``) through the object store, using ``endpoint_url`` when given; the source then reads the
     local copy."""
-    source = settings.get("source", "synthetic")
-    if source not in _SOURCES:
-        raise DatasetError(f"dataset.source: unknown source '{source}' (valid: {', '.join(list_sources())})")
+    entry = source_entry(settings.get("source", "synthetic"))
     settings, s3_skipped = _localise_s3_paths(settings)
-    data = _SOURCES[source](settings)
+    data = entry.loader(settings)
     data.skipped = list(data.skipped) + s3_skipped
     return apply_class_mapping(data, settings.get("classes", "all"), settings.get("drop_classes") or [])
 
@@ -234,10 +278,10 @@ def _resolved_endpoint(endpoint_url: str | None) -> str | None:
 
 def s3_cache_dir(uri: str, endpoint_url: str | None = None) -> Path:
     """Local folder a mirrored ``s3://`` URI lives in: ``<cache root>/s3/<hash of endpoint and uri>``."""
-    from workers.data.synthetic import default_cache_root
+    from workers.settings import cache_root
 
     ident = json.dumps({"uri": uri.rstrip("/"), "endpoint": _resolved_endpoint(endpoint_url) or ""}, sort_keys=True)
-    return default_cache_root() / "s3" / hashlib.sha256(ident.encode()).hexdigest()[:16]
+    return cache_root() / "s3" / hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
 def _s3_objects(uri: str, endpoint: str | None, where: str):
@@ -393,7 +437,27 @@ def list_class_folders(root: Path, class_names: list[str], split_name: str):
     return paths, labels, ids, names
 
 
-@register_source("isic_folder")
+def _has_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.rglob("*"))
+
+
+def isic_folder_classes(settings: dict[str, Any]) -> list[str]:
+    """The class folders under ``Train/`` of an ISIC-layout folder (``DatasetError`` when the layout is wrong)."""
+    root = Path(settings["path"])
+    expected = "expected Train/<class>/ and Test/<class>/ folders of images"
+    parts = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    if "train" not in parts:
+        raise DatasetError(f"dataset.path: '{root}' has no Train/ folder ({expected})")
+    classes = _folder_classes(parts["train"])
+    if not classes:
+        raise DatasetError(f"dataset.path: '{parts['train']}' has no class folders ({expected})")
+    if not _has_images(parts["train"]):
+        raise DatasetError(f"dataset.path: no images under '{parts['train']}' ({expected})")
+    return classes
+
+
+# Kaggle's "Skin cancer ISIC" folder: 2357 images of 9 classes.
+@register_source("isic_folder", classes=isic_folder_classes, images=2357, class_count=9)
 def load_isic_folder(settings: dict[str, Any]) -> ImageListing:
     """Kaggle "Skin cancer ISIC" layout: ``Train/<class>/*`` and ``Test/<class>/*`` (either may be lower-case)."""
     root = Path(settings["path"])

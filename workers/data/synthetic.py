@@ -105,7 +105,12 @@ def default_cache_root() -> Path:
     return cache_root()
 
 
-@register_source("synthetic")
+def synthetic_images(settings: dict[str, Any]) -> float:
+    """Images the generator writes for a dataset block (its train classes plus about 15 % test images)."""
+    return sum(class_counts(int(settings.get("samples_per_class", 40)))) * 1.15
+
+
+@register_source("synthetic", classes=ISIC_CLASSES, images=synthetic_images, needs_path=False)
 def load_synthetic(settings: dict[str, Any]) -> ImageListing:
     """Generate (once, cached on local disk) and list the built-in synthetic ISIC-layout dataset."""
     size = tuple(settings.get("image_size", (32, 32)))

@@ -19,7 +19,7 @@ def cnn_lstm(input_shape, num_classes, filters: int = 64, lstm_units: int = 32, 
         x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     x = layers.Reshape((h * w, c), name="to_sequence")(x)
-    # LSTM stays float32: bfloat16 inside the LSTM failed on JAX (DESIGN.md).
+    # LSTM stays float32 under mixed precision (ARCHITECTURE.md, "Backends"): bfloat16 inside the LSTM failed on JAX.
     x = layers.LSTM(lstm_units, return_sequences=True, dtype="float32", name="lstm")(x)
     if dropout:
         x = layers.Dropout(dropout)(x)

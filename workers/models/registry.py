@@ -1,11 +1,13 @@
-"""Architecture registry in the style of timm: ``@register_model`` / ``create_model`` / ``list_models``."""
+"""Architecture registry in the style of timm: ``@register_model`` / ``create_model`` / ``list_models``.
+
+Adding an architecture is one module that registers its builder (imported by ``workers/models/__init__.py``,
+or by whoever registers it, e.g. a plug-in or a test)."""
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 from typing import Any, Callable
 
-_REGISTRY: dict[str, "ModelEntry"] = {}
+from workers.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -20,14 +22,14 @@ class ModelEntry:
     has_lstm: bool = False
 
 
+ARCHITECTURES: Registry[ModelEntry] = Registry("architecture")
+
 def register_model(name: str, *, min_input_size: int = 8, seed: str = "", has_lstm: bool = False):
     """Decorator: register ``builder(input_shape, num_classes, **params) -> keras.Model``."""
 
     def wrap(builder: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _REGISTRY:
-            raise ValueError(f"architecture '{name}' is registered twice")
         doc = (builder.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelEntry(name, builder, min_input_size, seed, doc[0] if doc else "", has_lstm)
+        ARCHITECTURES.add(name, ModelEntry(name, builder, min_input_size, seed, doc[0] if doc else "", has_lstm))
         return builder
 
     return wrap
@@ -35,14 +37,12 @@ def register_model(name: str, *, min_input_size: int = 8, seed: str = "", has_ls
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered architecture names matching a shell-style wildcard, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return ARCHITECTURES.names(pattern)
 
 
 def model_entry(name: str) -> ModelEntry:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown architecture '{name}' (valid: {', '.join(list_models())})") from None
+    """The registered architecture ``name``; ``KeyError`` (one line listing the valid names) when unknown."""
+    return ARCHITECTURES.get(name)
 
 
 def create_model(name: str, *, input_shape: tuple[int, int, int], num_classes: int, **params: Any):
