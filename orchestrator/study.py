@@ -11,20 +11,17 @@ The command line (``orchestrator.cli``) is a thin layer over this module.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from orchestrator.errors import BadInput, StudyError
+from orchestrator.results import StudyResult
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-    from orchestrator.records import RunPaths
+    from orchestrator.execution.engine import Trainable
     from orchestrator.spec.schema import ExperimentSpec
     from workers.config import TrialConfig
-    from workers.records import TrialRecord
-    from workers.storage import Store
 
 HUGE_GRID = 500  # grids larger than this need an explicit confirmation on the command line
 
@@ -67,51 +64,12 @@ class StudyPlan:
             raise OverBudget(refusal)
 
 
-@dataclass
-class StudyResult:
-    """A finished (or resumed) run: its records, status counts and report."""
-
-    paths: "RunPaths"
-    store: "Store"
-    records: list["TrialRecord"]
-    counts: dict[str, int] = field(default_factory=dict)
-    report_url: str | None = None
-    store_problem: str | None = None  # set when a remote store went down and results were kept locally
-    unfinished: list[str] = field(default_factory=list)  # trials an interruption left for ``Study.resume``
-
-    @property
-    def run_id(self) -> str:
-        return self.paths.run_id
-
-    @property
-    def experiment(self) -> str:
-        return self.paths.experiment
-
-    @property
-    def num_failed(self) -> int:
-        return self.counts.get("failed", 0)
-
-    def dataframe(self) -> "pd.DataFrame":
-        """One row per trial: settings, status, metrics, timings, device (the report's results table)."""
-        from orchestrator.report.tables import trial_table
-
-        return trial_table([r.to_dict() for r in self.records])
-
-    def best(self, metric: str = "f1_macro", mode: str = "max") -> "TrialRecord | None":
-        """The completed trial with the best test ``metric`` (None if no completed trial has it)."""
-        scored = [r for r in self.records if r.completed and isinstance(r.metrics.get(metric), (int, float))]
-        if not scored:
-            return None
-        pick = max if mode == "max" else min
-        return pick(scored, key=lambda r: r.metrics[metric])
-
-
 class Study:
     """A study of an experiment spec: plan it, run it, resume it."""
 
     def __init__(self, spec: "ExperimentSpec", *, file: str | Path | None = None, run_id: str | None = None,
                  address: str | None = None, cluster_config: dict | str | None = None,
-                 trainable: Callable[[dict], None] | None = None, num_cpus: int | None = None):
+                 trainable: "Trainable | None" = None, num_cpus: int | None = None):
         if run_id:
             from orchestrator.runs import check_run_name
 
@@ -192,7 +150,7 @@ class Study:
         url = write_report(outcome.store, outcome.paths)  # a remote store that fails falls back to local disk
         url = attach_report(outcome.store, outcome.paths, notify) or url  # onto the study's MLflow run, if any
         return StudyResult(outcome.paths, outcome.store, outcome.records, outcome.counts, url,
-                           _store_problem(outcome, url, self.spec), outcome.unfinished)
+                           store_problem=_store_problem(outcome, url, self.spec), unfinished=outcome.unfinished)
 
     def submit(self, address: str, *, strict: bool = False, store: str | None = None,
                notify: Callable[[str], None] | None = None) -> str:

@@ -296,7 +296,8 @@ def test_metrics_callback_records_epochs_and_finished_trials(monkeypatch):
     trials = [SimpleNamespace(trial_id="t1", node_type="gpu", epochs=4)]
     monkeypatch.setattr(metrics_export, "_ray_metrics", lambda: backend)  # Ray's metrics module, recorded
     cb = MetricsExportCallback("exp", "run1", trials)
-    trial = SimpleNamespace(config={"trial": {"trial_id": "t1"}})
+    task = SimpleNamespace(resolve=lambda sample, tune_trial_id: SimpleNamespace(trial_id="t1"))
+    trial = SimpleNamespace(trial_id="tune_00000", config={"trial": {"task": task}})
     cb.on_trial_result(1, [], trial, {"epoch": 2, "val_accuracy": 0.75, "loss": float("nan")})
     cb.on_trial_result(3, [], trial, {"done": True, "record": "{}"})
     cb.on_trial_complete(3, [], trial)
@@ -477,7 +478,9 @@ def test_status_helpers_read_the_drivers_output():
 def test_resource_watch_fails_trials_no_node_can_run_any_more_and_ends_the_study(tmp_path):
     from types import SimpleNamespace
 
-    from orchestrator.execution.callbacks import ResourceWatch, TrialRecorder, WatchStopper
+    from orchestrator.execution.recorder import TrialRecorder
+    from orchestrator.execution.resource_watch import ResourceWatch, WatchStopper
+    from orchestrator.execution.trainable import TrialTask
     from orchestrator.records import RunPaths
     from orchestrator.spec.grid import expand_grid
     from orchestrator.spec.node_types import NodeCapacity
@@ -492,30 +495,29 @@ def test_resource_watch_fails_trials_no_node_can_run_any_more_and_ends_the_study
     nodes = [NodeCapacity("cpu", {"CPU": 1}), NodeCapacity("gpu", {"CPU": 1, "GPU": 1})]
     said: list[str] = []
     clock = [100.0]
-    watch = ResourceWatch(recorder, lambda: nodes, timeout_s=10, notify=said.append, check_every_s=0,
-                          clock=lambda: clock[0])
+    watch = ResourceWatch(recorder, lambda: nodes, timeout_s=10, notify=said.append)
     stopper = WatchStopper(watch)
-    running = SimpleNamespace(status="RUNNING", config={"trial": trials["cpu"].to_dict()})
-    waiting = SimpleNamespace(status="PENDING", config={"trial": trials["gpu"].to_dict()})
-    watch.on_step_begin(0, [running, waiting])
+    running = SimpleNamespace(status="RUNNING", trial_id="t1", config={"trial": {"task": TrialTask(trials["cpu"], {})}})
+    waiting = SimpleNamespace(status="PENDING", trial_id="t2", config={"trial": {"task": TrialTask(trials["gpu"], {})}})
+    watch.check([running, waiting], clock[0])
     assert said == []  # trials run: nothing to say
     running.status = "PENDING"  # e.g. another study holds the nodes
-    watch.on_step_begin(1, [running, waiting])
+    watch.check([running, waiting], clock[0])
     clock[0] += 16
-    watch.on_step_begin(2, [running, waiting])
+    watch.check([running, waiting], clock[0])
     assert said == ["Queue: waiting for resources: 2 trial(s) need CPU=1 | CPU=1, GPU=1"]
     running.status = "RUNNING"
-    watch.on_step_begin(3, [running, waiting])
+    watch.check([running, waiting], clock[0])
     assert said[-1] == "Queue: running (1 trial(s) running, 1 waiting)"
     del nodes[1]  # the only gpu node is lost
-    watch.on_step_begin(1, [running, waiting])
+    watch.check([running, waiting], clock[0])
     clock[0] += 11
-    watch.on_step_begin(2, [running, waiting])
+    watch.check([running, waiting], clock[0])
     assert not stopper.stop_all()  # the cpu trial still runs
     record = json.loads(store.get_text(paths.trial(trials["gpu"].trial_id, "record.json")))
     assert record["status"] == "failed" and "no node of type 'gpu' is left" in record["error"]
     assert record["node_id"] == "ab" * 28 and record["device"]["expected_kind"] == "gpu"
     running.status = "TERMINATED"
     clock[0] += 1
-    watch.on_step_begin(3, [running, waiting])
+    watch.check([running, waiting], clock[0])
     assert stopper.stop_all()

@@ -10,8 +10,18 @@ from rich.console import Console
 from orchestrator.execution.console import LiveTrials, RunNotifier, estimate_remaining
 
 
+class _Task:
+    """What the run engine puts in a Tune trial's config (a study's task resolves to itself)."""
+
+    def __init__(self, tid: str):
+        self.trial_id = tid
+
+    def resolve(self, sample, tune_trial_id):
+        return self
+
+
 def _trial(tid: str):
-    return SimpleNamespace(config={"trial": {"trial_id": tid}})
+    return SimpleNamespace(config={"trial": {"task": _Task(tid), "id": tid}}, trial_id=f"tune-{tid}")
 
 
 def _configs(n: int, epochs: int) -> list:

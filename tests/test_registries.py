@@ -20,6 +20,17 @@ from workers.registry import Registry
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _registries_restored(monkeypatch):
+    """What a test registers stays in that test: later tests see only the product's own entries."""
+    from workers.accelerators import ACCELERATORS
+    from workers.data.sources import SOURCES
+    from workers.models.registry import ARCHITECTURES
+
+    for registry in (ACCELERATORS, SOURCES, ARCHITECTURES):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+
+
 def test_registry_refuses_duplicates_lists_names_and_names_valid_ones_when_unknown():
     reg: Registry[int] = Registry("widget")
     reg.add("b", 2)

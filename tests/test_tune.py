@@ -80,9 +80,26 @@ def test_sampled_values_become_trial_overrides():
     assert type(space["lstm_units"]).__name__ == "Integer"  # a whole-number builder argument samples integers
     trial = TrialConfig.from_dict(trial_for_sample(base_trial(spec).to_dict(), {
         "learning_rate": 0.003, "lstm_units": 24, "augmentation": "augmentor", "batch_size": 32}, "abc_00001"))
-    assert trial.trial_id == "cnn_lstm-abc_00001" and trial.epochs == 3 and trial.augmentation == "augmentor"
+    assert trial.trial_id.startswith("cnn_lstm-abc_00001-e3-") and trial.epochs == 3 and trial.augmentation == "augmentor"
     assert trial.hparam("learning_rate") == 0.003 and trial.hparam("batch_size") == 32
     assert trial.overrides["model_params"] == {"lstm_units": 24}
+
+
+def test_one_trial_id_function_names_study_search_and_best_trials():
+    from orchestrator.search.runner import best_trials
+    from orchestrator.search.space import base_trial, trial_for_sample
+    from orchestrator.spec.grid import expand_grid, trial_id
+
+    spec = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn"], "epochs": [2]}, search={"space": LR}))
+    (study,) = expand_grid(spec)
+    assert trial_id(study.to_dict()) == study.trial_id  # the grid's id is the function of the trial's settings
+    base = base_trial(spec).to_dict()
+    a, b = (trial_for_sample(base, {"learning_rate": 0.001}, tid)["trial_id"] for tid in ("t_00000", "t_00001"))
+    assert a.startswith("cnn-t_00000-e2-") and b.startswith("cnn-t_00001-e2-") and a[-8:] != b[-8:]
+    assert trial_for_sample(base, {"learning_rate": 0.001}, "t_00000")["trial_id"] == a  # worker and coordinator agree
+    best = best_trials(spec, {"hyperparameters": {"learning_rate": 0.001}})
+    assert [t.trial_id.rsplit("-", 1)[0] for t in best] == ["cnn-best-e2-cpu-none-tensorflow-r0"]
+    assert best[0].trial_id == trial_id(best[0].to_dict(), "best")
 
 
 def test_cli_tune_dry_run_and_bad_input(tmp_path, capsys):
@@ -128,19 +145,26 @@ def test_asha_search_stops_poor_trials_and_reports_the_best(ray_session, tiny_sp
         assert r.search.epochs_completed == 4 and r.metrics["accuracy"] is not None
 
     report = Path(spec.storage.uri) / spec.name / outcome.paths.run_id / "report"
-    assert outcome.report_uri.endswith("report/search.html")
+    assert outcome.report_url.endswith("report/search.html")
     table = pd.read_csv(report / "trials.csv")
     assert len(table) == 6 and set(table["status"]) == {"completed", "stopped_early"}
     assert (table.loc[table["status"] == "stopped_early", "epochs_run"] < 4).all()
     best = json.loads((report / "best.json").read_text())
     winner = table.loc[table["val_loss"].idxmin()]
     assert best["trial_id"] == winner["trial_id"] and best["value"] == pytest.approx(winner["val_loss"])
-    assert best["mode"] == "min" and best == outcome.best
+    assert best["mode"] == "min" and best == outcome.best_trial
     assert best["hyperparameters"]["learning_rate"] == pytest.approx(winner["learning_rate"])
     for name in ("search.html", "search.md", "plots/search_parallel_coordinates.png",
                  "plots/search_val_loss_vs_learning_rate.png", "plots/search_val_loss_vs_batch_size.png"):
         assert (report / name).stat().st_size > 0, name
     assert best["trial_id"] in (report / "search.md").read_text()
+    # tracked like a study (TensorBoard event files per trial) and shaped like a StudyResult
+    tensorboard = report.parent / "tensorboard"
+    assert {p.name for p in tensorboard.iterdir()} == {r.trial_id for r in outcome.records}
+    assert list((tensorboard / best["trial_id"]).glob("events.out.tfevents.*"))
+    assert outcome.best().trial_id == best["trial_id"] and len(outcome.dataframe()) == 6
+    assert outcome.run_id == outcome.paths.run_id and outcome.counts == {"completed": len(by_status["completed"]),
+                                                                         "stopped_early": len(by_status["stopped_early"])}
 
 
 @pytest.mark.slow
@@ -177,7 +201,7 @@ def test_stopped_search_resumes_without_losing_finished_trials(ray_session, tiny
     assert len(records) == 4
     for tid, record in kept.items():  # finished before the stop: kept as they were, not run again
         assert records[tid].timings == record.timings and records[tid].pid == record.pid
-    assert second.best["trial_id"] in records
+    assert second.best_trial["trial_id"] in records
 
 
 @pytest.mark.slow
@@ -189,6 +213,6 @@ def test_optuna_search_runs_and_saves_its_searcher_state(ray_session, tiny_spec)
         "space": {"learning_rate": {"loguniform": [0.0001, 0.01]}, "optimizer": {"choice": ["adam", "rmsprop"]}}})
     outcome = Search(spec).run(notify=lambda m: None)
     assert outcome.counts == {"completed": 3}
-    assert outcome.best["hyperparameters"]["optimizer"] in ("adam", "rmsprop")
+    assert outcome.best_trial["hyperparameters"]["optimizer"] in ("adam", "rmsprop")
     tune_dir = Path(spec.storage.uri) / spec.name / outcome.paths.run_id / "tune"
     assert list(tune_dir.glob("searcher-state-*.pkl"))  # what --resume restores Optuna's study from

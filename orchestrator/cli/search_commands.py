@@ -36,11 +36,11 @@ def _print_outcome(result) -> None:
 
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items()))
     out.print(f"Search {result.paths.run_id} {'stopped' if result.interrupted else 'finished'} ({counts}).")
-    if result.best:
-        b = result.best
+    if result.best_trial:
+        b = result.best_trial
         out.print(f"Best: {b['trial_id']} {b['metric']}={b['value']:.4f} after {b['epochs_run']} epochs, "
                   + ", ".join(f"{k}={short(v)}" for k, v in b["hyperparameters"].items()))
-    out.print(f"Report: {result.report_uri}")
+    out.print(f"Report: {result.report_url}")
 
 
 def cmd_tune(args) -> int:
@@ -68,10 +68,10 @@ def cmd_tune(args) -> int:
         search.study_best(result, notify=say)
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.study.counts.items()))
         out.print(f"Study of the best configuration {result.study.paths.run_id} finished ({counts}).")
-        out.print(f"Report: {result.study_report_uri}")
+        out.print(f"Report: {result.study_report_url}")
         if result.study.counts.get("failed"):
             return 1
-    return 1 if result.counts.get("failed") or not result.best else 0
+    return 1 if result.counts.get("failed") or not result.best_trial else 0
 
 
 def add_commands(sub) -> None:

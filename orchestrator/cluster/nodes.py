@@ -17,6 +17,14 @@ def cluster_nodes() -> list[NodeCapacity]:
     ]
 
 
+def only_node() -> tuple[str, str] | None:
+    """(node id, address) of the connected Ray's only live node; None when it has several."""
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    return (alive[0]["NodeID"], alive[0]["NodeManagerAddress"]) if len(alive) == 1 else None
+
+
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` leaves the cluster config on the head node
 
 

@@ -19,11 +19,8 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from orchestrator.execution.engine import trial_id_of as _trial_id
 from workers.config import TrialConfig
-
-
-def _trial_id(trial) -> str:
-    return trial.config["trial"]["trial_id"]
 
 
 def fmt_seconds(seconds: float | None) -> str:

@@ -5,9 +5,14 @@ The probe runs with exactly the trial's placement request (node-kind pinning, GP
 the devices a trial would get; the check itself is ``workers.device.probe_devices``. Node types no live node can
 serve (the autoscaler would have to start one) are not waited on: their trials check the device themselves
 (``workers.device.device_problem``). A probe that does not answer within the time limit counts as not probed.
+
+On a single-machine (embedded) run, CPU-only node types with a named backend are checked in this process
+without importing the backend (``local_cpu_probe``: it is installed, the device is this machine's CPU), which
+saves a fresh worker importing a framework (seconds); a trial whose backend then fails records its own error.
 """
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -16,6 +21,7 @@ from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason, res
 from workers.config import TrialConfig
 from workers.device import NOT_PROBED, probe_summary
 from workers.error_text import last_line
+from workers.settings import simulated_device
 
 PROBE_TIMEOUT_S = 120.0
 WAITING_NOTE_S = 5.0  # after this long, probes Ray has not placed yet are reported as waiting for resources
@@ -77,16 +83,36 @@ def _waiting_for_a_node(refs: list) -> int:
     return sum(1 for t in tasks if t.task_id in ids)
 
 
+def local_cpu_probe(trial: TrialConfig) -> dict | None:
+    """The probe of a CPU-only trial on this machine, without importing its backend; None when the trial asks for
+    an accelerator, a simulated device or ``auto`` (those need the real probe)."""
+    from workers.device import BACKEND_MODULES, expected_kind, installed
+
+    if (expected_kind(trial.resources) != "cpu" or trial.framework not in BACKEND_MODULES
+            or simulated_device()):
+        return None
+    out = {"node_type": trial.node_type, "framework": trial.framework, "backend": trial.framework,
+           "expected_kind": "cpu", "kind": "cpu", "count": 1, "names": [platform.processor() or platform.machine()],
+           "simulated": None, "host": platform.node(), "in_process": True, "status": "ok"}
+    if not installed(trial.framework):
+        return out | {"ok": False, "error": f"framework '{trial.framework}' is not installed on this node"}
+    return out | {"ok": True, "error": None}
+
+
 def run_probes(trials: list[TrialConfig], live: list[NodeCapacity], timeout_s: float = PROBE_TIMEOUT_S,
-               notify: Callable[[str], None] | None = None) -> list[dict]:
+               notify: Callable[[str], None] | None = None, single_machine: bool = False) -> list[dict]:
     """Probe every (node type, framework) of ``trials`` that a live node can serve; the rest are ``not probed``.
-    Needs ``ray.init``. Every probe is bounded by ``timeout_s`` (all run at once)."""
+    Needs ``ray.init``. Every probe is bounded by ``timeout_s`` (all run at once). ``single_machine``: Ray runs
+    on this machine only, so CPU-only node types are checked in this process (``local_cpu_probe``)."""
     import ray
 
     results: dict[tuple[str, str], dict] = {}
     refs = {}
     for key, trial in probe_targets(trials).items():
-        if infeasibility_reason(trial.resources, live) is not None:
+        local = local_cpu_probe(trial) if single_machine else None
+        if local is not None:
+            results[key] = local
+        elif infeasibility_reason(trial.resources, live) is not None:
             results[key] = _not_probed(key, "no live node of this type yet; each trial checks its device itself")
         else:
             refs[key] = _remote_probe(trial)
@@ -119,12 +145,12 @@ def misconfigured_trials(trials: list[TrialConfig], probes: list[dict]) -> dict[
 
 
 def preflight(trials: list[TrialConfig], live: list[NodeCapacity], notify: Callable[[str], None] = print,
-              timeout_s: float = PROBE_TIMEOUT_S) -> ProbeOutcome:
+              timeout_s: float = PROBE_TIMEOUT_S, single_machine: bool = False) -> ProbeOutcome:
     """Probe the node types of ``trials``, say what was found, and name the trials of node types that failed.
-    Needs ``ray.init``."""
+    Needs ``ray.init``; ``single_machine`` as for ``run_probes``."""
     if not trials:
         return ProbeOutcome()
-    probes = run_probes(trials, live, timeout_s, notify)
+    probes = run_probes(trials, live, timeout_s, notify, single_machine)
     for probe in probes:
         notify("Device probe " + probe_summary(probe))
     return ProbeOutcome(probes=probes, misconfigured=misconfigured_trials(trials, probes))

@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable
 
+from orchestrator.execution.engine import trial_id_of
+
 log = logging.getLogger(__name__)
 
 EXPORTED_METRICS = ("val_accuracy", "val_loss", "val_f1_macro", "accuracy", "loss", "epoch_train_s")
@@ -149,10 +151,7 @@ class MetricsExportCallback(_tune_callback_base()):
 
     @staticmethod
     def _tid(trial) -> str:
-        try:
-            return trial.config["trial"]["trial_id"]
-        except Exception:
-            return str(getattr(trial, "trial_id", "?"))
+        return trial_id_of(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         tid = self._tid(trial)

@@ -2,7 +2,6 @@
 trials no node can ever run."""
 from __future__ import annotations
 
-import json
 from typing import Callable
 
 from orchestrator.cluster.nodes import cluster_nodes, feasibility_nodes
@@ -42,14 +41,3 @@ def trial_bundle(resources: dict) -> dict:
     req = resource_request(resources)
     bundle = {"CPU": req.pop("cpu"), "GPU": req.pop("gpu"), **req}
     return {k: v for k, v in bundle.items() if v}
-
-
-def trial_resources(trials: list[TrialConfig]):
-    """What ``tune.with_resources`` gets: one static request when every trial asks for the same (which lets Tune
-    reuse actors cheaply), else a function of the trial's config."""
-    from ray import tune
-
-    distinct = {json.dumps(trial_bundle(t.resources), sort_keys=True) for t in trials}
-    if len(distinct) == 1:
-        return tune.PlacementGroupFactory([json.loads(distinct.pop())])
-    return lambda config: tune.PlacementGroupFactory([trial_bundle(config["trial"]["resources"])])

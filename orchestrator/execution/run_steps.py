@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from orchestrator.cluster.nodes import only_node
 from orchestrator.errors import StudyError
 from orchestrator.records import RunPaths, status_counts
 from orchestrator.spec.node_types import NodeCapacity
@@ -83,6 +84,11 @@ class RunSession:
 
         self.started_ray = not ray.is_initialized()
         self.dashboard = connect_ray(self.address, num_cpus=num_cpus)
+
+    def single_node(self) -> tuple[str, str] | None:
+        """(node id, address) of the only node of an embedded run, so the recorder needs no per-trial node
+        lookup; None on a cluster or when the connected Ray has several nodes."""
+        return None if self.address else only_node()
 
     def close(self) -> None:
         """Shut down the Ray this run started (an embedded one ends with the run, on every exit path)."""

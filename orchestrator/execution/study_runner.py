@@ -17,9 +17,8 @@ from workers.records import TrialRecord, TrialStatus
 from workers.storage import Store
 
 if TYPE_CHECKING:
+    from orchestrator.execution.engine import Trainable
     from orchestrator.tracking import StudyTracking
-
-Trainable = Callable[[dict], None]
 
 
 @dataclass
@@ -31,18 +30,6 @@ class RunOutcome:
     records: list[TrialRecord]
     counts: dict[str, int] = field(default_factory=dict)
     unfinished: list[str] = field(default_factory=list)  # trials an interruption left to a resume
-
-
-def _study_trainable(trainable: Trainable) -> Trainable:
-    """Tune's function: picks the trial's prepared-data key, then runs ``trainable`` (see ``TrialTask``)."""
-
-    def run(config: dict) -> None:
-        trial = config["trial"]
-        trainable({"trial": trial, "store": config["store"], "cache_key": config["cache_keys"][trial["trial_id"]],
-                   "tracking": config.get("tracking"), "keep_models": config.get("keep_models")})
-
-    run.__name__ = getattr(trainable, "__name__", "trial")
-    return run
 
 
 def _pending_trials(session: RunSession, trials: list[TrialConfig],
@@ -65,47 +52,33 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
                 show_progress: bool, tracking: dict | None = None, cluster_config: dict | None = None) -> list[str]:
     """One Tune run over ``pending``; every trial's record is stored as it ends. Returns the trials an
     interruption (Ctrl-C) left unfinished."""
-    from ray import tune
-
-    from orchestrator.execution.callbacks import ResourceWatch, TrialRecorder, WatchStopper
+    from orchestrator.execution import engine
     from orchestrator.execution.console import LiveTrials
     from orchestrator.execution.metrics_export import MetricsExportCallback
-    from orchestrator.execution.placement import trial_resources
-    from orchestrator.execution.ray_runtime import credentials_kept_out_of_runtime_env
-    from orchestrator.execution.trainable import named_trial_class
+    from orchestrator.execution.recorder import TrialRecorder
+    from orchestrator.execution.resource_watch import ResourceWatch, WatchStopper
+    from orchestrator.execution.trainable import TrialTask
     from orchestrator.models import ModelKeeper
 
     spec = session.spec
-    storage_path, fs = session.tune_storage()
-    keeper = ModelKeeper(session.store, session.paths, spec.storage.keep_models, spec.report.target.metric,
-                         spec.report.target.mode)
-    recorder = TrialRecorder(session.store, session.paths, {t.trial_id: t for t in pending}, keeper)
+    keep = spec.storage.keep_models
+    tasks = [TrialTask(t, session.settings, cache_keys[t.trial_id], tracking, keep) for t in pending]
+    keeper = ModelKeeper(session.store, session.paths, keep, spec.report.target.metric, spec.report.target.mode)
+    recorder = TrialRecorder(session.store, session.paths, {t.trial_id: t for t in pending}, session.single_node(),
+                             keeper=keeper)
     progress = LiveTrials(pending, spec.report.target.metric, enabled=show_progress,
                           slots=spec.execution.max_concurrent_trials)
     watch = ResourceWatch(recorder, lambda: feasibility_nodes(cluster_nodes(), cluster_config),
                           spec.execution.lost_node_timeout_s, session.notify if session.address else None)
-    tuner = tune.Tuner(
-        named_trial_class(tune.with_resources(_study_trainable(trainable), trial_resources(pending)), spec.name),
-        param_space={"trial": tune.grid_search([t.to_dict() for t in pending]), "store": session.settings,
-                     "cache_keys": cache_keys, "tracking": tracking, "keep_models": spec.storage.keep_models},
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=spec.execution.max_concurrent_trials,
-            # On a cluster every trial gets its own actor, named by its trial in Ray's views (a reused actor keeps
-            # the name of its first trial); an embedded run reuses actors to save the framework's start-up.
-            reuse_actors=len({t.framework for t in pending}) == 1 and not session.address,
-            trial_name_creator=lambda t: t.config["trial"]["trial_id"],
-            trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
-        ),
-        run_config=tune.RunConfig(
-            name="tune", storage_path=storage_path, storage_filesystem=fs,
-            failure_config=tune.FailureConfig(max_failures=spec.execution.max_retries), stop=WatchStopper(watch),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[recorder, progress, watch, MetricsExportCallback(spec.name, session.paths.run_id, pending)],
-            verbose=0, log_to_file=True,
-        ),
-    )
-    with progress, credentials_kept_out_of_runtime_env():
-        tuner.fit()
+    tuner = engine.build_tuner(
+        session, trainable, engine.grid_space(tasks), engine.trial_resources(tasks),
+        callbacks=[recorder, progress, watch, MetricsExportCallback(spec.name, session.paths.run_id, pending)],
+        stop=WatchStopper(watch), max_concurrent_trials=spec.execution.max_concurrent_trials,
+        # On a cluster every trial gets its own actor, named by its trial in Ray's views (a reused actor keeps
+        # the name of its first trial); an embedded run reuses actors to save the framework's start-up.
+        reuse_actors=len({t.framework for t in pending}) == 1 and not session.address)
+    with progress:
+        engine.fit(tuner)
     return recorder.unfinished()
 
 
@@ -126,7 +99,8 @@ def execute_study(
 
     ``trials`` replaces the spec's grid (a search's best configuration); ``cluster_config`` (a ``ray up``
     config) adds the node types an autoscaler may still launch; ``trainable`` replaces the trial trainable
-    (``orchestrator.execution.trainable.trial_trainable``, whose reporting contract it must follow). An
+    (``orchestrator.execution.trainable.trial_trainable``: called with a ``TrialTask``, it must follow that
+    module's reporting contract). An
     embedded Ray started here is shut down on every exit path."""
     from orchestrator.execution.trainable import trial_trainable
     from orchestrator.tracking import open_study_tracking
@@ -155,7 +129,8 @@ def _execute(session: RunSession, trials: list[TrialConfig], strict: bool, show_
     refusal = plan.budget_refusal(estimate, spec.execution.budget_usd)
     if refusal:
         raise OverBudget(refusal)
-    probed = preflight([t for t in trials if t.trial_id not in infeasible], cluster_nodes(), notify)
+    probed = preflight([t for t in trials if t.trial_id not in infeasible], cluster_nodes(), notify,
+                       single_machine=session.single_node() is not None)
     if probed.misconfigured and strict:
         raise StudyError(f"{len(probed.misconfigured)} trial(s) failed the device probe (--strict): "
                          f"{next(iter(probed.misconfigured.values()))}")

@@ -1,10 +1,9 @@
-"""The Ray Tune function trainable of a study trial, and the reporting contract every trainable follows.
+"""The trial trainable, the typed task it is handed, and the reporting contract every trainable follows.
 
-Tune calls ``trial_trainable(config)`` with ``config = {"trial": TrialConfig dict, "store": store settings,
-"cache_key": prepared-data key, "tracking": what ``orchestrator.tracking`` needs (optional), "keep_models":
-``storage.keep_models`` (optional; with ``none`` or absent no model goes into the checkpoint)}`` (``TrialTask``).
-Per epoch it reports the epoch's metrics with a checkpoint
-(so a killed worker resumes from its last epoch). At the end ``report_trial_record`` reports the final
+The run engine (``orchestrator.execution.engine``) calls ``trainable(task)`` with a ``TrialTask``: the trial's
+``TrialConfig``, how to open the run's store, its prepared data's key and what ``orchestrator.tracking`` needs.
+Per epoch ``trial_trainable`` reports the epoch's metrics with a checkpoint (so a killed worker resumes from its
+last epoch). At the end ``report_trial_record`` reports the final
 metrics with a checkpoint holding ``record.json`` and ``predictions.csv``; the coordinator's recorder stores
 them. Tune's results carry metrics only, never the record itself.
 """
@@ -28,15 +27,24 @@ NODE_ID_KEY = "node_id"  # added to every result by ``named_trial_class``: the R
 
 @dataclass(frozen=True)
 class TrialTask:
-    """What a trainable is handed: the trial, how to open the run's store, and its prepared data's key."""
+    """What a trainable is handed: the trial, how to open the run's store (``open_store`` settings), its
+    prepared data's key, the tracking context (``StudyTracking.trial_context``; None: untracked) and
+    ``storage.keep_models`` (anything but ``none``: the trained model goes into the final checkpoint)."""
 
     trial: TrialConfig
     store: dict
-    cache_key: str | None
+    cache_key: str | None = None
+    tracking: dict | None = None
+    keep_models: str = "none"
 
-    @classmethod
-    def from_config(cls, config: dict) -> "TrialTask":
-        return cls(TrialConfig.from_dict(config["trial"]), config["store"], config.get("cache_key"))
+    @property
+    def trial_id(self) -> str:
+        return self.trial.trial_id
+
+    def resolve(self, sample: dict, tune_trial_id: str) -> "TrialTask":
+        """The task of one Tune trial given the values Tune sampled for it: a study's task is already
+        complete (a search's task template overrides this)."""
+        return self
 
 
 def numeric(row: dict) -> dict:
@@ -120,8 +128,8 @@ def _epoch_reporter(tracking):
     return on_epoch
 
 
-def trial_trainable(config: dict) -> None:
-    """Run one study trial under Tune (see the module docstring for ``config``)."""
+def trial_trainable(task: TrialTask) -> None:
+    """Run one trial under Tune: load its prepared data, train, report per epoch and the final record."""
     import ray
     from ray import tune
 
@@ -129,14 +137,13 @@ def trial_trainable(config: dict) -> None:
     from orchestrator.tracking.trial import TrialTracking
     from workers.train import run_trial
 
-    task = TrialTask.from_config(config)
     _limit_threads(task.trial.resources.get("CPU", 1))
     t = time.perf_counter()
     data = load_prepared(task.store, task.cache_key)
     data_load_s = time.perf_counter() - t
     checkpoint = tune.get_checkpoint()
     resume_dir = checkpoint.to_directory() if checkpoint else None
-    tracking = TrialTracking(config.get("tracking"), config["trial"], task.store, resume_dir)
+    tracking = TrialTracking(task.tracking, task.trial.to_dict(), task.store, resume_dir)
     try:
         result = run_trial(
             task.trial, data=data, on_epoch=_epoch_reporter(tracking), resume_dir=resume_dir,
@@ -151,5 +158,5 @@ def trial_trainable(config: dict) -> None:
         "node_id": ray.get_runtime_context().get_node_id(), "resumed_from_checkpoint": resume_dir is not None,
         "tune_trial_id": tune.get_context().get_trial_id()})
     record = record.model_copy(update={"tracking": tracking.finish(record.to_dict(), result.predictions_csv)})
-    keep = config.get("keep_models", "none") != "none" and record.status.value == "completed"
+    keep = task.keep_models != "none" and record.status.value == "completed"
     report_trial_record(record, result.predictions_csv, result.model if keep else None)

@@ -2,7 +2,8 @@
 
     from orchestrator import Search
     result = Search.from_file("experiments/tune_cnn_lstm.yaml").run()
-    result.best            # {"trial_id", "metric", "value", "hyperparameters", ...}
+    result.best_trial      # {"trial_id", "metric", "value", "hyperparameters", ...}; result.best() is its record
+    result.dataframe(); result.counts; result.report_url   # as for a StudyResult
     Search.from_file(path).resume(result.paths.run_id)   # continue a stopped search
 """
 from __future__ import annotations
@@ -11,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from orchestrator.search.runner import SearchError, SearchOutcome
+from orchestrator.results import SearchResult
+from orchestrator.search.runner import SearchError
 
 if TYPE_CHECKING:
+    from orchestrator.execution.engine import Trainable
     from orchestrator.spec.schema import ExperimentSpec
 
-SearchResult = SearchOutcome
+__all__ = ["Search", "SearchError", "SearchPlanRow", "SearchResult"]
 
 
 @dataclass(frozen=True)
@@ -32,10 +35,12 @@ class SearchPlanRow:
 class Search:
     """A hyperparameter search of an experiment spec with a ``search:`` block."""
 
-    def __init__(self, spec: "ExperimentSpec", *, address: str | None = None, num_cpus: int | None = None):
+    def __init__(self, spec: "ExperimentSpec", *, address: str | None = None, num_cpus: int | None = None,
+                 trainable: "Trainable | None" = None):
+        """``trainable`` replaces the trial trainable, as for ``Study`` (called with each trial's ``TrialTask``)."""
         if spec.search is None:
             raise SearchError(f"experiment '{spec.name}': no 'search:' block; add one (see experiments/tune_cnn_lstm.yaml)")
-        self.spec, self.address, self.num_cpus = spec, address, num_cpus
+        self.spec, self.address, self.num_cpus, self.trainable = spec, address, num_cpus, trainable
 
     @classmethod
     def from_file(cls, path: str | Path, *, store: str | None = None, **kwargs: Any) -> "Search":
@@ -63,7 +68,8 @@ class Search:
         """Run the search; every trial's record is stored as it ends, the report is written at the end."""
         from orchestrator.search.runner import run_search
 
-        return run_search(self.spec, address=self.address, notify=notify, num_cpus=self.num_cpus)
+        return run_search(self.spec, address=self.address, notify=notify, num_cpus=self.num_cpus,
+                          trainable=self.trainable)
 
     def resume(self, run_id: str, *, notify: Callable[[str], None] = print) -> SearchResult:
         """Continue a stopped search; finished trials are kept."""
@@ -72,7 +78,7 @@ class Search:
 
         check_run_name(run_id, "--resume")
         return run_search(self.spec, run_id=run_id, address=self.address, resume=True, notify=notify,
-                          num_cpus=self.num_cpus)
+                          num_cpus=self.num_cpus, trainable=self.trainable)
 
     def study_best(self, result: SearchResult, *, notify: Callable[[str], None] = print) -> SearchResult:
         """Re-run the best configuration full-length (``search.then_study_repeats`` repeats) and report it."""

@@ -13,45 +13,25 @@ The report (``search.html``, ``search.md``, ``trials.csv``, ``best.json``, plots
 """
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from orchestrator.errors import StudyError
 from orchestrator.execution.run_steps import RunSession
-from orchestrator.records import RunPaths, read_trial_records
-from orchestrator.search.space import base_trial, n_trials, trial_for_sample, tune_space
+from orchestrator.records import read_trial_records
+from orchestrator.results import SearchResult
+from orchestrator.search.space import SearchTask, base_trial, n_trials, trial_for_sample, tune_space
+from orchestrator.spec.grid import trial_id
 from orchestrator.spec.schema import ExperimentSpec
 from workers.config import TrialConfig
-from workers.records import FINAL_STATUSES, TrialRecord
+from workers.records import FINAL_STATUSES
+
+if TYPE_CHECKING:
+    from orchestrator.execution.engine import Trainable
 
 
 class SearchError(StudyError):
     """A search that cannot start or resume."""
-
-
-@dataclass
-class SearchOutcome:
-    paths: RunPaths
-    store: Any
-    records: list[TrialRecord]
-    best: dict | None
-    report_uri: str | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    interrupted: bool = False
-    study: Any = None
-    study_report_uri: str | None = None
-
-
-def search_trainable(config: dict) -> None:
-    """Tune function trainable of a search: the study trainable, with the sampled values applied."""
-    from ray import tune
-
-    from orchestrator.execution.trainable import trial_trainable
-
-    trial = trial_for_sample(config["base"], config["hp"], tune.get_context().get_trial_id())
-    trial_trainable({"trial": trial, "store": config["store"], "cache_key": config["cache_keys"][trial["augmentation"]]})
 
 
 def _stored_spec(session: RunSession) -> ExperimentSpec:
@@ -65,7 +45,7 @@ def _stored_spec(session: RunSession) -> ExperimentSpec:
 
 
 def _scheduler(search):
-    from orchestrator.search.callbacks import FinishingASHAScheduler
+    from orchestrator.search.scheduler import FinishingASHAScheduler
 
     if search.scheduler != "asha":
         return None
@@ -93,40 +73,25 @@ def _algorithm_and_concurrency(spec: ExperimentSpec, base: TrialConfig, nodes):
     return OptunaSearch(metric=search.metric, mode=search.mode, seed=spec.seed), concurrency
 
 
-def _new_tuner(session: RunSession, trainable, base: TrialConfig, cache_keys: dict, nodes, recorder):
-    from ray import tune
+def _new_tuner(session: RunSession, trainable: Trainable, task: SearchTask, nodes, recorder):
+    from orchestrator.execution import engine
 
     spec, search = session.spec, session.spec.search
-    storage_path, fs = session.tune_storage()
-    algorithm, concurrency = _algorithm_and_concurrency(spec, base, nodes)
-    return tune.Tuner(
-        trainable,
-        param_space={"hp": tune_space(search), "base": base.to_dict(), "store": session.settings, "cache_keys": cache_keys},
-        tune_config=tune.TuneConfig(
-            search_alg=algorithm, scheduler=_scheduler(search), num_samples=search.num_samples,
-            max_concurrent_trials=concurrency, time_budget_s=search.time_budget_s, reuse_actors=True,
-            trial_dirname_creator=lambda trial: trial.trial_id,
-        ),
-        run_config=tune.RunConfig(
-            name="tune", storage_path=storage_path, storage_filesystem=fs,
-            failure_config=tune.FailureConfig(max_failures=spec.execution.max_retries),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[recorder], verbose=0, log_to_file=True,
-        ),
-    )
+    algorithm, concurrency = _algorithm_and_concurrency(spec, task.trial, nodes)
+    return engine.build_tuner(
+        session, trainable, engine.sample_space(task, tune_space(search)), engine.trial_resources([task]),
+        callbacks=[recorder], search_alg=algorithm, scheduler=_scheduler(search), num_samples=search.num_samples,
+        max_concurrent_trials=concurrency, time_budget_s=search.time_budget_s, reuse_actors=True)
 
 
-def _restored_tuner(session: RunSession, trainable, recorder):
-    from ray import tune
+def _restored_tuner(session: RunSession, trainable: Trainable, task: SearchTask, recorder):
+    from orchestrator.execution import engine
 
-    storage_path, fs = session.tune_storage()
-    path = f"{storage_path}/tune"
-    if not tune.Tuner.can_restore(path, storage_filesystem=fs):
-        raise SearchError(f"run '{session.paths.run_id}' has no Tune state to resume at {path}")
-    tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs)
-    local = getattr(tuner, "_local_tuner", None)  # the restored config holds unpickled copies of old callbacks
-    if local is not None:
-        local.get_run_config().callbacks = [recorder]
+    tuner = engine.restore_tuner(session, trainable, engine.sample_space(task, tune_space(session.spec.search)),
+                                 engine.trial_resources([task]), callbacks=[recorder])
+    if tuner is None:
+        raise SearchError(f"run '{session.paths.run_id}' has no Tune state to resume at "
+                          f"{session.tune_storage()[0]}/tune")
     done = sum(1 for r in read_trial_records(session.store, session.paths) if r.status.value in FINAL_STATUSES)
     recorder.finished = done
     session.notify(f"Resuming: {done} finished trial(s) are kept")
@@ -160,24 +125,27 @@ def _open_session(spec: ExperimentSpec, run_id, address, resume, notify) -> tupl
 
 
 def run_search(spec: ExperimentSpec, *, run_id: str | None = None, address: str | None = None, resume: bool = False,
-               notify: Callable[[str], None] = print, num_cpus: int | None = None) -> SearchOutcome:
+               notify: Callable[[str], None] = print, num_cpus: int | None = None,
+               trainable: Trainable | None = None) -> SearchResult:
     """Run (or, with ``resume=True``, continue) the hyperparameter search of ``spec.search``; an embedded Ray
-    started here is shut down on every exit path."""
+    started here is shut down on every exit path. ``trainable`` replaces the trial trainable, as for a study."""
+    from orchestrator.execution.trainable import trial_trainable
+    from orchestrator.tracking import open_study_tracking
+
     session, spec = _open_session(spec, run_id, address, resume, notify)
+    tracking = open_study_tracking(spec, session.paths)  # an unreachable tracking server stops here
     try:
         session.connect(num_cpus)
-        return _search(session, resume)
+        return _search(session, resume, trainable or trial_trainable, tracking)
     finally:
         session.close()
 
 
-def _search(session: RunSession, resume: bool) -> SearchOutcome:
-    from ray import tune
-
-    from orchestrator.execution.placement import place_trials, trial_resources
-    from orchestrator.execution.ray_runtime import credentials_kept_out_of_runtime_env
+def _search(session: RunSession, resume: bool, trainable: Trainable, tracking) -> SearchResult:
+    from orchestrator.execution import engine
+    from orchestrator.execution.placement import place_trials
     from orchestrator.report.search import write_search_report
-    from orchestrator.search.callbacks import SearchRecorder
+    from orchestrator.search.recorder import SearchRecorder
 
     spec, notify = session.spec, session.notify
     search, total = spec.search, n_trials(spec.search)
@@ -185,23 +153,23 @@ def _search(session: RunSession, resume: bool) -> SearchOutcome:
     if infeasible:
         raise SearchError(f"search.node_type: {next(iter(infeasible.values()))}")
     session.begin("search", nodes, total, search=search.model_dump(mode="json"))
+    tracking.start({"n_trials": total, "dataset": spec.dataset.source, "address": session.info["address"]},
+                   session.store.uri, notify)
     notify(f"Search {session.paths.run_id}: {search.architecture} on {search.node_type}, {search.algorithm} search, "
            f"{search.scheduler} scheduler, {total} trials of up to {search.epochs} epochs, {search.metric} "
            f"({search.mode}); store {session.store.uri}")
-    cache_keys = _prepare(session, base)
-    trainable = tune.with_resources(search_trainable, trial_resources([base]))
-    recorder = SearchRecorder(session.store, session.settings, session.paths, search, total, notify)
-    tuner = _restored_tuner(session, trainable, recorder) if resume else \
-        _new_tuner(session, trainable, base, cache_keys, nodes, recorder)
-    with credentials_kept_out_of_runtime_env():
-        tuner.fit()
+    task = SearchTask(base, session.settings, tracking=tracking.trial_context(), cache_keys=_prepare(session, base))
+    recorder = SearchRecorder(session.store, session.paths, search, total, notify, session.single_node())
+    tuner = _restored_tuner(session, trainable, task, recorder) if resume else \
+        _new_tuner(session, trainable, task, nodes, recorder)
+    engine.fit(tuner)
     unfinished = recorder.write_missing(search.time_budget_s)
     records = [r for r in read_trial_records(session.store, session.paths) if r.search]
-    counts = session.finish(records)
+    counts = session.finish(records, tracking=tracking.summary(records))
     url = write_search_report(session.store, session.paths, search)
     best = json.loads(session.store.get_text(session.paths.report("best.json")))
-    return SearchOutcome(paths=session.paths, store=session.store, records=records, best=best, report_uri=url,
-                         counts=counts, interrupted=unfinished > 0)
+    return SearchResult(session.paths, session.store, records, counts, url, best_trial=best,
+                        interrupted=unfinished > 0)
 
 
 def best_trials(spec: ExperimentSpec, best: dict) -> list[TrialConfig]:
@@ -211,26 +179,23 @@ def best_trials(spec: ExperimentSpec, best: dict) -> list[TrialConfig]:
     for repeat in range(spec.search.then_study_repeats):
         trial = trial_for_sample(base, best["hyperparameters"], "best")
         trial.update(epochs=spec.search.epochs, repeat=repeat, seed=spec.seed * 1000 + repeat)
-        digest = hashlib.sha256(json.dumps({k: v for k, v in trial.items() if k != "trial_id"}, sort_keys=True,
-                                           default=str).encode()).hexdigest()[:8]
-        trial["trial_id"] = (f"{trial['architecture']}-best-e{trial['epochs']}-{trial['node_type']}-"
-                             f"{trial['augmentation']}-{trial['framework']}-r{repeat}-{digest}")
+        trial["trial_id"] = trial_id(trial, "best")
         trials.append(TrialConfig.from_dict(trial))
     return trials
 
 
-def then_study(spec: ExperimentSpec, outcome: SearchOutcome, *, address: str | None = None,
-               notify: Callable[[str], None] = print) -> SearchOutcome:
+def then_study(spec: ExperimentSpec, outcome: SearchResult, *, address: str | None = None,
+               notify: Callable[[str], None] = print) -> SearchResult:
     """Re-run the best configuration as a full-length study (run id ``<search run id>-best``) and report it."""
     from orchestrator.execution.study_runner import execute_study
     from orchestrator.report import write_report
 
-    if not outcome.best:
+    if not outcome.best_trial:
         raise SearchError("no trial of the search reported its metric, so there is no best configuration to study")
-    trials = best_trials(spec, outcome.best)
-    notify(f"Study of the best configuration ({outcome.best['trial_id']}): {len(trials)} trial(s) of "
+    trials = best_trials(spec, outcome.best_trial)
+    notify(f"Study of the best configuration ({outcome.best_trial['trial_id']}): {len(trials)} trial(s) of "
            f"{spec.search.epochs} epochs")
     study = execute_study(spec, trials=trials, run_id=f"{outcome.paths.run_id}-best", address=address, notify=notify)
     outcome.study = study
-    outcome.study_report_uri = write_report(study.store, study.paths)
+    outcome.study_report_url = write_report(study.store, study.paths)
     return outcome

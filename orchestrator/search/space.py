@@ -1,14 +1,19 @@
-"""A search's space and trials as data: Tune domains from the ``search:`` block, and the trial config of a
-sample (pure functions; Tune is imported only to build domains)."""
+"""A search's space and trials as data: Tune domains from the ``search:`` block, the trial config of a sample
+(pure functions; Tune is imported only to build domains) and the task template (``SearchTask``) the run engine
+resolves per sample."""
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from orchestrator.execution.trainable import TrialTask
+from orchestrator.spec.grid import expand_grid, trial_id
+from workers.config import TrialConfig
 
 if TYPE_CHECKING:
     from orchestrator.spec.schema import ExperimentSpec, SearchSpec
-    from workers.config import TrialConfig
 
 
 def whole_number(name: str, model_params: dict) -> bool:
@@ -51,8 +56,6 @@ def plain(value: Any) -> Any:
 
 def base_trial(spec: ExperimentSpec) -> TrialConfig:
     """The trial every sample starts from: the search's architecture, node type and epochs, grid defaults."""
-    from orchestrator.spec.grid import expand_grid
-
     s = spec.search
     grid = spec.grid.model_copy(update={
         "architectures": [s.architecture], "epochs": [s.epochs], "node_types": [s.node_type],
@@ -64,8 +67,8 @@ def trial_for_sample(base: dict, hyperparameters: dict, tune_trial_id: str) -> d
     """A trial config (``TrialConfig.to_dict()``) with the sampled values applied.
 
     Training settings go to ``overrides``, builder arguments to ``overrides["model_params"]`` and
-    ``augmentation`` to the trial's augmentation stage. The trial id carries Tune's trial id, so the
-    coordinator and the worker name a trial the same way.
+    ``augmentation`` to the trial's augmentation stage. The trial id (``spec.grid.trial_id``) is tagged with
+    Tune's trial id, so the coordinator and the worker name a trial the same way.
     """
     from orchestrator.spec.schema import SEARCH_TRAINING_SETTINGS
 
@@ -85,8 +88,20 @@ def trial_for_sample(base: dict, hyperparameters: dict, tune_trial_id: str) -> d
     if model_params:
         overrides["model_params"] = model_params
     trial["overrides"] = overrides
-    trial["trial_id"] = f"{trial['architecture']}-{tune_trial_id}"
+    trial["trial_id"] = trial_id(trial, tune_trial_id)
     return trial
+
+
+@dataclass(frozen=True)
+class SearchTask(TrialTask):
+    """A search's task template (the base trial): each Tune trial's task is the base with its sampled values
+    applied (``trial_for_sample``) and the prepared data of its augmentation stage (``cache_keys``)."""
+
+    cache_keys: dict[str, str] = field(default_factory=dict)
+
+    def resolve(self, sample: dict, tune_trial_id: str) -> TrialTask:
+        trial = TrialConfig.from_dict(trial_for_sample(self.trial.to_dict(), sample, tune_trial_id))
+        return TrialTask(trial, self.store, self.cache_keys.get(trial.augmentation), self.tracking)
 
 
 def asha_rungs(search: SearchSpec) -> list[int]:

@@ -9,9 +9,25 @@ from orchestrator.spec.schema import ExperimentSpec
 from workers.config import TrialConfig
 
 
-def _trial_id(fields: dict) -> str:
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
-    readable = "{architecture}-e{epochs}-{node_type}-{augmentation}-{framework}-r{repeat}".format(**fields)
+ID_FIELDS = ("architecture", "epochs", "node_type", "augmentation", "framework", "repeat", "seed", "dataset", "split",
+             "training", "augmentation_settings", "model")
+
+
+def trial_id(settings: dict, tag: str | None = None) -> str:
+    """The one trial id of every run (studies, searches, a search's best-configuration study).
+
+    ``settings`` is a trial's JSON form (``TrialConfig.to_dict()`` or the grid's fields): the readable axes, then a
+    hash of everything that affects the trial (the ``ID_FIELDS``, a search's ``overrides``, and ``tag``). ``tag``
+    tells apart trials of equal settings: a search sample's Tune trial id, or ``best``. Equal inputs give equal
+    ids, which is how a resume recognises finished trials and how coordinator and worker name a trial alike."""
+    fields = {k: settings[k] for k in ID_FIELDS}
+    if settings.get("overrides"):
+        fields["overrides"] = settings["overrides"]
+    if tag:
+        fields["tag"] = tag
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    readable = "{architecture}-{label}e{epochs}-{node_type}-{augmentation}-{framework}-r{repeat}".format(
+        **fields, label=f"{tag}-" if tag else "")
     return f"{readable}-{digest}"
 
 
@@ -51,7 +67,7 @@ def expand_grid(spec: ExperimentSpec) -> list[TrialConfig]:
         }
         trials.append(
             TrialConfig(
-                trial_id=_trial_id(fields),
+                trial_id=trial_id(fields),
                 experiment=spec.name,
                 resources=resources,
                 accelerator=nt.accelerator,

@@ -18,22 +18,14 @@ from workers.records import TrialRecord, TrialStatus
 cloudpickle.register_pickle_by_value(__import__(__name__, fromlist=["_"]))
 
 
-def sleep_trainable(config: dict) -> None:
-    """Sleeps ``models.<arch>.params.seconds`` (default 1 s) and completes: orchestration overhead alone."""
-    task = TrialTask.from_config(config)
-    time.sleep(float(task.trial.model.params.get("seconds", 1.0)))
-    report_trial_record(TrialRecord(trial_id=task.trial.trial_id, config=task.trial.to_dict(),
-                                    status=TrialStatus.COMPLETED, pid=os.getpid()))
-
-
 def crash_once_after_first_epoch(marker_dir: str):
     """The real trainable, except that each trial's first attempt dies right after its first checkpoint (a worker
     process killed mid-trial). ``marker_dir`` remembers which trials already crashed."""
 
-    def trainable(config: dict) -> None:
+    def trainable(task: TrialTask) -> None:
         from ray import tune
 
-        marker = Path(marker_dir) / f"crashed-{config['trial']['trial_id']}"
+        marker = Path(marker_dir) / f"crashed-{task.trial_id}"
         report = tune.report
 
         def report_then_crash(metrics, *args, **kwargs):
@@ -45,14 +37,14 @@ def crash_once_after_first_epoch(marker_dir: str):
 
         tune.report = report_then_crash
         try:
-            trial_trainable(config)
+            trial_trainable(task)
         finally:
             tune.report = report
 
     return trainable
 
 
-def slow_epochs_trainable(config: dict) -> None:
+def slow_epochs_trainable(task: TrialTask) -> None:
     """``models.<arch>.params.seconds`` per epoch (default 3 s) of sleeping instead of training, with the product's
     per-epoch checkpoints: a trial whose worker or node is lost resumes after its last finished epoch. The record's
     history holds each epoch once, with the pid and node that ran it (a recomputed epoch would show twice)."""
@@ -62,7 +54,6 @@ def slow_epochs_trainable(config: dict) -> None:
     import ray
     from ray import tune
 
-    task = TrialTask.from_config(config)
     seconds = float(task.trial.model.params.get("seconds", 3.0))
     history: list[dict] = []
     checkpoint = tune.get_checkpoint()

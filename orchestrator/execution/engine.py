@@ -1,0 +1,162 @@
+"""The one run engine of studies and searches: the Tune function that hands every trial its typed task, the
+one Tuner builder (and its restore), and the task of a Tune trial as the coordinator's callbacks read it.
+
+A run's ``param_space`` is ``{"trial": {"task": ..., "id": ..., "bundle": ...}}`` plus, for a search,
+``{"sample": <Tune domains>}``: a study grid-searches over complete ``TrialTask``s (``grid_space``); a search
+gives one task template whose ``resolve`` applies the sampled values (``sample_space``). Worker and coordinator
+both get a trial's task from ``task_of`` (the same inputs, so the same trial id), and the trainable is called with
+that ``TrialTask``, never with a dict. (Tune holds objects in a config as placeholders until a trial is added, so
+the trial's name and its resource bundle ride beside the task as plain values.) This module is the only reader of
+these keys.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Callable
+
+from orchestrator.execution.trainable import TrialTask
+
+if TYPE_CHECKING:
+    from orchestrator.execution.run_steps import RunSession
+
+Trainable = Callable[[TrialTask], None]
+TRIAL_KEY, SAMPLE_KEY = "trial", "sample"
+
+
+def task_of(config: dict, tune_trial_id: str) -> TrialTask:
+    """The task of the Tune trial ``tune_trial_id`` whose resolved config is ``config``."""
+    return config[TRIAL_KEY]["task"].resolve(config.get(SAMPLE_KEY) or {}, tune_trial_id)
+
+
+def sample_of(trial) -> dict:
+    """The values Tune sampled for a search trial ({} for a study trial)."""
+    return trial.config.get(SAMPLE_KEY) or {}
+
+
+def trial_task(trial) -> TrialTask:
+    """The task of a Tune ``Trial`` (on the coordinator; cached on the trial object)."""
+    cached = getattr(trial, "_engine_task", None)
+    if cached is None:
+        cached = task_of(trial.config, trial.trial_id)
+        try:
+            trial._engine_task = cached
+        except AttributeError:
+            pass
+    return cached
+
+
+def trial_id_of(trial) -> str:
+    """The trial id of a Tune ``Trial`` (``spec.grid.trial_id``)."""
+    return trial_task(trial).trial_id
+
+
+def tune_name(trial) -> str:
+    """The name and folder of a Tune trial: the trial id of a study trial, Tune's id for a search sample."""
+    return trial.config[TRIAL_KEY].get("id") or trial.trial_id
+
+
+REUSE_WAIT_S = "120"  # how long a reused actor waits for a stopped trial's epoch to end (Tune's default: 2 s)
+
+
+def tune_function(trainable: Trainable) -> Callable[[dict], None]:
+    """Tune's function trainable: the trial's typed task, then ``trainable(task)``.
+
+    A trial a scheduler stops (ASHA) ends at its next report, i.e. after its current epoch; Tune reuses its actor
+    only if that happens within ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` (read in the actor), else the next trial fails
+    with "Trainable runner reuse requires reset_config()". The actor is told to wait for the epoch instead."""
+
+    def run(config: dict) -> None:
+        from ray import tune
+
+        os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", REUSE_WAIT_S)
+        trainable(task_of(config, tune.get_context().get_trial_id()))
+
+    run.__name__ = getattr(trainable, "__name__", "trial")
+    return run
+
+
+def _entry(task: TrialTask, trial_id: str | None) -> dict:
+    from orchestrator.execution.placement import trial_bundle
+
+    return {"task": task, "id": trial_id, "bundle": trial_bundle(task.trial.resources)}
+
+
+def grid_space(tasks: list[TrialTask]) -> dict:
+    """A study's param space: one Tune trial per task."""
+    from ray import tune
+
+    return {TRIAL_KEY: tune.grid_search([_entry(t, t.trial_id) for t in tasks])}
+
+
+def sample_space(template: TrialTask, domains: dict) -> dict:
+    """A search's param space: ``template.resolve(sampled values)`` is each trial's task."""
+    return {TRIAL_KEY: _entry(template, None), SAMPLE_KEY: domains}
+
+
+def trial_resources(tasks: list[TrialTask]):
+    """What ``tune.with_resources`` gets: one static request when every trial asks for the same (which lets Tune
+    reuse actors cheaply), else a function of the trial's config."""
+    import json
+
+    from ray import tune
+
+    from orchestrator.execution.placement import trial_bundle
+
+    distinct = {json.dumps(trial_bundle(t.trial.resources), sort_keys=True) for t in tasks}
+    if len(distinct) == 1:
+        return tune.PlacementGroupFactory([json.loads(distinct.pop())])
+    return lambda config: tune.PlacementGroupFactory([config[TRIAL_KEY]["bundle"]])
+
+
+def _tune_trainable(session: RunSession, trainable: Trainable, resources):
+    from ray import tune
+
+    from orchestrator.execution.trainable import named_trial_class
+
+    return named_trial_class(tune.with_resources(tune_function(trainable), resources), session.spec.name)
+
+
+def build_tuner(session: RunSession, trainable: Trainable, param_space: dict, resources, *, callbacks: list,
+                stop=None, **tune_config: Any):
+    """The Tuner of a run: the run's Tune storage, retries (``execution.max_retries``), one checkpoint kept,
+    trials named by their trial id (a search sample by its Tune id), ``callbacks`` on the coordinator; ``tune_config``
+    holds what differs (searcher, scheduler, samples, concurrency, actor reuse)."""
+    from ray import tune
+
+    storage_path, fs = session.tune_storage()
+    return tune.Tuner(
+        _tune_trainable(session, trainable, resources),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(trial_name_creator=tune_name, trial_dirname_creator=tune_name, **tune_config),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=storage_path, storage_filesystem=fs,
+            failure_config=tune.FailureConfig(max_failures=session.spec.execution.max_retries), stop=stop,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks, verbose=0, log_to_file=True,
+        ),
+    )
+
+
+def restore_tuner(session: RunSession, trainable: Trainable, param_space: dict, resources, *, callbacks: list):
+    """The Tuner of a stopped run, from its Tune state (unfinished and errored trials continue); None when the
+    run has no Tune state. ``param_space`` is the run's, given again for the objects Tune does not store."""
+    from ray import tune
+
+    storage_path, fs = session.tune_storage()
+    path = f"{storage_path}/tune"
+    if not tune.Tuner.can_restore(path, storage_filesystem=fs):
+        return None
+    tuner = tune.Tuner.restore(path, _tune_trainable(session, trainable, resources), resume_unfinished=True,
+                               resume_errored=True, storage_filesystem=fs,
+                               param_space=param_space)
+    local = getattr(tuner, "_local_tuner", None)  # the restored config holds unpickled copies of old callbacks
+    if local is not None:
+        local.get_run_config().callbacks = callbacks
+    return tuner
+
+
+def fit(tuner):
+    """Run the Tuner with the driver's cloud credentials kept out of the trial actors' runtime_env."""
+    from orchestrator.execution.ray_runtime import credentials_kept_out_of_runtime_env
+
+    with credentials_kept_out_of_runtime_env():
+        return tuner.fit()
