@@ -1,4 +1,5 @@
-"""Data at scale: parallel preparation into shards (1 and N Ray CPUs) and a trial's peak memory on big vs small data.
+"""Data at scale: parallel preparation into shards (1 and N Ray CPUs) against a bare decode loop, and a trial's
+peak memory on big vs small data.
 
     python benchmarks/make_isic2019.py benchmarks/_work/isic2019                     # once: 25,331 JPEGs, 600x450
     python benchmarks/bench_data.py --isic2019 benchmarks/_work/isic2019 --out benchmarks/results/data.md
@@ -6,10 +7,14 @@
 
 What is measured:
   * preparation of the ISIC-2019-shaped folder at ``--size`` (224x224) with the Augmentor stage topping every
-    training class up to ``--target`` (2,000), on a fresh local Ray of 1 and of 2 CPUs: wall time, and the peak
-    memory of the preparing processes (this driver, Ray's raylet / object store and workers), sampled every
-    0.5 s as the sum of PSS (shared pages split between the processes that map them) and the sum of RSS;
-    the two runs' shards are compared by checksum (they must be identical);
+    training class up to ``--target`` (2,000), on a fresh local Ray of 1 and of 2 CPUs: wall time, each stage
+    (decode-and-resize, Augmentor, shard writing) timed apart, and the peak memory of the preparing processes
+    (this driver, Ray's raylet / object store and workers), sampled every 0.5 s as the sum of PSS (shared pages
+    split between the processes that map them) and the sum of RSS; the runs' shards are compared by checksum
+    (they must be identical);
+  * in the same run, a bare decode-and-resize loop over the same files to the same size in the same number of
+    processes (a fork pool, plain Pillow: open, reduced-size ``draft``, convert, resize; and without ``draft``):
+    the decode stage's images/s against it is the pipeline's efficiency (goal >= 0.9);
   * peak RSS (``ru_maxrss``) of one trial (``--architecture`` with ``--filters``, batch 32, one epoch, CPU)
     training on those shards, and of the same trial on the quick-start data set prepared at the same image
     size (synthetic, 60 images in the largest class, Augmentor top-up to 60): memory must not grow with the
@@ -138,6 +143,33 @@ def run_trial_here(directory: str, args) -> None:
                       "total_s": record.timings.total_s, "accuracy": record.metrics["accuracy"]}))
 
 
+def _bare_decode(job: tuple[list[str], int, bool]) -> int:
+    """(pool worker) decode and resize every file of ``job`` as plain Pillow does; returns the count."""
+    import numpy as np
+    from PIL import Image
+
+    paths, size, draft = job
+    for path in paths:
+        with Image.open(path) as img:
+            if draft:
+                img.draft("RGB", (size, size))
+            np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
+    return len(paths)
+
+
+def bare_loop(folder: Path, size: int, processes: int, draft: bool, chunk: int = 256) -> dict:
+    """A bare decode-and-resize loop over every JPEG under ``folder`` in a fork pool of ``processes``."""
+    import multiprocessing as mp
+
+    paths = sorted(str(p) for p in folder.rglob("*.jpg"))
+    jobs = [(paths[k:k + chunk], size, draft) for k in range(0, len(paths), chunk)]
+    t = time.perf_counter()
+    with mp.get_context("fork").Pool(processes) as pool:
+        done = sum(pool.imap_unordered(_bare_decode, jobs))
+    wall = time.perf_counter() - t
+    return {"processes": processes, "draft": draft, "images": done, "wall_s": wall, "rate": done / wall}
+
+
 def files_of(index: dict) -> dict:
     return {name: entry["sha256"] for name, entry in index["files"].items()}
 
@@ -153,12 +185,35 @@ def run(args) -> str:
     load_before, uptime_before = load_average(), subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     dataset = {"source": "isic2019", "path": str(Path(args.isic2019).resolve()), "image_size": [args.size, args.size]}
     aug = {"augmentor": {"mode": "top_up", "samples_per_class": args.target}}
-    runs = [prepare_with_ray(dataset, aug, work / f"prepared-{cpus}cpu", cpus) for cpus in args.cpus]
+    runs, bare = [], {}
+    for cpus in args.cpus:  # bare loops right before and after each preparation (rates averaged): the same load
+        loops = [bare_loop(Path(args.isic2019), args.size, cpus, draft) for draft in (True, False)]
+        runs.append(prepare_with_ray(dataset, aug, work / f"prepared-{cpus}cpu", cpus))
+        loops += [bare_loop(Path(args.isic2019), args.size, cpus, draft) for draft in (True, False)]
+        for draft in (True, False):
+            rates = [loop["rate"] for loop in loops if loop["draft"] == draft]
+            bare[(cpus, draft)] = {"rate": sum(rates) / len(rates), "rates": rates}
     identical = all(files_of(r["index"]) == files_of(runs[0]["index"]) for r in runs)
     meta = runs[0]["index"]["meta"]
-    rows = [[f"{r['cpus']} Ray CPU(s)", f"{r['wall_s']:.0f}", f"{r['peak_pss_mb']:.0f}", f"{r['peak_rss_mb']:.0f}",
-             f"{runs[0]['wall_s'] / r['wall_s']:.2f}x"] for r in runs]
-    prep_table = md_table(["preparation", "wall s", "peak PSS MB (sum)", "peak RSS MB (sum)", "speed-up"], rows)
+    base = runs[0]
+    rows = [[f"{r['cpus']} Ray CPU(s)", f"{r['wall_s']:.1f}", f"{r['index']['meta']['load_s']:.1f}",
+             f"{r['index']['meta']['augment_s']:.1f}", f"{r['index']['meta']['write_s']:.1f}",
+             f"{r['peak_pss_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{base['wall_s'] / r['wall_s']:.2f}x",
+             f"{base['index']['meta']['load_s'] / r['index']['meta']['load_s']:.2f}x"] for r in runs]
+    prep_table = md_table(["preparation", "wall s", "decode-and-resize s", "Augmentor s", "shard writing s",
+                           "peak PSS MB (sum)", "peak RSS MB (sum)", "speed-up (wall)", "speed-up (decode)"], rows)
+    n_images = meta["n_loaded"] + len(meta.get("skipped_images") or [])
+    bare_rows = []
+    for r in runs:
+        stage = n_images / r["index"]["meta"]["load_s"]
+        with_draft, without = bare[(r["cpus"], True)], bare[(r["cpus"], False)]
+        bare_rows.append([r["cpus"], n_images, f"{stage:.0f}",
+                          f"{with_draft['rate']:.0f} ({' / '.join(f'{v:.0f}' for v in with_draft['rates'])})",
+                          f"{without['rate']:.0f} ({' / '.join(f'{v:.0f}' for v in without['rates'])})",
+                          f"**{stage / with_draft['rate']:.2f}**", f"{stage / without['rate']:.2f}"])
+    bare_table = md_table(["processes", "images", "decode stage img/s", "bare loop img/s (draft)",
+                           "bare loop img/s (full decode)", "stage / bare (draft)", "stage / bare (full decode)"],
+                          bare_rows)
     shard_bytes = sum(e["bytes"] for e in runs[0]["index"]["files"].values())
 
     small = work / f"quickstart-{args.size}"
@@ -179,6 +234,14 @@ def run(args) -> str:
         f"{shard_bytes / 1e9:.2f} GB of shards in {len(runs[0]['index']['files'])} files.",
         f"- Shards identical for every CPU count (sha256 of every file): **{identical}**.",
         "", prep_table,
+        "Stages: decode-and-resize = listing plus decoding every JPEG to the target size in Ray tasks of 256 "
+        "images (the product's `decode_image`: reduced-size JPEG decoding, then a bilinear resize); Augmentor = "
+        "generating the top-up images of the training split (after the split); shard writing = one Ray task per "
+        "shard gathering its rows and writing its file, pinned to the driver's node, the index written last by "
+        "the driver. Ray start-up is not included.", "",
+        "Decode-and-resize stage against a bare loop (same files, same size, same number of processes, same run; "
+        "the bare loop is a fork pool of plain Pillow calls, chunks of 256 files, run right before and right after "
+        "the preparation, mean of the two (each in brackets); goal: stage / bare (draft) >= 0.9):", "", bare_table,
         f"Trial: `{args.architecture}` (filters={args.filters}), batch 32, 1 epoch, CPU, streamed from shards, each "
         "in a fresh process (`ru_maxrss`). The quick-start data is prepared at the same image size, so only the "
         "data set's size differs.", "", trial_table,

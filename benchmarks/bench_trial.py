@@ -5,10 +5,14 @@ against a plain ``model.fit`` on the same model, data, batch size and device. Ru
     python benchmarks/bench_trial.py --size 120 --batch 256 --framework jax     # GPU arm, on a GPU machine
 
     python benchmarks/bench_trial.py --streamed --out benchmarks/results/data.md   # shards vs in-memory arrays
+    python benchmarks/make_isic2019.py benchmarks/_work/isic2019-small --fraction 0.005
+    python benchmarks/bench_trial.py --isic2019 benchmarks/_work/isic2019-small --size 224 --epochs 3 --rounds 1
 
 The first epoch (compile + warm-up) is excluded on both sides; the median of the remaining epochs is used.
 With ``--streamed`` both sides are the worker path on the quick-start data (experiments/quickstart.yaml's data
 set and Augmentor stage): batches streamed from shards (``ShardedDataset``) against today's in-memory arrays.
+With ``--isic2019 FOLDER`` (from benchmarks/make_isic2019.py) the worker path streams that folder's shards,
+prepared at ``--size``, against a plain ``model.fit`` on the same rows as in-memory arrays.
 """
 from __future__ import annotations
 
@@ -93,6 +97,64 @@ def streamed_vs_in_memory(args) -> int:
     return 0
 
 
+def streamed_isic_vs_plain(args) -> int:
+    """Worker path streaming shards of an ISIC-2019-shaped folder vs a plain ``model.fit`` of the same rows."""
+    import tempfile
+
+    os.environ.setdefault("KERAS_BACKEND", args.framework)
+    from orchestrator.spec.grid import expand_grid
+    from orchestrator.spec.schema import parse_spec
+    from workers.data import open_sharded, prepare_shards
+    from workers.data.prepare import in_memory as prepared_in_memory
+    from workers.device import activate_backend, restrict_devices
+    from workers.train import run_trial
+
+    restrict_devices({"GPU": 1} if args.node_type == "gpu" else {"TPU": 1} if args.node_type == "tpu" else {})
+    keras = activate_backend(args.framework)
+    spec = parse_spec({"name": "bench-isic", "dataset": {"source": "isic2019", "path": str(Path(args.isic2019).resolve()),
+                                                         "image_size": [args.size, args.size]},
+                       "training": {"batch_size": args.batch, "mixed_precision": "off"},
+                       "grid": {"architectures": args.architectures, "epochs": [args.epochs],
+                                "node_types": [args.node_type], "frameworks": [args.framework]}})
+    trials = expand_grid(spec)
+    rows, device = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        prepare_shards(*trials[0].preparation_args(), Path(tmp) / "d")
+        prepare_s = time.perf_counter() - t
+        sharded = open_sharded(Path(tmp) / "d")
+        in_memory = prepared_in_memory(sharded)
+        n = len(sharded.y_train)
+        for trial in trials:
+            lr = float(trial.hparam("learning_rate"))
+            worker_times, plain_times = [], []
+            for _ in range(args.rounds):
+                plain_times += plain_fit_epoch_times(keras, trial.architecture, in_memory, args.batch, args.epochs, lr)
+                record = run_trial(trial, data=sharded).record
+                device = record.device.used["name"]
+                worker_times += [row["epoch_train_s"] for row in record.history[1:]]
+            worker, plain = n / min(worker_times), n / min(plain_times)
+            worker_med, plain_med = n / statistics.median(worker_times), n / statistics.median(plain_times)
+            rows.append([trial.architecture, args.framework, device, args.size, args.batch, n, len(worker_times),
+                         round(worker, 1), round(plain, 1), round(worker / plain, 3),
+                         f"{worker_med:.1f} / {plain_med:.1f} = {worker_med / plain_med:.2f}"])
+            print(rows[-1], flush=True)
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    body = md_table(["architecture", "backend", "device", "size", "batch", "train images", "steady epochs each",
+                     "worker img/s streamed (best epoch)", "plain fit img/s in memory (best epoch)", "ratio",
+                     "medians: worker / plain"], rows)
+    body += (f"\nData: ISIC-2019-shaped folder `{Path(args.isic2019).name}` (benchmarks/make_isic2019.py: synthetic "
+             f"600x450 JPEGs with ISIC 2019's class proportions) prepared once at {args.size}x{args.size} "
+             f"({prepare_s:.1f} s; split 70/10/20, no Augmentor stage), {n} training images. Worker path = "
+             "`run_trial` streaming the shards (`TrainStream`: read-ahead thread, per-epoch block shuffle); plain "
+             "fit = `model.fit` of the same model on the same training rows as NumPy arrays, same batch, backend "
+             "and learning rate. Alternating rounds, first epoch of each run dropped. Goal: ratio >= 0.95. "
+             f"Load average (1/5/15 min) at the end: {load}.\n")
+    print(body)
+    append_result(args.out, "Trial throughput, streamed ISIC-2019-shaped shards vs plain Keras fit", body)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--architectures", nargs="+", default=SEED_000)
@@ -105,12 +167,15 @@ def main(argv=None) -> int:
     p.add_argument("--node-type", default="cpu")
     p.add_argument("--out", default="benchmarks/results/trial_throughput.md")
     p.add_argument("--streamed", action="store_true", help="shards vs in-memory arrays on the quick-start data")
+    p.add_argument("--isic2019", help="folder from benchmarks/make_isic2019.py: stream its shards (worker) vs plain fit")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     if args.smoke:
         args.architectures, args.size, args.epochs, args.samples, args.rounds = ["cnn"], 16, 3, 10, 1
     if args.streamed:
         return streamed_vs_in_memory(args)
+    if args.isic2019:
+        return streamed_isic_vs_plain(args)
 
     os.environ.setdefault("KERAS_BACKEND", args.framework)
     from orchestrator.spec.grid import expand_grid

@@ -9,8 +9,8 @@ import pytest
 
 @pytest.mark.parametrize("script, extra", [
     ("benchmarks/bench_trial.py", ["--smoke"]),
-    ("benchmarks/bench_overhead.py", ["--smoke"]),
-    ("benchmarks/bench_cache_study.py", ["--smoke"]),
+    pytest.param("benchmarks/bench_overhead.py", ["--smoke"], marks=pytest.mark.slow),  # starts Ray
+    pytest.param("benchmarks/bench_cache_study.py", ["--smoke"], marks=pytest.mark.slow),  # a study, twice
     ("benchmarks/estimate_scale.py", ["--cpu-nodes", "2", "--gpu-nodes", "1"]),
 ])
 def test_benchmark_smoke(tmp_path, script, extra):

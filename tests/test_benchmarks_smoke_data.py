@@ -17,9 +17,10 @@ def test_bench_data_smoke(tmp_path):
     env = {**os.environ, "SKINLESION_CACHE": str(tmp_path / "cache"), "RAY_ADDRESS": "local"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_data.py"), "--smoke", "--out", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     text = out.read_text()
     assert "## Data at scale" in text and "SMOKE" in text and "Machine:" in text
     for needle in ("| 1 Ray CPU(s) |", "| 2 Ray CPU(s) |", "identical for every CPU count (sha256 of every file): **True**",
-                   "| ISIC-2019-shaped |", "| quick-start data |", "Peak RSS difference:"):
+                   "| ISIC-2019-shaped |", "| quick-start data |", "Peak RSS difference:", "shard writing s |",
+                   "stage / bare (draft) |"):
         assert needle in text, needle

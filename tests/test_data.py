@@ -450,6 +450,7 @@ def test_s3_single_object_and_env_endpoint(tmp_path, s3_endpoint, s3_bucket, mon
 # ------------------------------------------------------------------------------------------------ shared cache (Ray)
 
 
+@pytest.mark.slow
 def test_prepared_data_cache_is_reused_across_runs(ray_session, tiny_spec, tmp_path):
     from orchestrator import Study
     from workers.storage import open_store

@@ -32,6 +32,7 @@ def test_different_test_images_are_refused():
         average_probabilities({"t1": a})
 
 
+@pytest.mark.slow
 def test_ensemble_command_on_a_finished_run(tmp_path, ray_session, tiny_spec, capsys):
     from orchestrator.cli import main
     from orchestrator import Study

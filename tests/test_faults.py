@@ -24,6 +24,7 @@ def _records(store: Path, experiment: str) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in store.glob(f"{experiment}/*/trials/*/record.json")}
 
 
+@pytest.mark.slow
 def test_killed_worker_is_retried_from_its_checkpoint(tiny_spec, ray_session, tmp_path):
     spec = tiny_spec(name="crash", grid={"architectures": ["cnn"], "epochs": [3]}, execution={"max_retries": 2})
     study = Study(spec, trainable=crash_once_after_first_epoch(str(tmp_path / "markers")))
@@ -34,6 +35,7 @@ def test_killed_worker_is_retried_from_its_checkpoint(tiny_spec, ray_session, tm
     assert [row["epoch"] for row in record.history] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_deterministic_failure_is_reported_and_the_rest_completes(tiny_spec, ray_session):
     spec = tiny_spec(name="broken", grid={"architectures": ["cnn", "cnn_lstm"], "epochs": [1]},
                      models={"cnn": {"params": {"filters": -3}}}, execution={"max_retries": 1})
@@ -45,6 +47,7 @@ def test_deterministic_failure_is_reported_and_the_rest_completes(tiny_spec, ray
     assert "filters" in by_arch["cnn"].error or "positive" in by_arch["cnn"].error.lower()
 
 
+@pytest.mark.slow
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, ray_session):
     store = tmp_path / "store"
     spec = tiny_spec_dict(name="resumable", store=str(store), grid={"architectures": ["cnn"], "epochs": [1, 2, 3, 4]},
@@ -77,6 +80,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, ray_s
     assert len(results) == 1 + 4
 
 
+@pytest.mark.slow
 def test_store_going_down_keeps_results_locally_and_upload_publishes_them(tmp_path, ray_session, s3_endpoint, s3_bucket,
                                                                           monkeypatch, capsys):
     from moto.server import ThreadedMotoServer

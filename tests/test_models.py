@@ -72,7 +72,8 @@ def fit_and_predict(model, x, y, run_eagerly: bool = False):
 # --------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "se_resnext101" else n
+                                  for n in list_models()])  # se_resnext101 trains for about 17 s
 def test_every_architecture_builds_trains_and_predicts(name):
     entry = model_entry(name)
     assert entry.description, f"{name}: the builder needs a docstring (its first line is the description)"
@@ -222,6 +223,7 @@ def test_se_resnext101_parameter_count_matches_reference():
     assert trainable_count(model) == 48_955_416
 
 
+@pytest.mark.slow
 def test_se_resnext_shallow_variant_trains_in_graph_mode():
     """The graph path with grouped convolutions (XLA-compiled on TF/CPU) on a cheap 1-1-1-1 variant."""
     model = create_model("se_resnext101", input_shape=(SIZE, SIZE, 3), num_classes=NUM_CLASSES, blocks=(1, 1, 1, 1))

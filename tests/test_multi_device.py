@@ -64,6 +64,7 @@ def four_device_run(tmp_path_factory):
     return json.loads(lines[-1][len("RESULT "):])
 
 
+@pytest.mark.slow
 def test_data_parallel_trial_trains_over_all_four_devices(four_device_run):
     record = four_device_run["record"]
     assert record["status"] == "completed", record.get("error")
@@ -77,6 +78,7 @@ def test_data_parallel_trial_trains_over_all_four_devices(four_device_run):
     assert 0 <= record["metrics"]["accuracy"] <= 1
 
 
+@pytest.mark.slow
 def test_data_parallel_step_gives_the_single_device_loss(four_device_run):
     losses = four_device_run["losses"]
     assert losses["one"]["devices"] == 1 and losses["four"]["devices"] == 4

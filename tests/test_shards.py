@@ -95,6 +95,7 @@ def test_augmentor_modes_add_and_top_up(tmp_path):
     assert add["meta"]["augmented_images"] == 4 * len(before)
 
 
+@pytest.mark.slow
 def test_identical_shards_whatever_the_number_of_workers(ray_session, tmp_path):
     from orchestrator.execution.data_preparation import RayExecutor
     from workers.data.prepare import InProcess
@@ -156,6 +157,7 @@ def _trial(tmp_path, **training):
     return expand_grid(spec)[0]
 
 
+@pytest.mark.slow
 def test_trial_result_is_the_same_from_one_shard_or_many(tmp_path):
     from workers.train import run_trial
 

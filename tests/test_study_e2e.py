@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 import yaml
 
 from orchestrator.cli import main
 from tests.conftest import tiny_spec_dict
 
 
+@pytest.mark.slow
 def test_submit_runs_the_grid_and_writes_the_report(tmp_path, ray_session, capsys):
     store = tmp_path / "store"
     spec = tiny_spec_dict(name="e2e", store=str(store), grid={

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import statistics
 import pytest
 
 from orchestrator.spec.grid import expand_grid
@@ -21,6 +22,7 @@ def _data(trial):
     return prepare_data(*trial.preparation_args())
 
 
+@pytest.mark.slow
 def test_cnn_learns_the_synthetic_set_well_above_chance():
     trial = _trial(dataset={"image_size": [32, 32], "samples_per_class": 60},
                    augmentation={"augmentor": {"samples_per_class": 60}},
@@ -42,7 +44,7 @@ def test_record_has_timings_device_and_predictions():
     for key in ("data_load_s", "build_s", "first_epoch_s", "steady_epoch_s", "images_per_s", "eval_s", "total_s"):
         assert getattr(t, key) is not None and getattr(t, key) >= 0, key
     steady = [row["epoch_train_s"] for row in record.history[1:]]
-    assert t.images_per_s == pytest.approx(record.data["n_train"] / sorted(steady)[len(steady) // 2], rel=0.3)
+    assert t.images_per_s == pytest.approx(record.data["n_train"] / statistics.median(steady), rel=1e-3)  # steady epochs only
     assert t.throughput_includes_warmup is False
     dev = record.device
     assert dev.requested == "cpu" and dev.used["kind"] == "cpu" and dev.mismatch is False

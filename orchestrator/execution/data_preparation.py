@@ -27,21 +27,33 @@ class PreparationError(RuntimeError):
 
 class RayExecutor:
     """Runs the pipeline's per-chunk work as Ray tasks of ``cpus_per_task`` CPUs each (objects stay in Ray's
-    object store; the driver receives only what it asks for)."""
+    object store; the driver receives only what it asks for). Work for this node (``here``: it writes to the
+    driver's disk) runs as tasks pinned to the driver's node, or in the driver when that node has no CPUs."""
 
     def __init__(self, cpus_per_task: float = 1):
         import ray
 
         self.cpus_per_task = cpus_per_task
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
+        self.node_id = ray.get_runtime_context().get_node_id()
+        node = next((n for n in ray.nodes() if n.get("NodeID") == self.node_id), {})
+        self.node_cpus = float((node.get("Resources") or {}).get("CPU", 0))
         self._remote: dict[Callable, Any] = {}
 
-    def submit(self, fn: Callable, *args, num_returns: int = 1):
+    def submit(self, fn: Callable, *args, num_returns: int = 1, here: bool = False):
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        if here and not self.node_cpus:
+            result = fn(*[ray.get(a) if isinstance(a, ray.ObjectRef) else a for a in args])
+            return ray.put(result) if num_returns == 1 else [ray.put(r) for r in result]
         if fn not in self._remote:
             self._remote[fn] = ray.remote(fn)
-        return self._remote[fn].options(num_cpus=self.cpus_per_task, num_returns=num_returns).remote(*args)
+        options = {"num_cpus": self.cpus_per_task, "num_returns": num_returns}
+        if here:
+            options = {"num_cpus": min(self.cpus_per_task, self.node_cpus), "num_returns": num_returns,
+                       "scheduling_strategy": NodeAffinitySchedulingStrategy(self.node_id, soft=False)}
+        return self._remote[fn].options(**options).remote(*args)
 
     def get(self, handles: list, progress: Callable[[int, int], None] | None = None) -> list:
         import ray

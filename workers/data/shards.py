@@ -95,6 +95,17 @@ def _save_npy(path: Path, array: np.ndarray) -> dict:
     return {"sha256": out.digest.hexdigest(), "bytes": out.size}
 
 
+def shard_name(split: str, k: int) -> str:
+    """File name of ``split``'s ``k``-th image shard."""
+    return f"{split}-{k:05d}.npy"
+
+
+def write_shard(directory: str | Path, name: str, images: np.ndarray) -> dict:
+    """Write one image shard (``images`` uint8 (n, H, W, 3)) into ``directory``; returns its index entry. Any
+    process that sees ``directory`` can write a shard, so shards are written in parallel."""
+    return _save_npy(Path(directory) / name, images) | {"rows": int(len(images))}
+
+
 @dataclass
 class _SplitBuffer:
     """Rows of one split waiting for their shard to fill."""
@@ -144,10 +155,23 @@ class ShardWriter:
     def _flush(self, split: str, buf: _SplitBuffer) -> None:
         if not buf.filled:
             return
-        name = f"{split}-{len(buf.shards):05d}.npy"
-        self.files[name] = _save_npy(self.directory / name, buf.images[:buf.filled]) | {"rows": buf.filled}
+        name = shard_name(split, len(buf.shards))
+        self.files[name] = write_shard(self.directory, name, buf.images[:buf.filled])
         buf.shards.append(name)
         buf.filled = 0
+
+    def add_written(self, split: str, shards: list[tuple[str, dict]], labels: np.ndarray, ids: list[str]) -> None:
+        """Record a split's shards written elsewhere by ``write_shard`` ((name, entry) in row order; each full
+        but the last) with the split's labels and ids, instead of ``append``-ing its rows."""
+        if split in self._splits:
+            raise ValueError(f"split '{split}' already has rows")
+        if [name for name, _ in shards] != [shard_name(split, k) for k in range(len(shards))] or \
+                any(e["rows"] != self.rows_per_shard for _, e in shards[:-1]) or \
+                sum(e["rows"] for _, e in shards) != len(labels) or len(labels) != len(ids):
+            raise ValueError(f"shards of split '{split}' do not match its {len(labels)} rows")
+        buf = self._splits[split] = _SplitBuffer(np.empty((0, *self.image_shape), np.uint8))
+        buf.shards, buf.labels, buf.ids = [n for n, _ in shards], [np.asarray(labels, np.int64)], [str(i) for i in ids]
+        self.files.update(dict(shards))
 
     def finish(self, class_names: list[str], meta: dict[str, Any]) -> dict:
         """Write the last shards, labels, ids and (last) the index; returns the index."""

@@ -217,11 +217,16 @@ def load_dataset(settings: dict[str, Any]) -> LoadedDataset:
 
 
 def decode_image(path: Path | str, size: tuple[int, int], raw: bytes | None = None) -> np.ndarray | None:
-    """Decode one image to RGB uint8 resized to ``size`` (H, W); None when unreadable or corrupt."""
+    """Decode one image to RGB uint8 resized to ``size`` (H, W); None when unreadable or corrupt.
+
+    A JPEG larger than the target is decoded at reduced size (``Image.draft``: 1/2, 1/4 or 1/8 scale, never
+    below the target's longer side, whatever the orientation) before the resize: several times less work, and
+    pixels within a few grey levels of a full decode (same file, same result on every node)."""
     import io
 
     try:
         with Image.open(io.BytesIO(raw) if raw is not None else path) as img:
+            img.draft("RGB", (max(size), max(size)))
             img = img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
