@@ -1,6 +1,6 @@
 """Where a run's files live in the store, and reading/writing trial records.
 
-Layout: ``<experiment>/<run_id>/{spec.yaml, run.json, trials/<trial_id>/{record.json, predictions.csv,
+Layout: ``<experiment>/<run_id>/{spec.yaml, run.json (the run's start, end, counts and queue state), trials/<trial_id>/{record.json, predictions.csv,
 history.csv}, report/..., tune/...}``; prepared data is shared under ``cache/prepared/<key>/`` (its shards and index, ``cache_key_path``).
 """
 from __future__ import annotations
@@ -9,9 +9,56 @@ import csv
 import io
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, Field
 
 from workers.records import TrialRecord, TrialStatus
 from workers.storage import Store
+
+
+class QueueState(BaseModel):
+    """What a run's trials (or, before they start, its device probes) last waited for, as its driver saw it:
+    run.json's ``queue``, which ``orchestrator list`` / ``status`` read (they read no logs)."""
+
+    state: Literal["waiting", "running"]
+    running: int = 0
+    waiting: int = 0
+    of: Literal["trials", "device probes"] = "trials"
+    needs: list[str] = Field(default_factory=list)  # the resource requests that wait, e.g. "CPU=1, GPU=1"
+    updated: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+    def describe(self) -> str:
+        """One line: ``waiting for resources: 2 trial(s) need CPU=1 | CPU=1, GPU=1`` or ``running (...)``."""
+        if self.state == "running":
+            return f"running ({self.running} trial(s) running, {self.waiting} waiting)"
+        if self.of == "device probes":
+            return f"waiting for resources: {self.waiting} device probe(s) wait for a free node of their type"
+        return f"waiting for resources: {self.waiting} trial(s) need {' | '.join(self.needs)}"
+
+    def console_line(self) -> str:
+        """The line the driver prints when the state changes (for people reading its output; nothing parses it)."""
+        return f"Queue: {self.describe()}"
+
+
+def run_state(info: dict | None) -> str | None:
+    """A run's state in one line from its run.json: ``finished (completed: 3)`` (or ``interrupted (...)``), its
+    queue state, or
+    ``started (N trials)``; None without a run.json (the driver has not got that far)."""
+    if not info:
+        return None
+    if info.get("finished"):
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted((info.get("counts") or {}).items()))
+        ended = "interrupted" if info.get("interrupted") else "finished"
+        if info.get("interrupted"):
+            counts = ", ".join(filter(None, [counts, f"{len(info.get('unfinished') or [])} trial(s) unfinished"]))
+        return f"{ended} ({counts})" if counts else ended
+    if info.get("queue"):
+        return QueueState.model_validate(info["queue"]).describe()
+    if info.get("started"):
+        return f"started ({info.get('n_trials', '?')} trials)"
+    return None
 
 
 @dataclass(frozen=True)

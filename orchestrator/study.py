@@ -156,17 +156,22 @@ class Study:
                notify: Callable[[str], None] | None = None) -> str:
         """Queue the study on a remote cluster as a Ray Job; returns the job id at once.
 
+        The run id is chosen here (``self.run_id``, unless the study continues a given one) and travels in the
+        job's entrypoint and metadata, so ``orchestrator list`` / ``status`` find the run's run.json.
+
         Inputs (dataset paths, a directory store, weights files) are checked where the study runs: the job's
         driver checks them first and fails in seconds with one line. With ``strict`` the cluster's live nodes
         (read through its dashboard) and the ``cluster_config``'s node types must be able to run every trial, or
         nothing is submitted."""
         from orchestrator.cluster.jobs import submit_job
+        from orchestrator.execution.run_steps import new_run_id
 
         if self.file is None:
             raise StudyError("only a study made with Study.from_file can be submitted as a Ray Job "
                              "(a stored run continues with Study.submit_resume)")
         if strict:
             self._refuse_infeasible_on(address)
+        self.run_id = self.run_id or new_run_id()
         return submit_job(str(self.file), address=address, store=store, strict=strict, run_id=self.run_id,
                           notify=notify)
 

@@ -51,6 +51,17 @@ def test_dry_run_prints_trials_and_resources_without_running(tmp_path, capsys):
     assert not (tmp_path / "store").exists()
 
 
+def test_dry_run_of_the_hardware_study_prints_each_node_types_stack_and_price_source(capsys):
+    assert main(["submit", "experiments/hardware_study.yaml", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    for line in ("cpu: jax, float32, XLA, 1 device x 32 per device (global batch 32), 1 steps/execution",
+                 "gpu: jax, float32, XLA, 1 device x 32 per device (global batch 32), 1 steps/execution",
+                 "tpu: jax, float32, XLA, 8 devices x 4 per device (global batch 32), 1 steps/execution"):
+        assert line in printed
+    assert "own stack" not in printed
+    assert "tpu $9.6/h (v5litepod-8, gcp us-central1, on-demand list price of 2024-06-01)" in printed
+
+
 def test_unknown_run_is_a_clear_error(tmp_path, capsys):
     assert main(["report", "nope", "--store", str(tmp_path)]) == 2
     assert "run 'nope' not found" in capsys.readouterr().err

@@ -385,7 +385,7 @@ def test_study_runs_on_local_heterogeneous_cluster_through_ray_jobs(local_cluste
 
     sub = _orchestrator(["submit", str(spec_file), "--address", url], env)
     assert sub.returncode == 0, sub.stdout + sub.stderr
-    job_id = re.search(r"Submitted job (\S+)", sub.stdout).group(1)
+    job_id, run_id = re.search(r"Submitted job (\S+) to \S+ \(run (\S+)\)", sub.stdout).groups()
 
     # A second, concurrent job on the same cluster exports study metrics from the head node's driver.
     client = JobSubmissionClient(url, headers=headers)
@@ -397,6 +397,7 @@ def test_study_runs_on_local_heterogeneous_cluster_through_ray_jobs(local_cluste
 
     listed = _orchestrator(["list", "--address", url], env)
     assert listed.returncode == 0 and job_id in listed.stdout and metrics_job in listed.stdout, listed.stdout
+    assert run_id in listed.stdout, listed.stdout  # the run id is known from submission on
     listed = _orchestrator(["list", "--address", url, "--json"], env)
     assert listed.returncode == 0, listed.stderr
     by_id = {j["job_id"]: j for j in json.loads(listed.stdout)["jobs"]}
@@ -426,6 +427,8 @@ def test_study_runs_on_local_heterogeneous_cluster_through_ray_jobs(local_cluste
     status_json = json.loads(_orchestrator(["status", job_id, "--json", "--address", url], env).stdout)
     assert status_json["status"] == "SUCCEEDED" and status_json["experiment"] == "hetero"
     assert "completed: 3" in logs.stdout and "infeasible: 1" in logs.stdout, logs.stdout[-4000:]
+    # status reads the run's state from its run.json in the store, not from the log
+    assert re.search(rf"run: +{run_id} \(finished \(completed: 3, infeasible: 1\)\)", status.stdout), status.stdout
 
     # Which node is which: the dashboard's node list with each node's node_kind resource.
     nodes = _get(f"{url}/api/v0/nodes?detail=1&limit=100", headers).json()["data"]["result"]["result"]
@@ -433,7 +436,7 @@ def test_study_runs_on_local_heterogeneous_cluster_through_ray_jobs(local_cluste
                for n in nodes}
     assert sorted(kind_of.values()) == ["cpu", "gpu", "head", "tpu"]
 
-    records = [json.loads(p.read_text()) for p in store.glob("hetero/*/trials/*/record.json")]
+    records = [json.loads(p.read_text()) for p in store.glob(f"hetero/{run_id}/trials/*/record.json")]
     by_type = {r["config"]["node_type"]: r for r in records}
     assert set(by_type) == {"cpu", "gpu", "tpu", "fpga"}, [r["trial_id"] for r in records]
     for node_type in ("cpu", "gpu", "tpu"):
@@ -450,7 +453,7 @@ def test_study_runs_on_local_heterogeneous_cluster_through_ray_jobs(local_cluste
     assert cancel.returncode == 0, cancel.stdout + cancel.stderr
 
 
-def test_status_helpers_read_the_drivers_output():
+def test_log_tail_leaves_out_framework_noise():
     from orchestrator.cluster import jobs
 
     logs = "\n".join([
@@ -467,10 +470,6 @@ def test_status_helpers_read_the_drivers_output():
                                    "Queue: waiting for resources: 1 trial(s) need CPU=1, TPU=1",
                                    "Queue: running (1 trial(s) running, 0 waiting)",
                                    "error: dataset.path: '/data/x' does not exist"]
-    assert jobs.queue_state(logs) == "running (1 trial(s) running, 0 waiting)"
-    assert jobs.queue_state(logs.rsplit("\nQueue: running", 1)[0]).startswith("waiting for resources")
-    assert jobs.queue_state("nothing yet") is None
-    assert jobs.run_of_job(logs) == "20260101-100000-abcd"
     assert jobs.build_resume_entrypoint("exp/r1", "/abs/store") == \
         "orchestrator resume exp/r1 --address auto --store /abs/store"
 
@@ -494,21 +493,25 @@ def test_resource_watch_fails_trials_no_node_can_run_any_more_and_ends_the_study
     recorder.attempt_nodes[trials["gpu"].trial_id] = ["ab" * 28]
     nodes = [NodeCapacity("cpu", {"CPU": 1}), NodeCapacity("gpu", {"CPU": 1, "GPU": 1})]
     said: list[str] = []
+    queued = []
     clock = [100.0]
-    watch = ResourceWatch(recorder, lambda: nodes, timeout_s=10, notify=said.append)
+    watch = ResourceWatch(recorder, lambda: nodes, timeout_s=10, notify=said.append, on_queue=queued.append)
     stopper = WatchStopper(watch)
     running = SimpleNamespace(status="RUNNING", trial_id="t1", config={"trial": {"task": TrialTask(trials["cpu"], {})}})
     waiting = SimpleNamespace(status="PENDING", trial_id="t2", config={"trial": {"task": TrialTask(trials["gpu"], {})}})
     watch.check([running, waiting], clock[0])
     assert said == []  # trials run: nothing to say
+    assert [q.describe() for q in queued] == ["running (1 trial(s) running, 1 waiting)"]  # run.json knows
     running.status = "PENDING"  # e.g. another study holds the nodes
     watch.check([running, waiting], clock[0])
     clock[0] += 16
     watch.check([running, waiting], clock[0])
     assert said == ["Queue: waiting for resources: 2 trial(s) need CPU=1 | CPU=1, GPU=1"]
+    assert queued[-1].state == "waiting" and queued[-1].waiting == 2 and queued[-1].needs == ["CPU=1", "CPU=1, GPU=1"]
     running.status = "RUNNING"
     watch.check([running, waiting], clock[0])
     assert said[-1] == "Queue: running (1 trial(s) running, 1 waiting)"
+    assert queued[-1].describe() == "running (1 trial(s) running, 1 waiting)" and len(queued) == 3  # changes only
     del nodes[1]  # the only gpu node is lost
     watch.check([running, waiting], clock[0])
     clock[0] += 11

@@ -305,3 +305,28 @@ def test_cnn_soft_attention_structure_and_save_roundtrip(tmp_path):
     model.save(path)
     reloaded = keras.saving.load_model(path)
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+DEEP = ("resnet50", "resnet152", "se_resnext101", "vgg16")  # builds of several seconds each on two cores
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n for n in list_models()])
+def test_last_layer_computes_and_outputs_float32_under_mixed_bfloat16(name):
+    """Under mixed bfloat16 the logits Dense and the softmax run in float32, so precision creates no ties."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        size = model_entry(name).min_input_size
+        model = create_model(name, input_shape=(size, size, 3), num_classes=NUM_CLASSES)
+        last = [model.get_layer("logits"), model.get_layer("probs")]
+        assert model.layers[-1] is last[1]
+        assert [(layer.compute_dtype, layer.variable_dtype) for layer in last] == [("float32", "float32")] * 2
+        body = [layer for layer in all_layers(model) if isinstance(layer, layers.Conv2D)]
+        assert body and body[0].compute_dtype == "bfloat16"  # the rest of the model is mixed precision
+        assert model.output.dtype == "float32"
+        if name == "cnn":  # one real forward pass: float32 probabilities that do not tie
+            probs = model.predict(images(N_IMAGES, size)[0], verbose=0)
+            assert probs.dtype == np.float32
+            top = np.sort(probs, axis=1)[:, -2:]
+            assert (top[:, 1] > top[:, 0]).all()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

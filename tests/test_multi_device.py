@@ -184,14 +184,14 @@ def test_multi_device_probe_results_name_trials_and_header_lines():
 
     spec = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn"], "epochs": [1, 2], "node_types": ["cpu", "gpu"]}))
     trials = expand_grid(spec)
-    assert sorted(probe_targets(trials)) == [("cpu", "tensorflow"), ("gpu", "auto")]
+    assert sorted(probe_targets(trials)) == [("cpu", "jax"), ("gpu", "jax")]  # one backend for the study
     probes = [
-        {"node_type": "cpu", "framework": "tensorflow", "ok": True, "status": "ok", "backend": "tensorflow",
+        {"node_type": "cpu", "framework": "jax", "ok": True, "status": "ok", "backend": "jax",
          "kind": "cpu", "count": 2, "names": ["Xeon", "Xeon"], "simulated": None, "error": None},
-        {"node_type": "gpu", "framework": "auto", "ok": False, "status": "ok", "error": "backend 'jax' sees no gpu"},
+        {"node_type": "gpu", "framework": "jax", "ok": False, "status": "ok", "error": "backend 'jax' sees no gpu"},
     ]
     bad = misconfigured_trials(trials, probes)
     assert sorted(bad) == sorted(t.trial_id for t in trials if t.node_type == "gpu")
     assert all("backend 'jax' sees no gpu" in reason for reason in bad.values())
-    assert probe_summary(probes[0]) == "cpu / tensorflow: ok - tensorflow sees 2 cpu: Xeon"
-    assert probe_summary(probes[1]) == "gpu / auto: FAILED - backend 'jax' sees no gpu"
+    assert probe_summary(probes[0]) == "cpu / jax: ok - jax sees 2 cpu: Xeon"
+    assert probe_summary(probes[1]) == "gpu / jax: FAILED - backend 'jax' sees no gpu"

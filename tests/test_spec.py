@@ -111,13 +111,55 @@ def test_trial_ids_are_deterministic_and_depend_on_settings():
     assert a[0].trial_id.startswith("cnn-e1-cpu-none-tensorflow-r0-")
 
 
-def test_node_types_map_to_resources_and_default_frameworks():
+def test_node_types_map_to_resources_and_one_stack_per_study():
     spec = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["cpu", "gpu", "tpu"]},
                                      execution={"cpus_per_trial": None}))
     by_node = {t.node_type: t for t in expand_grid(spec)}
-    assert by_node["cpu"].resources == {"CPU": 1} and by_node["cpu"].framework == "tensorflow"
-    assert by_node["gpu"].resources == {"CPU": 1, "GPU": 1} and by_node["gpu"].framework == "auto"  # resolved on the node
-    assert by_node["tpu"].resources == {"CPU": 1, "TPU": 1} and by_node["tpu"].framework == "jax"
+    assert by_node["cpu"].resources == {"CPU": 1} and by_node["gpu"].resources == {"CPU": 1, "GPU": 1}
+    assert by_node["tpu"].resources == {"CPU": 1, "TPU": 1}
+    # one stack for every node type: the backend all three drive, float32 (a CPU is in the study), XLA, 1 step
+    stacks = {(t.framework, t.training.mixed_precision, t.training.jit_compile, t.training.steps_per_execution,
+               t.training.batch_size) for t in by_node.values()}
+    assert stacks == {("jax", "off", True, 1, spec.training.batch_size)}
+    cpu_only = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["cpu"]}))
+    assert expand_grid(cpu_only)[0].framework == "tensorflow" and not expand_grid(cpu_only)[0].training.jit_compile
+    accelerators = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn"], "epochs": [1],
+                                                   "node_types": ["gpu", "tpu"]}))
+    assert {(t.framework, t.training.mixed_precision) for t in expand_grid(accelerators)} == {("jax", "bfloat16")}
+
+
+def test_a_node_type_sets_its_own_stack_only_explicitly_and_the_dry_run_says_so():
+    from orchestrator.spec.stack import stack_lines
+
+    spec = parse_spec(tiny_spec_dict(
+        grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["cpu", "gpu"]},
+        node_types={"gpu": {"resources": {"CPU": 1, "GPU": 2}, "mixed_precision": "bfloat16",
+                            "steps_per_execution": 4}}, training={"batch_size": 8}))
+    by_node = {t.node_type: t for t in expand_grid(spec)}
+    assert by_node["cpu"].training.mixed_precision == "off" and by_node["cpu"].training.steps_per_execution == 1
+    assert by_node["gpu"].training.mixed_precision == "bfloat16" and by_node["gpu"].training.steps_per_execution == 4
+    assert by_node["gpu"].price_per_hour is None  # its own node type names no priced instance
+    lines = stack_lines(spec)
+    assert lines[0] == "cpu: jax, float32, XLA, 1 device x 8 per device (global batch 8), 1 steps/execution"
+    assert lines[1].startswith("gpu: jax, mixed_bfloat16, XLA, 2 devices x 4 per device (global batch 8), 4 steps")
+    assert "own stack: mixed_precision=bfloat16, steps_per_execution=4" in lines[1]
+
+
+def test_prices_come_from_the_price_table_and_every_shipped_file_agrees_with_it():
+    from pathlib import Path
+
+    from orchestrator.spec.prices import price_table
+
+    table = price_table()
+    assert all({"provider", "region", "date", "usd_per_hour", "source"} <= set(e) for e in table.values())
+    for path in sorted(Path("experiments").glob("*.yaml")):
+        spec = load_spec(path)
+        for name in dict.fromkeys(spec.grid.node_types):
+            nt = spec.resolved_node_types()[name]
+            assert nt.instance in table, f"{path}: node type {name} names no priced instance"
+            assert nt.price_per_hour == table[nt.instance]["usd_per_hour"], f"{path}: {name}"
+    with pytest.raises(SpecError, match=r"node_types.cpu: instance: unknown instance 'm9.huge'"):
+        parse_spec(tiny_spec_dict(node_types={"cpu": {"resources": {"CPU": 1}, "instance": "m9.huge"}}))
 
 
 def test_custom_node_type_and_explicit_framework():

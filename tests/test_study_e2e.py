@@ -47,6 +47,10 @@ def test_submit_runs_the_grid_and_writes_the_report(tmp_path, ray_session, capsy
         record = json.loads((trial_dir / "record.json").read_text())
         assert record["device"]["requested"] == "cpu" and record["device"]["used"]["kind"] == "cpu"
         assert (trial_dir / "predictions.csv").is_file() and (trial_dir / "history.csv").is_file()
+        # one stack for cpu, gpu and tpu (jax, float32); what the node was doing while the trial ran
+        assert record["device"]["backend"] == "jax" and record["precision_policy"] == "float32"
+        assert isinstance(record["shared_with"], list) and record["timings"]["cpu_load_1m"] >= 0
+    assert set(cpu["timing"]) <= {"isolated", "shared node"} and cpu["stack"].str.startswith("jax, float32").all()
     assert list((report / "plots").glob("confusion_*.png"))
 
 

@@ -27,8 +27,8 @@ class Accelerator:
     ``detect``: per backend, the names of this kind's devices it sees; ``backends``: those that can drive the
     kind, in ``auto`` order; ``mixed_precision``: per backend, the Keras policy ``mixed_precision: auto``
     picks (float32 otherwise); ``jit_backends``: backends that XLA-compile here (others: Keras's "auto");
-    ``node_type``: resources, framework and USD/hour of the built-in node type named after the kind
-    (None: no built-in one); ``reference_key``: the ``device`` of its entries in the reference throughput."""
+    ``node_type``: resources and priced instance (``orchestrator/data/prices.json``) of the built-in node type
+    named after the kind (None: no built-in one); ``reference_key``: the ``device`` of its entries in the reference throughput."""
 
     name: str
     resource: str | None
@@ -137,18 +137,18 @@ register_accelerator(Accelerator(
     mixed_precision={"jax": "mixed_bfloat16"}, jit_backends=("jax", "tensorflow"),
     # TPUs pay a host round trip per execution, so many steps run per call there.
     steps_per_execution=32,
-    node_type={"resources": {"CPU": 1, "TPU": 1}, "framework": "jax", "price_per_hour": 1.20}))
+    node_type={"resources": {"CPU": 1, "TPU": 1}, "instance": "v5litepod-8"}))
 register_accelerator(Accelerator(
     name="gpu", resource="GPU", visibility_env="CUDA_VISIBLE_DEVICES",
     install_hint="pip install '.[gpu]' (CUDA build of JAX) on the node, with NVIDIA drivers",
     backends=("jax", "tensorflow", "torch"),
     detect={"tensorflow": _tf_devices("GPU"), "jax": _jax_devices("gpu"), "torch": _torch_cuda},
     mixed_precision={"jax": "mixed_bfloat16"}, jit_backends=("jax", "tensorflow"),
-    node_type={"resources": {"CPU": 1, "GPU": 1}, "framework": "auto", "price_per_hour": 2.48}))
+    node_type={"resources": {"CPU": 1, "GPU": 1}, "instance": "n1-standard-8+nvidia-tesla-t4"}))
 register_accelerator(Accelerator(
     name="cpu", resource=None, install_hint="pip install '.[jax]'",
     backends=("tensorflow", "jax", "torch"),
     # A trial that asked for no accelerator must not touch one.
     isolation_env={"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"},
     jit_backends=("jax",),
-    node_type={"resources": {"CPU": 1}, "framework": "tensorflow", "price_per_hour": 0.19}))
+    node_type={"resources": {"CPU": 1}, "instance": "n2-standard-8"}))

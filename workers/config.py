@@ -106,7 +106,9 @@ class TrainingSpec(_Strict):
     class_weights: bool = False
     mixed_precision: Literal["auto", "off", "bfloat16"] = "auto"
     steps_per_execution: int | None = Field(default=None, ge=1, le=10000, description=(
-        "training steps per compiled call; unset: chosen per device kind (workers.distribution)"))
+        "training steps per compiled call; unset: one value for the study (orchestrator/spec/stack.py)"))
+    jit_compile: bool | None = Field(default=None, description=(
+        "XLA compilation; unset: one setting for the study (orchestrator/spec/stack.py)"))
 
 
 class ModelSpec(_Strict):

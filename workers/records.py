@@ -95,7 +95,8 @@ class TrialRecord(_Record):
     node_ip: str | None = None
     attempt_nodes: list[str] = Field(default_factory=list)  # Ray node id of every attempt, in order (retries)
     tune_trial_id: str | None = None
-    trials_sharing_node: int | None = None
+    trials_sharing_node: int | None = None  # most trials on its node at once, itself included (1: isolated)
+    shared_with: list[str] = Field(default_factory=list)  # the trials that ran on its node while it ran
     pid: int | None = None
     search: SearchInfo | None = None
     tracking: dict[str, Any] | None = None  # per sink (mlflow, tensorboard): complete | incomplete, first error

@@ -136,9 +136,18 @@ class _EpochMonitor:
                 "val_s": time.perf_counter() - t,
             })
         row["wall_s"] = self.clock()  # since the trial started, validation of this epoch included
+        row["cpu_load_1m"] = _load_average()  # what else the node was doing during this epoch
         self.history.append(row)
         if self.on_epoch is not None:
             self.on_epoch(row, self.save_checkpoint)
+
+
+def _load_average() -> float | None:
+    """The node's 1-minute CPU load average (None where the OS has none)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
 
 
 def _predictions_csv(ids: list[str], y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> str:
@@ -175,9 +184,12 @@ def run_trial(
     A trial whose device is not the kind its node type asks for trains nothing: its record has status
     ``misconfigured`` and the reason (see ``workers.device.device_problem``). With several devices it trains
     data parallel over all of them, ``training.batch_size`` being the global batch.
-    ``started`` is the ``time.perf_counter()`` reading when the trial started (before the caller loaded its
-    data; default: now): every history row's ``wall_s`` counts from it, as MLPerf's time to train does. A
-    resumed trial's clock goes on from the ``wall_s`` of its last checkpointed epoch.
+    ``started`` is the ``time.perf_counter()`` reading when the trial's clock started (default: now). Callers
+    start it at the same point for every trial: once the node holds the prepared data (staging a node's cache
+    is on no trial's clock; MLPerf lets data start on any durable storage). Every history row's ``wall_s`` and
+    ``timings.total_s`` (the basis of the trial's cost) count from it, so time to target and cost share one
+    clock. A resumed trial's clock goes on from the ``wall_s`` of its last checkpointed epoch. Every epoch
+    records the node's 1-minute CPU load average (``cpu_load_1m``; ``timings.cpu_load_1m`` is their mean).
     """
     t_start = time.perf_counter()
     started = t_start if started is None else started
@@ -200,7 +212,9 @@ def run_trial(
         timings["eval_s"] = time.perf_counter() - t
         if checkpoint_dir:
             trained.save_checkpoint(str(checkpoint_dir))
-    timings["total_s"] = time.perf_counter() - t_start
+    timings["total_s"] = trained.clock_base + time.perf_counter() - started
+    loads = [row["cpu_load_1m"] for row in trained.history if row.get("cpu_load_1m") is not None]
+    timings.update({"cpu_load_1m": float(np.mean(loads)) if loads else _load_average(), "node_cpus": os.cpu_count()})
     return _completed_record(config, data, trained, probs, timings, device, plan)
 
 
@@ -234,12 +248,14 @@ class _Trained:
     save_checkpoint: Callable[[str], None]
     settings: dict
     n_train: int
+    clock_base: float = 0.0  # seconds on the trial's clock before this attempt (a resumed trial's checkpoint)
 
 
 def compile_model(keras, config: TrialConfig, model, plan: DevicePlan) -> dict:
     """Compile ``model`` with the trial's optimizer, ``steps_per_execution`` and XLA setting; return those."""
+    jit = config.hparam("jit_compile")  # the study's one setting (orchestrator/spec/stack.py), else per device
     settings = {"steps_per_execution": steps_per_execution(config.hparam("steps_per_execution"), plan.kind),
-                "jit_compile": jit_compile(plan.backend, plan.kind)}
+                "jit_compile": jit_compile(plan.backend, plan.kind) if jit is None else bool(jit)}
     model.compile(
         optimizer=_optimizer(keras, config.hparam("optimizer"), float(config.hparam("learning_rate"))),
         loss="sparse_categorical_crossentropy", metrics=["accuracy"], **settings,
@@ -278,6 +294,7 @@ def _train(keras, config, data, plan: DevicePlan, device, timings, on_epoch, res
     rows = shardable_rows(len(data.y_train), plan.count, config.seed)  # every batch splits over the devices
     trained.n_train = int(len(rows))
     clock_base = float(trained.history[-1].get("wall_s") or 0.0) if trained.history else 0.0
+    trained.clock_base = clock_base
     monitor = _EpochMonitor(keras, data, plan, on_epoch, trained.save_checkpoint, trained.history,
                             clock=lambda: clock_base + time.perf_counter() - started)
     class_weight = class_weight_map(data.y_train[rows], data.num_classes) if config.hparam("class_weights") else None

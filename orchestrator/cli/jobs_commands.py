@@ -8,6 +8,7 @@ from datetime import datetime
 
 from orchestrator.cli.output import json_arg, out, print_json
 from orchestrator.cluster import jobs
+from orchestrator.records import run_state
 
 
 def _fmt_time(ms: int | None) -> str:
@@ -23,11 +24,11 @@ def _duration(start_ms: int | None, end_ms: int | None) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _shown_status(address: str, job) -> str:
-    """A job's status; a running study that waits for its trials' resources says so."""
+def _shown_status(job) -> str:
+    """A job's status; a running study that waits for its trials' resources says so (from its run.json)."""
     status = jobs.status_name(job.status)
     if status == "RUNNING":
-        said = jobs.queue_state(jobs.job_logs(address, job.submission_id or job.job_id))
+        said = run_state(jobs.run_info_of(job.metadata))
         if said and said.startswith("waiting"):
             return f"RUNNING ({said})"
     return status
@@ -54,11 +55,12 @@ def cmd_list(args) -> int:
         print_json({"address": args.address, "jobs": [_job_dict(args.address, j) for j in jobs.list_jobs(args.address)]})
         return 0
     table = Table(title=f"Jobs on {args.address}")
-    for col in ("job id", "status", "experiment", "started", "duration", "entrypoint"):
+    for col in ("job id", "status", "experiment", "run id", "started", "duration", "entrypoint"):
         table.add_column(col, overflow="fold")
     for job in jobs.list_jobs(args.address):
-        table.add_row(job.submission_id or job.job_id or "?", _shown_status(args.address, job),
-                      (job.metadata or {}).get("experiment", "-"), _fmt_time(job.start_time),
+        meta = job.metadata or {}
+        table.add_row(job.submission_id or job.job_id or "?", _shown_status(job), meta.get("experiment", "-"),
+                      meta.get("run_id", "-"), _fmt_time(job.start_time),
                       _duration(job.start_time, job.end_time), job.entrypoint)
     out.print(table)
     return 0
@@ -67,8 +69,9 @@ def cmd_list(args) -> int:
 def cmd_status(args) -> int:
     info = jobs.job_info(args.address, args.job_id, wait=args.wait, timeout=args.timeout)
     status, meta = jobs.status_name(info.status), info.metadata or {}
-    logs = jobs.job_logs(args.address, args.job_id) if status in ("RUNNING", "FAILED") else ""
-    said = jobs.queue_state(logs) if status == "RUNNING" else None
+    run_info = jobs.run_info_of(meta)  # one read of run.json in the store; no log
+    # a driver that died before its run ended left a queue state that no longer holds
+    said = run_state(run_info) if status == "RUNNING" or (run_info or {}).get("finished") else None
     message = (info.message or "").strip().splitlines()
     if args.json:
         print_json({**_job_dict(args.address, info), "trials": said, "run": jobs.run_of_job(logs) if logs else None,
@@ -78,9 +81,8 @@ def cmd_status(args) -> int:
         return 1 if status in ("FAILED", "STOPPED") else 0
     out.print(f"job:        {args.job_id}")
     out.print(f"status:     {status}" + (f" ({message[0]})" if message and status != "RUNNING" else ""))
-    if said:
-        out.print(f"trials:     {said}", soft_wrap=True)
     out.print(f"experiment: {meta.get('experiment', '-')}")
+    out.print(f"run:        {meta.get('run_id', '-')}" + (f" ({said})" if said else ""), soft_wrap=True)
     out.print(f"store:      {meta.get('store', '-')}")
     out.print(f"git commit: {meta.get('git_commit', '-')}")
     out.print(f"started:    {_fmt_time(info.start_time)}   ended: {_fmt_time(info.end_time)}   "
@@ -92,7 +94,7 @@ def cmd_status(args) -> int:
         if getattr(info, "error_type", None):
             out.print(f"error:      {info.error_type}")
         out.print("log tail:", soft_wrap=True)
-        for line in jobs.log_tail(logs):
+        for line in jobs.log_tail(jobs.job_logs(args.address, args.job_id)):
             out.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
     out.print(f"logs:       orchestrator logs {args.job_id} --address {args.address}")
     return 1 if status in ("FAILED", "STOPPED") else 0
@@ -117,9 +119,8 @@ def cmd_cancel(args) -> int:
     if not stopped:
         out.print(f"Job {args.job_id} already ended ({status}); nothing to cancel.")
         return 0
-    info = jobs.job_info(args.address, args.job_id)
-    run = jobs.run_of_job(jobs.job_logs(args.address, args.job_id))
-    store = (info.metadata or {}).get("store", "STORE")
+    meta = jobs.job_info(args.address, args.job_id).metadata or {}
+    run, store = meta.get("run_id"), meta.get("store", "STORE")
     resume = (f"orchestrator resume {run or 'RUN_ID'} --store {store} --address {args.address}"
               + ("" if run else " (the run id is in 'orchestrator logs')"))
     out.print(f"Cancel requested for job {args.job_id} (was {status}). Finished trials stay in the store; to "

@@ -22,6 +22,19 @@ def _print_plan(plan, title: str) -> None:
     out.print(table)
 
 
+def _print_stacks(spec) -> None:
+    from orchestrator.spec.stack import stack_lines
+
+    out.print("Stack per node type (backend, precision, XLA, devices x per-device batch, steps per execution):",
+              markup=False)
+    for line in stack_lines(spec):
+        out.print(f"  {line}", soft_wrap=True, markup=False)
+    types = spec.resolved_node_types()
+    out.print("Prices: " + "; ".join(
+        f"{n} " + (f"${types[n].price_per_hour:g}/h ({types[n].price_source})" if types[n].price_per_hour is not None
+                   else "unknown") for n in dict.fromkeys(spec.grid.node_types)), soft_wrap=True, markup=False)
+
+
 def _confirm_huge(n: int, yes: bool) -> bool:
     from orchestrator.study import HUGE_GRID
 
@@ -70,6 +83,7 @@ def cmd_submit(args) -> int:
         print_json(plan.to_dict())
     elif args.dry_run:
         _print_plan(plan, f"{study.spec.name}: {len(plan)} trials (dry run, nothing started)")
+        _print_stacks(study.spec)
         out.print(format_plan(plan.estimate), soft_wrap=True, markup=False)
     plan.check_budget(study.spec.execution.budget_usd, "--max-cost" if args.max_cost is not None else
                       "execution.budget_usd")
@@ -80,8 +94,8 @@ def cmd_submit(args) -> int:
         return 1
     if remote:
         job_id = study.submit(args.address, strict=args.strict, store=args.store, notify=say)
-        out.print(f"Submitted job {job_id} to {args.address}. Follow it with: orchestrator logs {job_id} --follow "
-                  f"--address {args.address}")
+        out.print(f"Submitted job {job_id} to {args.address} (run {study.run_id}). Follow it with: orchestrator "
+                  f"logs {job_id} --follow --address {args.address}")
         return 0
     return _finish(study.run(strict=args.strict, notify=_run_notifier()), study.spec.storage.uri)
 

@@ -2,9 +2,12 @@
 
 ``orchestrator submit FILE --address http://HEAD:8265`` uploads the working directory (the repository checkout
 the command runs in, or the current directory) and the experiment file as the job's ``working_dir`` and starts
-``orchestrator submit FILE --local-driver --address auto`` on the head node: the study's driver runs on the
-cluster, so the laptop may disconnect. The command returns at once with the job id. Several submissions queue
-on the cluster's resources (each study driver waits for its trials' resources; Ray decides who runs next).
+``orchestrator submit FILE --local-driver --address auto --run-id RUN_ID`` on the head node: the study's driver
+runs on the cluster, so the laptop may disconnect. The run id is chosen here, at submission, and kept in the
+job's metadata with the experiment and the store; the command returns at once with both ids. Several
+submissions queue on the cluster's resources (each study driver waits for its trials' resources; Ray decides
+who runs next) and each driver keeps its run's queue state in the store's run.json, which ``list_jobs`` /
+``job_info`` callers read with ``run_info_of`` (no job log is read).
 
 Nothing secret travels with a job: no environment variable of the submitting machine is forwarded (object
 storage credentials come from the cluster's own environment or instance role), the upload leaves out
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -31,7 +35,6 @@ from typing import Callable, Iterator
 from urllib.parse import urlparse
 
 from orchestrator.errors import BadInput
-from orchestrator.run_lines import QUEUE_PREFIX, RUN_LINE
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -311,11 +314,12 @@ def job_env(address: str, root: Path | None) -> dict[str, str]:
 
 
 def submit_job(spec_file: str, address: str, store: str | None = None, strict: bool = False, *,
-               run_id: str | None = None, notify: Callable[[str], None] | None = None,
+               run_id: str, notify: Callable[[str], None] | None = None,
                working_dir: str | Path | None = None) -> str:
-    """Submit a study to the cluster at ``address`` as a Ray Job; return its id at once (nothing waits).
+    """Submit a study to the cluster at ``address`` as a Ray Job that runs it as run ``run_id``; return the job's
+    id at once (nothing waits).
 
-    ``run_id`` continues an earlier run of the same file in the same store (its finished trials are kept).
+    A ``run_id`` of an earlier run of the same file in the same store continues it (its finished trials are kept).
     """
     from orchestrator.spec.schema import load_spec
 
@@ -324,11 +328,13 @@ def submit_job(spec_file: str, address: str, store: str | None = None, strict: b
     spec = load_spec(spec_file)
     root = _upload_root(working_dir, notify)
     client = connect(address)
-    store_arg = remote_store(store, spec.storage.uri, head_is_this_machine(client, address), notify)
+    head_local = head_is_this_machine(client, address)
+    store_arg = remote_store(store, spec.storage.uri, head_local, notify)
     if any(k.startswith("AWS_") for k in os.environ) and (store_arg or spec.storage.uri).startswith("s3://"):
         notify("note: AWS_* variables of this shell are not sent; the cluster reads the store with its own "
                "credentials (instance role or its environment)")
-    metadata = {"experiment": spec.name, "spec_file": Path(spec_file).name, "store": store_arg or spec.storage.uri}
+    metadata = {"experiment": spec.name, "run_id": run_id, "spec_file": Path(spec_file).name,
+                **_store_metadata(store_arg or spec.storage.uri, spec.storage.endpoint_url, head_local)}
     with staged_upload(root, Path(spec_file)) as (upload_dir, spec_rel):
         return _submit(client, address, upload_dir, root, build_entrypoint(spec_rel, store_arg, strict, run_id),
                        new_submission_id(spec.name), metadata)
@@ -344,12 +350,24 @@ def submit_resume_job(run: str, address: str, store: str, *, endpoint_url: str |
     address = _check_address(address)
     root = _upload_root(working_dir, notify)
     client = connect(address)
-    store_arg = remote_store(store, store, head_is_this_machine(client, address), notify) or store
-    experiment = experiment or (run.split("/", 1)[0] if "/" in run else "resume")
-    metadata = {"experiment": experiment, "resumes": run, "store": store_arg}
+    head_local = head_is_this_machine(client, address)
+    store_arg = remote_store(store, store, head_local, notify) or store
+    metadata = {"experiment": experiment or (run.split("/", 1)[0] if "/" in run else "resume"), "resumes": run,
+                "run_id": run.rsplit("/", 1)[-1], **_store_metadata(store_arg, endpoint_url, head_local)}
     with staged_upload(root, None) as (upload_dir, _):
         return _submit(client, address, upload_dir, root, build_resume_entrypoint(run, store_arg, endpoint_url),
-                       new_submission_id(experiment), metadata)
+                       new_submission_id(metadata["experiment"]), metadata)
+
+
+def _store_metadata(store: str, endpoint_url: str | None, head_local: bool) -> dict:
+    """Where the run's store is, for reading its run.json back: the URI, the S3 endpoint, and whether it is a
+    directory on a head node that is not this machine (then it cannot be read from here)."""
+    meta = {"store": store}
+    if endpoint_url:
+        meta["endpoint_url"] = endpoint_url
+    if "://" not in store and not head_local:
+        meta["store_on"] = "head node"
+    return meta
 
 
 def _upload_root(working_dir: str | Path | None, notify: Callable[[str], None]) -> Path | None:
@@ -447,17 +465,29 @@ def log_tail(logs: str, lines: int = 15) -> list[str]:
     return kept[-lines:]
 
 
-def queue_state(logs: str) -> str | None:
-    """What a running study's driver last said about its queue (``waiting for resources: ...`` or
-    ``running (...)``), or None before its trials were queued."""
-    said = [ln.strip()[len(QUEUE_PREFIX):].strip() for ln in logs.splitlines() if ln.strip().startswith(QUEUE_PREFIX)]
-    return said[-1] if said else None
+def run_info_of(metadata: dict | None) -> dict | None:
+    """The run.json of a submitted run, read from the store its job's metadata names (one small read, no log);
+    None when there is none yet (the driver has not started the run) or it cannot be read from here (a directory
+    on a remote head node, a store this machine has no access to, a job not submitted by ``orchestrator``)."""
+    from orchestrator.records import RunPaths
+    from orchestrator.runs import find_run
+    from workers.storage import open_store
 
-
-def run_of_job(logs: str) -> str | None:
-    """The run id a study job's driver announced (``Run RUN_ID: N trials ...``)."""
-    found = RUN_LINE.findall(logs)
-    return found[-1] if found else None
+    meta = metadata or {}
+    run_id, store_uri = meta.get("run_id"), meta.get("store")
+    if not run_id or not store_uri or meta.get("store_on") == "head node":
+        return None
+    try:
+        store = open_store(store_uri, endpoint_url=meta.get("endpoint_url"))
+        paths = RunPaths(meta.get("experiment", ""), run_id)
+        resumed = meta.get("resumes", "")
+        if not store.exists(paths.run_info):
+            if not resumed or "/" in resumed:
+                return None
+            paths = find_run(store, run_id)  # a resume whose experiment could not be read at submission
+        return json.loads(store.get_text(paths.run_info))
+    except Exception:
+        return None
 
 
 def follow_logs(address: str, job_id: str, write: Callable[[str], None]) -> str:

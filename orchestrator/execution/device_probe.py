@@ -16,7 +16,7 @@ import platform
 from dataclasses import dataclass, field
 from typing import Callable
 
-from orchestrator.run_lines import QUEUE_PREFIX
+from orchestrator.records import QueueState
 from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason, resource_request
 from workers.config import TrialConfig
 from workers.device import NOT_PROBED, probe_summary
@@ -56,7 +56,8 @@ def _remote_probe(trial: TrialConfig):
     return task.remote(trial.node_type, trial.framework, trial.resources, trial.allow_device_mismatch)
 
 
-def _wait_all(refs: list, timeout_s: float, notify: Callable[[str], None] | None) -> list:
+def _wait_all(refs: list, timeout_s: float, notify: Callable[[str], None] | None,
+              on_queue: Callable[[QueueState], None] | None = None) -> list:
     """The probes that finished within ``timeout_s``; after a few seconds without all of them, one line says that
     the study waits for resources (other studies may hold the nodes)."""
     import ray
@@ -65,8 +66,12 @@ def _wait_all(refs: list, timeout_s: float, notify: Callable[[str], None] | None
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=first)
     if len(ready) < len(refs) and timeout_s > first:
         waiting = _waiting_for_a_node([r for r in refs if r not in ready])
-        if waiting and notify:
-            notify(f"{QUEUE_PREFIX} waiting for resources: {waiting} device probe(s) wait for a free node of their type")
+        if waiting:
+            queue = QueueState(state="waiting", waiting=waiting, of="device probes")
+            if notify:
+                notify(queue.console_line())
+            if on_queue:
+                on_queue(queue)
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s - first)
     return ready
 
@@ -100,9 +105,11 @@ def local_cpu_probe(trial: TrialConfig) -> dict | None:
 
 
 def run_probes(trials: list[TrialConfig], live: list[NodeCapacity], timeout_s: float = PROBE_TIMEOUT_S,
-               notify: Callable[[str], None] | None = None, single_machine: bool = False) -> list[dict]:
+               notify: Callable[[str], None] | None = None, single_machine: bool = False,
+               on_queue: Callable[[QueueState], None] | None = None) -> list[dict]:
     """Probe every (node type, framework) of ``trials`` that a live node can serve; the rest are ``not probed``.
-    Needs ``ray.init``. Every probe is bounded by ``timeout_s`` (all run at once). ``single_machine``: Ray runs
+    Needs ``ray.init``. Every probe is bounded by ``timeout_s`` (all run at once); probes that wait for a node
+    are said (``notify``) and passed on as the run's queue state (``on_queue``). ``single_machine``: Ray runs
     on this machine only, so CPU-only node types are checked in this process (``local_cpu_probe``)."""
     import ray
 
@@ -116,7 +123,7 @@ def run_probes(trials: list[TrialConfig], live: list[NodeCapacity], timeout_s: f
             results[key] = _not_probed(key, "no live node of this type yet; each trial checks its device itself")
         else:
             refs[key] = _remote_probe(trial)
-    ready = _wait_all(list(refs.values()), timeout_s, notify) if refs else []
+    ready = _wait_all(list(refs.values()), timeout_s, notify, on_queue) if refs else []
     for key, ref in refs.items():
         if ref in ready:
             try:
@@ -145,12 +152,13 @@ def misconfigured_trials(trials: list[TrialConfig], probes: list[dict]) -> dict[
 
 
 def preflight(trials: list[TrialConfig], live: list[NodeCapacity], notify: Callable[[str], None] = print,
-              timeout_s: float = PROBE_TIMEOUT_S, single_machine: bool = False) -> ProbeOutcome:
+              timeout_s: float = PROBE_TIMEOUT_S, single_machine: bool = False,
+              on_queue: Callable[[QueueState], None] | None = None) -> ProbeOutcome:
     """Probe the node types of ``trials``, say what was found, and name the trials of node types that failed.
     Needs ``ray.init``; ``single_machine`` as for ``run_probes``."""
     if not trials:
         return ProbeOutcome()
-    probes = run_probes(trials, live, timeout_s, notify, single_machine)
+    probes = run_probes(trials, live, timeout_s, notify, single_machine, on_queue)
     for probe in probes:
         notify("Device probe " + probe_summary(probe))
     return ProbeOutcome(probes=probes, misconfigured=misconfigured_trials(trials, probes))

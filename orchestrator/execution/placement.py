@@ -27,8 +27,14 @@ def place_trials(spec: ExperimentSpec, trials: list[TrialConfig], cluster_config
     pinning, exclusive nodes), and trial_id -> reason for trials no node can ever run. ``live`` nodes are read
     from the connected Ray when not given."""
     nodes = feasibility_nodes(cluster_nodes() if live is None else live, cluster_config)
-    placed = [t.replace(resources=placement_request(t.resources, t.node_type, nodes,
-                                                    exclusive=spec.execution.exclusive_nodes)) for t in trials]
+    from orchestrator.execution.timing import timing_notice
+
+    exclusive = spec.execution.exclusive_nodes or spec.execution.isolated_timing
+    placed = [t.replace(resources=placement_request(t.resources, t.node_type, nodes, exclusive=exclusive))
+              for t in trials]
+    notice = timing_notice(spec, placed, nodes)
+    if notice:
+        notify(notice)
     if spec.execution.exclusive_nodes:
         for node_type in exclusive_unenforceable(sorted({t.node_type for t in placed}), nodes):
             notify(f"exclusive_nodes: nodes of type '{node_type}' carry no node_kind_{node_type} resource here, "

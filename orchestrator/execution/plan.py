@@ -281,6 +281,6 @@ def plan_study(spec, trials: list[TrialConfig], store, pools: list[NodePool] | N
     """The estimate for ``spec``'s ``trials`` on ``pools`` (default: this machine), with throughput measured in
     ``store`` where there is some, and the spec's budget beside it."""
     estimate = estimate_study(trials, pools or local_pools(), earlier_records(store), load_reference(),
-                              exclusive=spec.execution.exclusive_nodes)
+                              exclusive=spec.execution.exclusive_nodes or spec.execution.isolated_timing)
     estimate["budget_usd"] = spec.execution.budget_usd
     return estimate

@@ -34,6 +34,7 @@ class TrialRecorder(Callback):
         self.written: set[str] = set()
         self.running_on: dict[str, set[str]] = {}  # node id -> trial ids running there
         self.max_sharing: dict[str, int] = {}  # trial id -> most trials seen on its node at once (itself included)
+        self.shared_with: dict[str, set[str]] = {}  # trial id -> other trials seen on its node while it ran
         self.node_ip: dict[str, str] = {}
         self.attempt_nodes: dict[str, list[str]] = {}  # trial id -> node id of each attempt, in order
 
@@ -51,6 +52,7 @@ class TrialRecorder(Callback):
         here.add(tid)
         for other in here:
             self.max_sharing[other] = max(self.max_sharing.get(other, 1), len(here))
+            self.shared_with.setdefault(other, set()).update(here - {other})
 
     def _forget(self, tid: str) -> None:
         for others in self.running_on.values():
@@ -95,7 +97,8 @@ class TrialRecorder(Callback):
         """What only the coordinator knows about a trial: retries and the node of every attempt."""
         attempts = self.attempt_nodes.get(tid, [])
         return {"retries": self.retries.get(tid, 0), "node_ip": self.node_ip.get(tid), "attempt_nodes": attempts,
-                "trials_sharing_node": self.max_sharing.get(tid, 1)}
+                "trials_sharing_node": self.max_sharing.get(tid, 1),
+                "shared_with": sorted(self.shared_with.get(tid, ()))}
 
     def completed(self, trial, record: TrialRecord) -> TrialRecord:
         """The record of a trial that reported its own, with the coordinator's fields added."""

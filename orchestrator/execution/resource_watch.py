@@ -1,5 +1,5 @@
-"""What a study's trials wait for, watched on the coordinator: queue lines for ``orchestrator status`` and the
-lost-node policy (trials no node can run any more are recorded failed, and the study ends)."""
+"""What a study's trials wait for, watched on the coordinator: the run's queue state (run.json's ``queue``, read
+by ``orchestrator status`` / ``list``) and the lost-node policy (trials no node can run any more are recorded failed, and the study ends)."""
 from __future__ import annotations
 
 import time
@@ -8,9 +8,9 @@ from typing import Callable
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
-from orchestrator.run_lines import QUEUE_PREFIX
 from orchestrator.execution.engine import trial_id_of, trial_task
 from orchestrator.execution.recorder import TrialRecorder
+from orchestrator.records import QueueState
 from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason
 
 
@@ -20,18 +20,22 @@ WAITING_NOTE_S = 15.0  # trials pending this long with none running wait for res
 class ResourceWatch(Callback):
     """What the study's trials wait for, checked every few seconds on the driver.
 
-    * On a cluster, a line in the driver's output when trials wait while none has run for ``WAITING_NOTE_S``
-      (``Queue: waiting for resources: ...``) and one when they run again (``Queue: running ...``);
-      ``orchestrator status`` and ``list`` show the last one.
+    * The run's queue state (``QueueState``, passed to ``on_queue``: run.json's ``queue``, which ``orchestrator
+      status`` and ``list`` show) whenever it changes: waiting once trials wait while none has run for
+      ``WAITING_NOTE_S``, running with the counts otherwise. On a cluster also a line in the driver's output when
+      trials start waiting (``Queue: waiting for resources: ...``) and one when they run again.
     * Trials waiting for resources no live node (nor an autoscaler node type) offers any more, e.g. a retry whose
       node was the only one of its kind, are recorded failed with the reason after ``timeout_s``; once every
       unfinished trial is such a trial, ``stop_all`` ends the study instead of letting it hang.
     """
 
     def __init__(self, recorder: TrialRecorder, nodes: Callable[[], list[NodeCapacity]], timeout_s: float,
-                 notify: Callable[[str], None] | None, check_every_s: float = 5.0):
+                 notify: Callable[[str], None] | None, check_every_s: float = 5.0,
+                 on_queue: Callable[[QueueState], None] | None = None):
         self.recorder, self.nodes, self.timeout_s = recorder, nodes, timeout_s
         self.notify = notify or (lambda line: None)
+        self.on_queue = on_queue or (lambda queue: None)
+        self.last_queue: tuple | None = None
         self.check_every_s, self.last_check, self.last_state = check_every_s, 0.0, ""
         self.waiting_since: float | None = None
         self.unrunnable_since: dict[str, float] = {}
@@ -80,23 +84,33 @@ class ResourceWatch(Callback):
                 self.given_up.add(tid)
 
     def _report_queue(self, open_trials: list, now: float) -> None:
-        """A line when no trial has run for ``WAITING_NOTE_S`` while some wait (starting actors are not waiting),
-        and one when trials run again."""
+        """The queue state when it changed; a line when no trial has run for ``WAITING_NOTE_S`` while some wait
+        (starting actors are not waiting), and one when trials run again."""
         running = sum(1 for t in open_trials if t.status == "RUNNING")
         pending = [t for t in open_trials if t.status == "PENDING"]
         if running or not pending:
             self.waiting_since = None
+            queue = QueueState(state="running", running=running, waiting=len(pending))
             if running and self.last_state == "waiting":
-                self.notify(f"{QUEUE_PREFIX} running ({running} trial(s) running, {len(pending)} waiting)")
+                self.notify(queue.console_line())
                 self.last_state = "running"
+            self._set_queue(queue)
             return
         self.waiting_since = self.waiting_since or now
-        if self.last_state != "waiting" and now - self.waiting_since >= WAITING_NOTE_S:
+        if now - self.waiting_since >= WAITING_NOTE_S:
             needs = sorted({", ".join(f"{k}={v:g}" for k, v in sorted(trial_task(t).trial.resources.items()))
                             for t in pending})
-            self.notify(f"{QUEUE_PREFIX} waiting for resources: {len(pending)} trial(s) need "
-                                        f"{' | '.join(needs)}")
-            self.last_state = "waiting"
+            queue = QueueState(state="waiting", waiting=len(pending), needs=needs)
+            if self.last_state != "waiting":
+                self.notify(queue.console_line())
+                self.last_state = "waiting"
+            self._set_queue(queue)
+
+    def _set_queue(self, queue: QueueState) -> None:
+        key = (queue.state, queue.running, queue.waiting, tuple(queue.needs))
+        if key != self.last_queue:
+            self.last_queue = key
+            self.on_queue(queue)
 
 
 class WatchStopper(Stopper):

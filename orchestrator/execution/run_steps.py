@@ -1,6 +1,7 @@
 """The steps every run takes, studies and searches alike: open the store, connect Ray, record the run's
-start in ``run.json`` (the first start is kept, resumes are appended), prepare the shared data, point Tune at
-its storage, and record the end with the status counts."""
+start in ``run.json`` (the first start is kept, resumes are appended), keep its queue state there (what
+``orchestrator list`` / ``status`` show), prepare the shared data, point Tune at its storage, and record the end
+with the status counts."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from typing import Callable
 
 from orchestrator.cluster.nodes import only_node
 from orchestrator.errors import StudyError
-from orchestrator.records import RunPaths, status_counts
+from orchestrator.records import QueueState, RunPaths, status_counts
 from orchestrator.spec.node_types import NodeCapacity
 from orchestrator.spec.schema import ExperimentSpec, spec_to_yaml
 from workers.config import TrialConfig
@@ -21,6 +22,7 @@ from workers.storage import LocalStore, StorageError, Store, open_store
 
 
 def new_run_id() -> str:
+    """A new run's id (UTC start time and 4 random hex digits); chosen where a run is started or submitted."""
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
@@ -103,7 +105,7 @@ class RunSession:
         from orchestrator.report import environment_info
 
         started = _now()
-        earlier = json.loads(self.store.get_text(self.paths.run_info)) if self.store.exists(self.paths.run_info) else {}
+        earlier = self._stored_info()
         if not self.store.exists(self.paths.spec):
             self.store.put_text(self.paths.spec, spec_to_yaml(self.spec))
         self.info = {**earlier, "experiment": self.spec.name, "run_id": self.paths.run_id, "kind": kind,
@@ -111,9 +113,9 @@ class RunSession:
                      "dashboard": self.dashboard, "nodes": [{"name": n.name, "resources": n.resources} for n in nodes],
                      "n_trials": n_trials, "dataset_source": self.spec.dataset.source,
                      "environment": environment_info(), **extra}
-        if earlier:
+        if earlier.get("started"):  # not a queue state written while the device probes waited
             self.info["resumed"] = earlier.get("resumed", []) + [started]
-        for stale in ("finished", "interrupted", "unfinished"):
+        for stale in ("finished", "interrupted", "unfinished", "queue"):
             self.info.pop(stale, None)
         self.write_info()
         if self.dashboard:
@@ -134,6 +136,20 @@ class RunSession:
 
     def write_info(self) -> None:
         self.store.put_text(self.paths.run_info, json.dumps(self.info, indent=1))
+
+    def _stored_info(self) -> dict:
+        return json.loads(self.store.get_text(self.paths.run_info)) if self.store.exists(self.paths.run_info) else {}
+
+    def set_queue(self, queue: QueueState) -> None:
+        """Keep the run's queue state in run.json. Before ``begin`` (device probes waiting) it is merged into the
+        stored run.json, or starts one holding the run's name and its queue state only."""
+        if self.info:
+            self.info["queue"] = queue.model_dump()
+            self.write_info()
+            return
+        stub = {**self._stored_info(), "experiment": self.spec.name, "run_id": self.paths.run_id,
+                "queue": queue.model_dump()}
+        self.store.put_text(self.paths.run_info, json.dumps(stub, indent=1))
 
     def prepare_data(self, trials: list[TrialConfig]) -> dict[str, dict]:
         """Prepare every distinct data setting of ``trials`` once (cached); key -> summary."""
@@ -169,6 +185,7 @@ class RunSession:
     def finish(self, records: list[TrialRecord], **extra) -> dict[str, int]:
         """Record the end of the run in run.json; returns the status counts."""
         counts = status_counts(records)
+        self.info.pop("queue", None)
         self.info.update({"finished": _now(), "counts": counts, **extra})
         self.write_info()
         return counts

@@ -57,6 +57,7 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     from orchestrator.execution.metrics_export import MetricsExportCallback
     from orchestrator.execution.recorder import TrialRecorder
     from orchestrator.execution.resource_watch import ResourceWatch, WatchStopper
+    from orchestrator.execution.timing import concurrency_limit
     from orchestrator.execution.trainable import TrialTask
     from orchestrator.models import ModelKeeper
 
@@ -69,11 +70,13 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     progress = LiveTrials(pending, spec.report.target.metric, enabled=show_progress,
                           slots=spec.execution.max_concurrent_trials)
     watch = ResourceWatch(recorder, lambda: feasibility_nodes(cluster_nodes(), cluster_config),
-                          spec.execution.lost_node_timeout_s, session.notify if session.address else None)
+                          spec.execution.lost_node_timeout_s, session.notify if session.address else None,
+                          on_queue=session.set_queue)
     tuner = engine.build_tuner(
         session, trainable, engine.grid_space(tasks), engine.trial_resources(tasks),
         callbacks=[recorder, progress, watch, MetricsExportCallback(spec.name, session.paths.run_id, pending)],
-        stop=WatchStopper(watch), max_concurrent_trials=spec.execution.max_concurrent_trials,
+        stop=WatchStopper(watch),
+        max_concurrent_trials=concurrency_limit(spec, pending, feasibility_nodes(cluster_nodes(), cluster_config)),
         # On a cluster every trial gets its own actor, named by its trial in Ray's views (a reused actor keeps
         # the name of its first trial); an embedded run reuses actors to save the framework's start-up.
         reuse_actors=len({t.framework for t in pending}) == 1 and not session.address)
@@ -130,7 +133,7 @@ def _execute(session: RunSession, trials: list[TrialConfig], strict: bool, show_
     if refusal:
         raise OverBudget(refusal)
     probed = preflight([t for t in trials if t.trial_id not in infeasible], cluster_nodes(), notify,
-                       single_machine=session.single_node() is not None)
+                       single_machine=session.single_node() is not None, on_queue=session.set_queue)
     if probed.misconfigured and strict:
         raise StudyError(f"{len(probed.misconfigured)} trial(s) failed the device probe (--strict): "
                          f"{next(iter(probed.misconfigured.values()))}")

@@ -139,8 +139,9 @@ def trial_trainable(task: TrialTask) -> None:
 
     _limit_threads(task.trial.resources.get("CPU", 1))
     t = time.perf_counter()
-    data = load_prepared(task.store, task.cache_key)
+    data = load_prepared(task.store, task.cache_key)  # stages the node's data cache (once per node)
     data_load_s = time.perf_counter() - t
+    started = time.perf_counter()  # the trial's clock starts here, at the same point for every trial
     checkpoint = tune.get_checkpoint()
     resume_dir = checkpoint.to_directory() if checkpoint else None
     tracking = TrialTracking(task.tracking, task.trial.to_dict(), task.store, resume_dir)
@@ -149,7 +150,7 @@ def trial_trainable(task: TrialTask) -> None:
             task.trial, data=data, on_epoch=_epoch_reporter(tracking), resume_dir=resume_dir,
             weights_path=resolve_weights(task.trial, task.store),
             data_timings={"data_load_s": data_load_s, "prepare_s": 0.0, "augment_s": float(data.meta.get("augment_s", 0.0))},
-            started=t,
+            started=started,
         )
     except Exception as err:
         tracking.fail(f"{type(err).__name__}: {err}")

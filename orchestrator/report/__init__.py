@@ -86,7 +86,19 @@ def _header(records: list[dict], run_info: dict, df, generated: str) -> dict:
         "counts": counts, "prices": document.node_prices(records),
         "device_probes": run_info.get("device_probes") or [],
         "tracking": run_info.get("tracking") or {},
+        "preparation": _preparation(run_info, document.node_prices(records)),
     }
+
+
+def _preparation(run_info: dict, prices: dict[str, float]) -> dict:
+    """Data preparation seconds from run.json's data cache, priced at the cpu node type (else the cheapest one)."""
+    cache = run_info.get("data_cache")
+    if not isinstance(cache, dict) or not cache:
+        return {}
+    prepared = [c for c in cache.values() if isinstance(c, dict) and not c.get("hit")]
+    node = "cpu" if "cpu" in prices else min(prices, key=prices.get) if prices else None
+    return {"seconds": float(sum(c.get("seconds") or 0.0 for c in prepared)), "prepared": len(prepared),
+            "hits": len(cache) - len(prepared), "node_type": node, "price_per_hour": prices.get(node)}
 
 
 def _content(records: list[dict], header: dict, df, run_info: dict):

@@ -27,10 +27,11 @@ def comparison_table(records_a: list[dict], records_b: list[dict]) -> pd.DataFra
         df = trial_table(records)
         df = df[df["status"] == "completed"]
         if df.empty:
-            return pd.DataFrame(columns=KEY + ["trials"] + METRICS).set_index(KEY)
+            return pd.DataFrame(columns=KEY + ["trials"] + METRICS + ["timing"]).set_index(KEY)
         grouped = df.groupby(KEY, dropna=False)
         out = grouped[METRICS].mean()
         out.insert(0, "trials", grouped.size())
+        out["timing"] = grouped["timing"].agg(lambda t: "shared node" if (t == "shared node").any() else "isolated")
         return out
 
     a, b = agg(records_a), agg(records_b)
@@ -42,7 +43,8 @@ def comparison_table(records_a: list[dict], records_b: list[dict]) -> pd.DataFra
     joined = joined.reset_index()
     for col in ("trials_a", "trials_b"):
         joined[col] = joined[col].astype("Int64")
-    cols = KEY + ["present", "trials_a", "trials_b"] + [f"{m}_{s}" for m in METRICS for s in ("a", "b", "diff")]
+    cols = KEY + ["present", "trials_a", "trials_b"] + [f"{m}_{s}" for m in METRICS for s in ("a", "b", "diff")] \
+        + ["timing_a", "timing_b"]
     return joined[cols]
 
 
@@ -131,6 +133,8 @@ def comparison_page(table: pd.DataFrame, facts_a: dict, facts_b: dict) -> str:
                 view[name] = table[f"{m}_{suffix}"]
                 formats[name] = _fmt(m, signed=suffix == "diff")
             styles[f"{label} Δ"] = _better_class(m)
+        if group == "Speed and cost":  # timings taken beside other trials are marked (not hardware figures)
+            view["timing A"], view["timing B"] = table["timing_a"], table["timing_b"]
         rows = [None if p == "both" else "warn" for p in table["present"]]
         blocks.append(Table(view, group, row_style=rows, cell_style=styles, formats=formats,
                             empty="no completed trials in either run"))

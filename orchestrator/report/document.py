@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from orchestrator.report import tables
+from orchestrator.report import comparability, tables
 from orchestrator.report.render import Details, Figure, KeyValues, Section, Table, Text
 from orchestrator.report.tables import (CHECK_MISMATCH, CHECK_OK, CHECK_SIMULATED, CHECK_UNKNOWN, SETTING,
                                         format_scores, mean_sd_text, setting_label)
@@ -118,6 +118,7 @@ def lead_blocks(header: dict, df: pd.DataFrame) -> list:
         blocks.append(Text("TRACKING INCOMPLETE: " + tracking_text(header["tracking"]) + ". The stored records and "
                            "this report are complete; 'orchestrator report RUN --to-mlflow URI' publishes the run "
                            "again.", "warn", strong=True))
+    blocks += fairness_blocks(df)
     counts = header["counts"]
     bad = {k: v for k, v in counts.items() if k not in ("completed",)}
     if bad:
@@ -234,22 +235,49 @@ def _scores_section(c: ReportContent) -> Section:
     return Section("Tables II/III: scores per node type and epoch budget", blocks, anchor="tables-ii-iii")
 
 
+STACK_FACTORS = ["backend", "precision", "jit", "global_batch", "steps_per_execution", "shared_left_out"]
+FAIRNESS_NOTE = ("Speed-ups and cost ratios compare only groups of trials that differ in the node type alone "
+                 "(same architecture, epochs, augmentation, backend, precision, XLA setting, global batch and steps "
+                 "per execution; the stack column names them); any other pair is 'not comparable' with the factor "
+                 "that differs. Timings marked 'shared node' were taken while other trials ran on the same node: "
+                 "they are not hardware figures and are left out of speed-ups and the Pareto front.")
+
+
+def _speedup(v) -> str:
+    return "" if v is None or pd.isna(v) else f"{v:.2f}x"
+
+
+def fairness_view(table: pd.DataFrame) -> pd.DataFrame:
+    """A comparison table for reading: the stack named once (``stack``), its factors dropped, constant
+    augmentation/framework columns dropped."""
+    out = table.drop(columns=[c for c in STACK_FACTORS if c in table.columns])
+    return _drop_constant(out)
+
+
+def _timing_style(timing) -> str | None:
+    return "warn" if isinstance(timing, str) and timing.startswith(comparability.TIMING_SHARED) else None
+
+
 def _hardware_section(c: ReportContent) -> Section:
     hw, hw_view = c.hardware, c.hardware.copy()
     if not hw_view.empty:
         hw_view["steady_epoch_s"] = [mean_sd_text(m, s, 3) for m, s in zip(hw["steady_epoch_s"],
                                                                           hw["steady_epoch_s_sd"])]
         hw_view["images_per_s"] = [mean_sd_text(m, s, 1) for m, s in zip(hw["images_per_s"], hw["images_per_s_sd"])]
-        hw_view = hw_view.drop(columns=["steady_epoch_s_sd", "images_per_s_sd", "speedup_reference"])
+        hw_view = fairness_view(hw_view.drop(columns=["steady_epoch_s_sd", "images_per_s_sd", "speedup_reference"]))
     ref = hw["speedup_reference"].iloc[0] if not hw.empty else None
     return Section("Hardware comparison", [
-        Text(("Seconds per epoch after the first (steady state) and training images per second, mean ± sd over "
-              f"trials; speed-up = images/s relative to node type '{ref}' for the same architecture."
-              if ref else "No CPU-only node type completed a trial, so no speed-up against CPU is given.")
+        Text(("Seconds per epoch after the first (steady state) and training images per second (per node and per "
+              "chip), mean ± sd over trials that differ only in their repeat; speed-up = images/s relative to "
+              f"node type '{ref}' for the same factors, per node and per chip. "
+              if ref else "No CPU-only node type completed a trial, so no speed-up against CPU is given. ")
+             + FAIRNESS_NOTE
              + (" Trials that ran on other hardware than requested (MISMATCH) are left out."
                 if (c.trials["device_check"] == CHECK_MISMATCH).any() else ""), "note"),
-        Table(hw_view, formats={"first_epoch_s": _fmt_num(3), "speedup_vs_cpu": lambda v: "" if pd.isna(v)
-                                else f"{v:.2f}x"}, empty="no completed trials"),
+        Table(hw_view, row_style=[_timing_style(t) for t in hw.get("timing", [])],
+              formats={"first_epoch_s": _fmt_num(3), "speedup_vs_cpu": _speedup, "speedup_per_chip": _speedup,
+                       "images_per_s_per_chip": _fmt_num(1), "val_epoch_s": _fmt_num(3),
+                       "cpu_load_1m": _fmt_num(2)}, empty="no completed trials"),
         c.figure("plots/time_by_hardware.png", "Training time per epoch by hardware (mean ± sd)"),
     ], anchor="hardware")
 
@@ -261,20 +289,65 @@ def _cost_section(c: ReportContent) -> Section:
             _fmt_usd(m) + (f" ± {_fmt_usd(s)}" if pd.notna(s) else "")
             for m, s in zip(cost["cost_per_trial_usd"], cost["cost_per_trial_usd_sd"])]
         cost_view["f1_macro"] = [mean_sd_text(m, s) for m, s in zip(cost["f1_macro"], cost["f1_macro_sd"])]
-        cost_view = cost_view.drop(columns=["cost_per_trial_usd_sd", "f1_macro_sd"])
-        cost_view = cost_view[[col for col in cost_view.columns if col not in ("augmentation", "framework")
-                               or cost_view[col].nunique(dropna=False) > 1]]
+        cost_view = fairness_view(cost_view.drop(columns=["cost_per_trial_usd_sd", "f1_macro_sd"]))
+    prep = c.header.get("preparation") or {}
     return Section("Cost and Pareto front", [
-        Text("Cost = node type price_per_hour x trial wall time (data loading, build, training, evaluation). "
-             "USD per accuracy point = cost per trial / test accuracy in percentage points. Pareto-optimal "
-             "settings (no other setting is at least as cheap and at least as good in mean macro F1) are "
-             "highlighted.", "note"),
-        Table(cost_view, row_style=["good" if p else None for p in cost.get("pareto", [])],
+        Text("Cost = node type price_per_hour x the trial's wall time from its start (total_s: the clock of time "
+             "to target, started once the node holds the prepared data; model build, training, validation and "
+             "evaluation included). USD per accuracy point = cost per trial / test accuracy in percentage points; "
+             "cost_vs_reference = cost per trial / the CPU reference's for the same factors. Pareto-optimal "
+             "settings (no other isolated setting is at least as cheap and at least as good in mean macro F1) are "
+             "highlighted; shared-node rows are never on the front. " + FAIRNESS_NOTE, "note"),
+        Text(preparation_text(prep), "note"),
+        Table(cost_view, row_style=["good" if p else _timing_style(t)
+                                    for p, t in zip(cost.get("pareto", []), cost.get("timing", []))],
               formats={"price_per_hour": _fmt_usd, "usd_per_accuracy_point": _fmt_usd, "total_s": _fmt_num(1),
-                       "accuracy_pct": _fmt_num(2)},
+                       "accuracy_pct": _fmt_num(2), "cost_vs_reference": _speedup},
               empty="no completed trials"),
         c.figure("plots/f1_vs_cost.png", "Macro F1 vs cost per trial; the Pareto front is ringed and dashed"),
     ], anchor="cost")
+
+
+def preparation_text(prep: dict) -> str:
+    """Data preparation time and its cost, shown apart from every trial's cost (it is shared by all trials)."""
+    if not prep:
+        return "Data preparation: no record of it in run.json."
+    seconds, price, node = prep.get("seconds") or 0.0, prep.get("price_per_hour"), prep.get("node_type")
+    text = (f"Data preparation (shared by every trial, in no trial's cost): {seconds:.1f} s for "
+            f"{prep.get('prepared', 0)} setting(s) prepared, {prep.get('hits', 0)} taken from the cache")
+    if price is not None:
+        text += f"; at the price of node type '{node}' ({_fmt_usd(price)}/h): {_fmt_usd(price * seconds / 3600)}"
+    return text + "."
+
+
+def fairness_blocks(df: pd.DataFrame) -> list:
+    """Warnings at the top of the report: shared-node timings, collapsed models, stacks that differ by node type."""
+    blocks: list = []
+    done = df[df["status"] == "completed"]
+    shared = done[done["timing"] == comparability.TIMING_SHARED]
+    if len(shared):
+        most = shared["trials_sharing_node"].max()
+        blocks.append(Text(f"SHARED NODE: {len(shared)} of {len(done)} completed trial(s) shared their node with "
+                           f"other trials (up to {int(most) if pd.notna(most) else '?'} of this study at once) or "
+                           "ran on a node busy with other work (load average above "
+                           f"{comparability.BUSY_LOAD:g} x its CPUs): their images/s, epoch times, time "
+                           "to target and costs are marked 'shared node', are not hardware figures, and are left "
+                           "out of speed-ups and the Pareto front. Set execution.isolated_timing: true for "
+                           "hardware figures.", "warn", strong=True))
+    collapsed = comparability.collapsed_trials(df)
+    if len(collapsed):
+        first = collapsed.iloc[0]
+        blocks.append(Text(f"COLLAPSED MODELS: {len(collapsed)} trial(s) predict nearly one class for every test "
+                           f"image (at least {comparability.COLLAPSE_SHARE:.0%} of predictions in one class; e.g. "
+                           f"{first['trial_id']}: {first['predicted_share']:.0%}). They completed, but learned "
+                           "nothing useful; they are flagged 'collapsed' in the tables.", "warn", strong=True))
+    stacks = done.groupby("node_type")["stack"].agg(lambda v: tuple(sorted(set(v.dropna()))))
+    if len(set(stacks)) > 1:
+        blocks.append(Text("STACKS DIFFER: the node types ran with different software stacks ("
+                           + "; ".join(f"{n}: {' / '.join(v) or 'unknown'}" for n, v in stacks.items())
+                           + "), so their trials differ in the stack as well as the hardware: such pairs are "
+                           "'not comparable' (see the comparable column).", "warn", strong=True))
+    return blocks
 
 
 def _devices_section(c: ReportContent) -> Section:
@@ -321,7 +394,7 @@ def _evidence_section(c: ReportContent) -> Section | None:
 ALL_TRIALS_COLUMNS = ["trial_id", "architecture", "epochs", "node_type", "augmentation", "framework", "repeat",
                       "status", "accuracy", "balanced_accuracy", "f1_macro", "isic_balanced_accuracy",
                       "steady_epoch_s", "images_per_s", "total_s", "time_to_target_s", "cost_usd", "device_check",
-                      "retries"]
+                      "collapsed", "retries"]
 
 
 def _all_trials_section(c: ReportContent) -> Section:
@@ -335,8 +408,9 @@ def _all_trials_section(c: ReportContent) -> Section:
              + (f"; the {n_infeasible} infeasible trial(s), which never ran, are listed once, under 'Failed, "
                 "infeasible and retried trials'." if n_infeasible else "."), "note"),
         Table(shown, row_style=[
-            "bad" if s == "failed" or chk == CHECK_MISMATCH else "warn" if s != "completed" else None
-            for s, chk in zip(ran["status"], ran["device_check"])], cell_style={"device_check": _flag_cell},
+            "bad" if s == "failed" or chk == CHECK_MISMATCH else "warn" if s != "completed" or col is True else None
+            for s, chk, col in zip(ran["status"], ran["device_check"], ran["collapsed"])],
+            cell_style={"device_check": _flag_cell, "collapsed": lambda v: "flag" if v is True else None},
             formats={"cost_usd": _fmt_usd}, interactive=True, empty="no trial ran"),
     ], anchor="trials")
 
@@ -440,21 +514,27 @@ def target_section(c: ReportContent) -> Section | None:
                                                                           ttt["time_to_target_s_sd"])]
         view["cost_to_target_usd"] = [_fmt_usd(m) + (f" ± {_fmt_usd(s)}" if pd.notna(s) else "")
                                       for m, s in zip(ttt["cost_to_target_usd"], ttt["cost_to_target_usd_sd"])]
-        view = _drop_constant(view.drop(columns=["time_to_target_s_sd", "cost_to_target_usd_sd",
-                                                 "speedup_reference"]))
+        view = fairness_view(view.drop(columns=["time_to_target_s_sd", "cost_to_target_usd_sd",
+                                                "speedup_reference"]))
     ref = ttt["speedup_reference"].iloc[0] if not ttt.empty else None
     speedup = lambda v: "" if pd.isna(v) else f"{v:.2f}x"  # noqa: E731
     return Section("Time and cost to target", [
         Text(f"Target: {target_label(target)} on the validation split. Time to target = wall seconds from the "
-             "trial's start (data loading, model build and compilation, training and per-epoch validation "
-             "included, as MLPerf Training counts them) to the end of the first epoch that reaches it; mean ± sd "
-             "over the repeats that reached it, and from 5 reaching repeats on the MLPerf mean (fastest and "
-             "slowest dropped). not_reached counts repeats that never reached the target. Cost to target = "
-             "price_per_hour x time to target. val_epoch_s is validation time per epoch, shown apart (it is in "
-             "the time to target, not in images/s). Speed-ups against node type "
-             f"'{ref}' for the same architecture, epochs and augmentation: in images/s and in time to target "
-             "(MLPerf mean where there is one, else the mean).", "note"),
-        Table(view, row_style=["warn" if n else None for n in ttt.get("not_reached", [])],
+             "trial's start to the end of the first epoch that reaches it. The clock starts at the same point for "
+             "every trial: once its node holds the prepared data (staging a node's data cache is on no trial's "
+             "clock; MLPerf lets data start on any durable storage); model build and compilation, training, "
+             "per-epoch validation and reading the data are on it. Mean ± sd over the repeats that reached it; "
+             f"the MLPerf score by MLPerf Training's rules: {comparability.MLPERF_RUNS} runs per benchmark, the "
+             "fastest and the slowest dropped, one run that missed the target counted as the slowest, more than "
+             "one making the score invalid. The mlperf column says when there are too few runs for an MLPerf "
+             "score; then the mean of the reaching runs is shown (time_to_target_s). not_reached counts repeats "
+             "that never reached the target. Cost to target = price_per_hour x time to target (the clock of the "
+             "cost per trial). val_epoch_s is validation time per epoch, shown apart (it is in the time to target, "
+             "not in images/s). Speed-ups against node type "
+             f"'{ref}' for the same factors: in images/s and in time to target (MLPerf score where there is one, "
+             "else the mean). " + FAIRNESS_NOTE, "note"),
+        Table(view, row_style=["warn" if n or _timing_style(t) else None
+                               for n, t in zip(ttt.get("not_reached", []), ttt.get("timing", []))],
               formats={"time_to_target_mlperf_s": _fmt_num(1), "target_epoch": _fmt_num(1),
                        "val_epoch_s": _fmt_num(3), "images_per_s": _fmt_num(1), "speedup_images_per_s": speedup,
                        "speedup_time_to_target": speedup}, empty="no completed trials"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from orchestrator.report import comparability as cmp
 from workers.accelerators import ACCELERATORS, kind_of
 
 TRIAL_COLUMNS = [
@@ -18,17 +19,19 @@ TRIAL_COLUMNS = [
     "node_id", "attempt_nodes", "trials_sharing_node", "retries", "resumed", "price_per_hour", "cost_usd", "reason",
     "isic_balanced_accuracy", "isic_auc_macro", "isic_ap_macro", "isic_auc_sens_80_macro",
     "isic_sensitivity_macro", "isic_specificity_macro", "val_epoch_s", "target_epoch", "time_to_target_s",
-    "cost_to_target_usd",
+    "cost_to_target_usd", *cmp.STACK_COLUMNS, "stack", "timing", "shared_with", "cpu_load_1m", "predicted_share",
+    "collapsed",
 ]
 ISIC_COLUMNS = {"isic_auc_macro": "auc", "isic_ap_macro": "ap", "isic_auc_sens_80_macro": "auc_sens_80",
                 "isic_sensitivity_macro": "sensitivity", "isic_specificity_macro": "specificity"}
 FLOAT_COLUMNS = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr",
                  "top2_accuracy", "train_s", "first_epoch_s", "steady_epoch_s", "images_per_s", "total_s",
                  "price_per_hour", "cost_usd", "isic_balanced_accuracy", *ISIC_COLUMNS, "val_epoch_s",
-                 "time_to_target_s", "cost_to_target_usd"]
-INT_COLUMNS = ["epochs", "repeat", "retries", "trials_sharing_node", "target_epoch"]
+                 "time_to_target_s", "cost_to_target_usd", "cpu_load_1m", "predicted_share"]
+INT_COLUMNS = ["epochs", "repeat", "retries", "trials_sharing_node", "target_epoch", "devices_used",
+               "per_device_batch", "global_batch", "steps_per_execution"]
 DEFAULT_TARGET = {"metric": "val_balanced_accuracy", "value": 0.75, "mode": "max"}
-BOOL_COLUMNS = ["device_mismatch", "resumed"]
+BOOL_COLUMNS = ["device_mismatch", "resumed", "collapsed"]
 SETTING = ["architecture", "epochs", "node_type", "augmentation", "framework"]
 
 # Values of ``device_check``: how the device that ran compares with the one the node type asked for.
@@ -136,7 +139,9 @@ def trial_table(records: list[dict], target: dict | None = None) -> pd.DataFrame
             "cost_usd": float(price) * float(total) / 3600 if price is not None and total is not None else None,
             "reason": r.get("error"),
             **_target_columns(r, target),
+            **cmp.trial_columns(r),
         })
+        rows[-1]["stack"] = cmp.stack_text(rows[-1])
     df = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
     for col in FLOAT_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
@@ -231,33 +236,51 @@ def cpu_reference(df: pd.DataFrame) -> str | None:
     return cpu_types[0] if cpu_types else None
 
 
+HARDWARE_KEYS = ["architecture", "epochs", "augmentation", "node_type", "framework", "backend", "precision", "jit",
+                 "global_batch", "steps_per_execution"]  # cmp.COMPARED + node type (+ the framework asked for)
+
+
+def _timed(g: pd.DataFrame) -> tuple[pd.DataFrame, str, int]:
+    """(trials whose timings count, timing mark, trials left out): the isolated trials when there are any, else
+    all of them marked ``shared node``."""
+    alone = cmp.isolated(g)
+    if len(alone):
+        return alone, cmp.TIMING_ISOLATED, len(g) - len(alone)
+    return g, cmp.TIMING_SHARED, 0
+
+
 def table_hardware(df: pd.DataFrame) -> pd.DataFrame:
-    """Time per epoch and images/s per architecture x node type (mean and sd over trials), validation seconds per
-    epoch apart from them, the device that ran, and the speed-up in images/s against the CPU reference node type (``speedup_reference``). Trials that ran on
-    another device than requested are left out."""
+    """Time per epoch and images/s (per node and per chip) per group of trials that differ in nothing but their
+    repeat (architecture, epochs, augmentation, node type and stack), mean and sd over trials, validation seconds
+    per epoch apart, the device that ran, ``timing`` (``isolated``; ``shared node`` when every trial shared its
+    node, then the figures are not hardware figures) and speed-ups against the CPU reference node type
+    (``speedup_reference``) for the same factors (``cmp.COMPARED``), per node and per chip; ``comparable`` names
+    the factor when there is none. Trials that ran on another device than requested are left out, and shared-node
+    trials of a group that also has isolated ones."""
     done = measured(df)
     if done.empty:
         return pd.DataFrame()
     rows = []
-    for (arch, node, fw), g in done.groupby(["architecture", "node_type", "framework"], sort=True, dropna=False):
-        rows.append({
-            "architecture": arch, "node_type": node, "framework": fw,
+    for key, g in done.groupby(HARDWARE_KEYS, sort=True, dropna=False):
+        t, timing, left_out = _timed(g)
+        chips = t["devices_used"].astype("float64").fillna(1.0).clip(lower=1.0)
+        rows.append(dict(zip(HARDWARE_KEYS, key)) | {
+            "stack": t["stack"].dropna().iloc[0] if t["stack"].notna().any() else None,
             "device_used": ", ".join(sorted(set(g["device_used"].dropna()))) or None,
-            "trials": len(g),
-            "first_epoch_s": g["first_epoch_s"].mean(),
-            "steady_epoch_s": g["steady_epoch_s"].mean(), "steady_epoch_s_sd": _sd(g["steady_epoch_s"]),
-            "images_per_s": g["images_per_s"].mean(), "images_per_s_sd": _sd(g["images_per_s"]),
-            "val_epoch_s": g["val_epoch_s"].mean(),
+            "trials": len(t), "timing": timing, "shared_left_out": left_out,
+            "first_epoch_s": t["first_epoch_s"].mean(),
+            "steady_epoch_s": t["steady_epoch_s"].mean(), "steady_epoch_s_sd": _sd(t["steady_epoch_s"]),
+            "images_per_s": t["images_per_s"].mean(), "images_per_s_sd": _sd(t["images_per_s"]),
+            "images_per_s_per_chip": (t["images_per_s"] / chips).mean(),
+            "val_epoch_s": t["val_epoch_s"].mean(),
             "max_trials_sharing_node": g["trials_sharing_node"].max() if g["trials_sharing_node"].notna().any() else None,
+            "cpu_load_1m": t["cpu_load_1m"].mean(),
         })
     out = pd.DataFrame(rows)
+    out["epochs"] = out["epochs"].astype("Int64")
     ref = cpu_reference(df)
-    ref_speed = done[done["node_type"] == ref].groupby("architecture")["images_per_s"].mean() if ref \
-        else pd.Series(dtype=float)
-    out["speedup_vs_cpu"] = [
-        (speed / ref_speed[arch]) if arch in ref_speed.index and ref_speed[arch] and pd.notna(speed) else np.nan
-        for arch, speed in zip(out["architecture"], out["images_per_s"])
-    ]
+    out = cmp.add_speedups(out, ref, {"speedup_vs_cpu": ("images_per_s", "higher"),
+                                      "speedup_per_chip": ("images_per_s_per_chip", "higher")})
     out["speedup_reference"] = ref
     return out
 
@@ -279,77 +302,83 @@ def pareto_front(points: pd.DataFrame, cost: str, value: str) -> pd.Series:
 
 
 def table_cost(df: pd.DataFrame) -> pd.DataFrame:
-    """Cost per setting (architecture x epochs x node type) from each node type's ``price_per_hour`` and the
-    trials' wall time: cost per trial, cost per accuracy point (USD per percentage point of test accuracy), and
-    whether the setting is on the Pareto front of mean macro F1 against mean cost. Trials that ran on another
-    device than requested are left out."""
+    """Cost per group of trials (architecture x epochs x node type x augmentation x stack, as in
+    ``table_hardware``) from each node type's ``price_per_hour`` and the trials' wall time from their start (the
+    clock of time to target): cost per trial, cost per accuracy point (USD per percentage point of test
+    accuracy), the cost against the CPU reference's for the same factors (``cost_vs_reference``), ``timing``,
+    and whether the setting is on the Pareto front of mean macro F1 against mean cost; only isolated timings
+    are on the front. Trials that ran on another device than requested are left out."""
     done = measured(df)
     if done.empty:
         return pd.DataFrame()
     rows = []
-    for key, g in done.groupby(SETTING, sort=True, dropna=False):
-        row = dict(zip(SETTING, key))
-        cost = g["cost_usd"]
-        row.update({
-            "trials": len(g),
-            "price_per_hour": g["price_per_hour"].mean(),
-            "total_s": g["total_s"].mean(),
+    for key, g in done.groupby(HARDWARE_KEYS, sort=True, dropna=False):
+        t, timing, left_out = _timed(g)
+        cost = t["cost_usd"]
+        rows.append(dict(zip(HARDWARE_KEYS, key)) | {
+            "stack": t["stack"].dropna().iloc[0] if t["stack"].notna().any() else None,
+            "trials": len(t), "timing": timing, "shared_left_out": left_out,
+            "price_per_hour": t["price_per_hour"].mean(),
+            "total_s": t["total_s"].mean(),
             "cost_per_trial_usd": cost.mean(), "cost_per_trial_usd_sd": _sd(cost),
-            "accuracy_pct": g["accuracy"].mean() * 100,
-            "f1_macro": g["f1_macro"].mean(), "f1_macro_sd": _sd(g["f1_macro"]),
+            "accuracy_pct": t["accuracy"].mean() * 100,
+            "f1_macro": t["f1_macro"].mean(), "f1_macro_sd": _sd(t["f1_macro"]),
+            "collapsed": bool(t["collapsed"].fillna(False).astype(bool).any()),
         })
-        rows.append(row)
     out = pd.DataFrame(rows)
     out["epochs"] = out["epochs"].astype("Int64")
     out["usd_per_accuracy_point"] = out["cost_per_trial_usd"] / out["accuracy_pct"].where(out["accuracy_pct"] > 0)
-    out["pareto"] = pareto_front(out, "cost_per_trial_usd", "f1_macro")
+    out = cmp.add_speedups(out, cpu_reference(df), {"cost_vs_reference": ("cost_per_trial_usd", "higher")})
+    alone = out["timing"] == cmp.TIMING_ISOLATED
+    out["pareto"] = False
+    if alone.any():
+        out.loc[alone, "pareto"] = pareto_front(out[alone], "cost_per_trial_usd", "f1_macro")
+    out["pareto"] = out["pareto"].astype(bool)
     return out
 
 
-MLPERF_MIN_RUNS = 5
+MLPERF_MIN_RUNS = cmp.MLPERF_RUNS
 
 
 def mlperf_mean(values: pd.Series) -> float:
-    """MLPerf Training's score over repeated runs: the mean without the fastest and the slowest run; NaN for
-    fewer than ``MLPERF_MIN_RUNS`` values."""
-    values = values.dropna().sort_values()
-    return float(values.iloc[1:-1].mean()) if len(values) >= MLPERF_MIN_RUNS else float("nan")
+    """MLPerf Training's score over repeated runs' times to target (NaN: the run never reached it); see
+    ``comparability.mlperf_score`` for the rules."""
+    return cmp.mlperf_score([None if pd.isna(v) else float(v) for v in values])[0]
 
 
 def _target_row(g: pd.DataFrame) -> dict:
-    reached = g[g["time_to_target_s"].notna()]
-    basis = mlperf_mean(reached["time_to_target_s"])
+    t, timing, left_out = _timed(g)
+    reached = t[t["time_to_target_s"].notna()]
+    basis, note = cmp.mlperf_score([None if pd.isna(v) else float(v) for v in t["time_to_target_s"]])
     return {
-        "repeats": len(g), "reached": len(reached), "not_reached": int(g["target_epoch"].isna().sum()),
+        "stack": t["stack"].dropna().iloc[0] if t["stack"].notna().any() else None,
+        "repeats": len(t), "timing": timing, "shared_left_out": left_out,
+        "reached": len(reached), "not_reached": int(t["time_to_target_s"].isna().sum()),
         "target_epoch": reached["target_epoch"].astype(float).mean(),
         "time_to_target_s": reached["time_to_target_s"].mean(), "time_to_target_s_sd": _sd(reached["time_to_target_s"]),
-        "time_to_target_mlperf_s": basis,
+        "time_to_target_mlperf_s": basis, "mlperf": note,
         "cost_to_target_usd": reached["cost_to_target_usd"].mean(),
         "cost_to_target_usd_sd": _sd(reached["cost_to_target_usd"]),
-        "val_epoch_s": g["val_epoch_s"].mean(), "images_per_s": g["images_per_s"].mean(),
+        "val_epoch_s": t["val_epoch_s"].mean(), "images_per_s": t["images_per_s"].mean(),
         "speedup_basis_s": basis if pd.notna(basis) else reached["time_to_target_s"].mean(),
     }
 
 
 def table_time_to_target(df: pd.DataFrame) -> pd.DataFrame:
-    """Time and cost to the target quality per setting (architecture x node type x epochs, augmentation,
-    framework): mean ± sd over the repeats that reached it, the MLPerf mean (fastest and slowest dropped) from
-    ``MLPERF_MIN_RUNS`` reaching repeats on, how many repeats never reached it, validation seconds per epoch,
-    and two speed-ups against the CPU reference node type for the same architecture, epochs and augmentation:
-    in images/s and in time to target (MLPerf mean where there is one, else the mean)."""
+    """Time and cost to the target quality per group of trials (as in ``table_hardware``): mean ± sd over the
+    repeats that reached it, the MLPerf score where MLPerf's rules give one (``mlperf`` says how it was obtained
+    or why there is none), how many repeats never reached it, validation seconds per epoch, ``timing``, and two
+    speed-ups against the CPU reference node type for the same factors (``cmp.COMPARED``; ``comparable`` says
+    why there is none): in images/s and in time to target (MLPerf score where there is one, else the mean)."""
     done = measured(df)
     if done.empty:
         return pd.DataFrame()
-    out = pd.DataFrame([dict(zip(SETTING, key)) | _target_row(g)
-                        for key, g in done.groupby(SETTING, sort=True, dropna=False)])
+    out = pd.DataFrame([dict(zip(HARDWARE_KEYS, key)) | _target_row(g)
+                        for key, g in done.groupby(HARDWARE_KEYS, sort=True, dropna=False)])
     out["epochs"] = out["epochs"].astype("Int64")
     ref = cpu_reference(df)
-    match = ["architecture", "epochs", "augmentation"]
-    base = out[out["node_type"] == ref].groupby(match, dropna=False)[["images_per_s", "speedup_basis_s"]].mean() \
-        .add_suffix("_ref").reset_index()
-    joined = out.merge(base, on=match, how="left")
-    out["speedup_images_per_s"] = joined["images_per_s"] / joined["images_per_s_ref"]
-    out["speedup_time_to_target"] = joined["speedup_basis_s_ref"] / joined["speedup_basis_s"]
+    out = cmp.add_speedups(out, ref, {"speedup_images_per_s": ("images_per_s", "higher"),
+                                      "speedup_time_to_target": ("speedup_basis_s", "lower")})
     out["speedup_reference"] = ref
     return out.drop(columns=["speedup_basis_s"])
 

@@ -6,6 +6,7 @@ import itertools
 import json
 
 from orchestrator.spec.schema import ExperimentSpec
+from orchestrator.spec.stack import resolve_stack
 from workers.config import TrialConfig
 
 
@@ -45,7 +46,10 @@ def expand_grid(spec: ExperimentSpec) -> list[TrialConfig]:
         g.architectures, g.epochs, g.node_types, g.augmentation, g.frameworks, range(g.repeats)
     ):
         nt = node_types[node_type]
-        resolved_framework = nt.framework if framework == "auto" else framework
+        stack = resolve_stack(spec, node_type, framework)  # one stack per study unless the node type sets its own
+        resolved_framework = stack["framework"]
+        training = spec.training.model_copy(update={k: stack[k] for k in
+                                                    ("mixed_precision", "jit_compile", "steps_per_execution")})
         resources = dict(nt.resources)
         if spec.execution.cpus_per_trial is not None:
             resources["CPU"] = spec.execution.cpus_per_trial
@@ -61,7 +65,7 @@ def expand_grid(spec: ExperimentSpec) -> list[TrialConfig]:
             "seed": seed,
             "dataset": spec.dataset.model_dump(mode="json"),
             "split": spec.split.model_dump(mode="json"),
-            "training": spec.training.model_dump(mode="json"),
+            "training": training.model_dump(mode="json"),
             "augmentation_settings": spec.augmentation.model_dump(mode="json"),
             "model": model.model_dump(mode="json"),
         }

@@ -26,17 +26,48 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 
 
 class NodeTypeSpec(_Strict):
-    """How a node type maps to Ray resources, its default Keras backend and its price."""
+    """How a node type maps to Ray resources, its default Keras backend and its price.
+
+    ``instance`` names a machine type of the price table (``orchestrator/data/prices.json``: provider, region, date); its
+    price is the node type's ``price_per_hour`` unless the file gives its own."""
 
     resources: dict[str, float]
-    framework: Literal["auto", "tensorflow", "jax", "torch"] = "tensorflow"
-    price_per_hour: float | None = Field(default=None, ge=0, description="USD per hour; unknown when unset")
+    # Its own stack, only when set (see spec/stack.py); unset: the study's one stack.
+    framework: Literal["auto", "tensorflow", "jax", "torch"] | None = None
+    mixed_precision: Literal["off", "bfloat16"] | None = None
+    jit_compile: bool | None = None
+    steps_per_execution: int | None = Field(default=None, ge=1, le=10000)
+    price_per_hour: float | None = Field(default=None, ge=0, description="USD per node-hour; unknown when unset")
     accelerator: str | None = None
+    instance: str | None = Field(default=None, description="a machine type of the price table (orchestrator/data/prices.json)")
+
+    @model_validator(mode="after")
+    def _price_from_table(self) -> "NodeTypeSpec":
+        if self.instance is None:
+            return self
+        from orchestrator.spec.prices import instance_price
+
+        try:
+            price = instance_price(self.instance)["usd_per_hour"]
+        except ValueError as err:
+            raise ValueError(f"instance: {err}") from None
+        if self.price_per_hour is None:
+            object.__setattr__(self, "price_per_hour", price)  # frozen: set once, while validating
+        return self
+
+    @property
+    def price_source(self) -> str | None:
+        """Where ``price_per_hour`` comes from: the price table's entry, the file, or nowhere."""
+        from orchestrator.spec.prices import instance_price, price_source
+
+        if self.instance and self.price_per_hour == instance_price(self.instance)["usd_per_hour"]:
+            return price_source(self.instance)
+        return "the experiment file" if self.price_per_hour is not None else None
 
 
 def default_node_types() -> dict[str, NodeTypeSpec]:
     """The built-in node types: one per registered device kind that defines one (``Accelerator.node_type``),
-    named after the kind, sorted by name."""
+    named after the kind, sorted by name; priced from the price table (``data/prices.json``) by ``instance``."""
     return {name: NodeTypeSpec(**accelerator(name).node_type) for name in ACCELERATORS.names()
             if accelerator(name).node_type is not None}
 
@@ -65,6 +96,9 @@ class ExecutionSpec(_Strict):
     max_retries: int = Field(default=1, ge=0, le=10)
     max_concurrent_trials: int | None = Field(default=None, ge=1)
     exclusive_nodes: bool = False
+    isolated_timing: bool = Field(default=False, description=(
+        "one timed trial per node at a time, so hardware figures are never taken beside other trials: the whole "
+        "node_kind_<type> unit per trial where nodes advertise it, else trials one at a time"))
     cpus_per_trial: float | None = Field(default=None, gt=0)
     trial_timeout_s: float | None = Field(default=None, gt=0)
     allow_device_mismatch: bool = False

@@ -12,7 +12,8 @@ def image_input(input_shape: tuple[int, int, int]):
 
 
 def classifier_head(x, num_classes: int):
-    """Softmax output kept in float32 so mixed precision never degrades the probabilities."""
+    """The last layer: logits and softmax computed and output in float32 even under mixed precision (the Keras
+    mixed-precision guide's advice), so a bfloat16 output never rounds two class probabilities into a tie."""
     from keras import layers
-    logits = layers.Dense(num_classes, name="logits")(x)
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return layers.Activation("softmax", dtype="float32", name="probs")(logits)
