@@ -228,7 +228,7 @@ def test_s3_unreachable_endpoint_fails_quickly_after_botocores_retries():
     start = time.monotonic()
     with pytest.raises(StorageError, match=r"upload of k.json failed on s3://bucket/prefix \(up to 5 attempts\)") as err:
         store.put_text("k.json", "{}")
-    assert time.monotonic() - start < 10  # botocore's standard backoff: seconds, not minutes
+    assert time.monotonic() - start < 60  # botocore's standard backoff (jittered, capped): seconds, not minutes
     assert "EndpointConnectionError" in str(err.value)
     assert len(sent) == 5  # retries=4 (the default): botocore's standard mode tried 5 times
 
