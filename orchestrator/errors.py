@@ -40,6 +40,10 @@ class RunBusy(BadInput):
     """A run that another live driver holds (its lock in the store); nothing was started."""
 
 
+class ClusterUnreachable(OrchestratorError):
+    """A command that needs a cluster found none answering at its address (exit 1: the input may be right)."""
+
+
 class Interrupted(OrchestratorError):
     """The user interrupted a run; finished trials are stored and ``resume`` continues it."""
 

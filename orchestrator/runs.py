@@ -100,6 +100,48 @@ def check_stored_run(store: Store, paths: RunPaths, *, records: bool = False) ->
     return unreadable
 
 
+def run_status(run_info: dict) -> str:
+    """``finished``, ``interrupted`` or ``not finished`` (still running, or its driver stopped) from run.json."""
+    if run_info.get("interrupted"):
+        return "interrupted"
+    return "finished" if run_info.get("finished") else "not finished"
+
+
+def run_summary(store: Store, paths: RunPaths) -> dict:
+    """One run at a glance (``orchestrator runs``): status, start and end, trial counts, the best validation
+    score (``report.target.metric`` at a trial's last epoch) with its trial, and the cost of the trials that ran
+    (price_per_hour x trial wall time, as the report counts it)."""
+    from orchestrator.models import validation_score
+    from orchestrator.records import read_trial_records, status_counts
+
+    info = read_run_info(store, paths)
+    records = read_trial_records(store, paths)
+    metric = (info.get("target") or {}).get("metric", "val_balanced_accuracy")
+    mode = (info.get("target") or {}).get("mode", "min" if metric.endswith("loss") else "max")
+    scored = [(validation_score(r, metric), r.trial_id) for r in records]
+    scored = [s for s in scored if s[0] is not None]
+    best = (max if mode == "max" else min)(scored) if scored else None
+    costs = [r.config.get("price_per_hour") * r.timings.total_s / 3600 for r in records
+             if r.config.get("price_per_hour") is not None and r.timings and r.timings.total_s is not None]
+    return {"experiment": paths.experiment, "run_id": paths.run_id, "kind": info.get("kind", "study"),
+            "status": run_status(info), "started": info.get("started"), "finished": info.get("finished"),
+            "n_trials": info.get("n_trials", len(records)), "counts": status_counts(records),
+            "best_validation": {"metric": metric, "value": best[0], "trial_id": best[1]} if best else None,
+            "cost_usd": sum(costs) if costs else None}
+
+
+def run_summaries(store: Store) -> list[dict]:
+    """``run_summary`` of every run in ``store``, oldest first; a run whose run.json cannot be read is listed with
+    status ``unreadable`` (and the reason under ``problem``) instead of hiding the others."""
+    rows = []
+    for experiment, run_id in list_runs(store):
+        try:
+            rows.append(run_summary(store, RunPaths(experiment, run_id)))
+        except CorruptRun as err:
+            rows.append({"experiment": experiment, "run_id": run_id, "status": "unreadable", "problem": str(err)})
+    return rows
+
+
 def publish_run(store: Store, paths: RunPaths, target: Store) -> None:
     """Copy a run's files as they are to ``target`` (its report is rebuilt there; Tune state stays behind)."""
     skip = (f"{paths.root}/report/", f"{paths.root}/tune/")

@@ -45,6 +45,15 @@ class StudyPlan:
     def __len__(self) -> int:
         return len(self.trials)
 
+    def to_dict(self) -> dict:
+        """The plan as plain data (``submit --dry-run --json``): every trial with its bundle, and the estimate."""
+        return {"experiment": self.experiment, "n_trials": len(self.trials),
+                "trials": [{"trial_id": p.trial.trial_id, "architecture": p.trial.architecture,
+                            "epochs": p.trial.epochs, "node_type": p.trial.node_type,
+                            "augmentation": p.trial.augmentation, "framework": p.trial.framework,
+                            "repeat": p.trial.repeat, "resources": dict(p.bundle)} for p in self.trials],
+                "estimate": self.estimate}
+
     def check_budget(self, budget_usd: float | None, field: str = "execution.budget_usd") -> None:
         """``OverBudget`` (one line) when the estimated cost exceeds ``budget_usd`` or cannot be estimated."""
         from orchestrator.errors import OverBudget

@@ -257,14 +257,17 @@ def test_upload_leaves_out_results_git_and_credentials(tmp_path):
     assert {".git", "results", ".env", ".aws"} <= set(jobs.UPLOAD_EXCLUDES)
 
 
-def test_unreachable_address_is_one_clear_line_exit_2(capsys):
+def test_unreachable_cluster_is_one_clear_line_exit_1(capsys):
     from orchestrator.cli import main
 
     port = _free_port()
-    for argv in (["list"], ["status", "some-job"], ["logs", "some-job"], ["cancel", "some-job"], ["dashboard"]):
-        assert main(argv + ["--address", f"http://127.0.0.1:{port}"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("error:") and f"127.0.0.1:{port}" in err and "Traceback" not in err
+    for argv in (["list"], ["list", "--json"], ["status", "some-job"], ["logs", "some-job"], ["cancel", "some-job"],
+                 ["dashboard"]):
+        assert main(argv + ["--address", f"http://127.0.0.1:{port}"]) == 1
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert err.startswith("error: no Ray cluster answers") and f"127.0.0.1:{port}" in err
+        assert "Traceback" not in err and captured.out == ""
     assert main(["list", "--address", "ray://10.0.0.1:10001"]) == 2
     assert "Ray Client address" in capsys.readouterr().err
 
@@ -395,6 +398,10 @@ def test_study_runs_on_local_heterogeneous_cluster_through_ray_jobs(local_cluste
     listed = _orchestrator(["list", "--address", url], env)
     assert listed.returncode == 0 and job_id in listed.stdout and metrics_job in listed.stdout, listed.stdout
     assert run_id in listed.stdout, listed.stdout  # the run id is known from submission on
+    listed = _orchestrator(["list", "--address", url, "--json"], env)
+    assert listed.returncode == 0, listed.stderr
+    by_id = {j["job_id"]: j for j in json.loads(listed.stdout)["jobs"]}
+    assert by_id[job_id]["experiment"] == "hetero" and metrics_job in by_id
 
     jobs_api = _get(f"{url}/api/jobs/", headers).json()
     assert job_id in {j.get("submission_id") for j in jobs_api}
@@ -417,6 +424,8 @@ def test_study_runs_on_local_heterogeneous_cluster_through_ray_jobs(local_cluste
     status = _orchestrator(["status", job_id, "--wait", "--timeout", "420", "--address", url], env, timeout=480)
     logs = _orchestrator(["logs", job_id, "--address", url], env)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout, status.stdout + status.stderr + logs.stdout[-4000:]
+    status_json = json.loads(_orchestrator(["status", job_id, "--json", "--address", url], env).stdout)
+    assert status_json["status"] == "SUCCEEDED" and status_json["experiment"] == "hetero"
     assert "completed: 3" in logs.stdout and "infeasible: 1" in logs.stdout, logs.stdout[-4000:]
     # status reads the run's state from its run.json in the store, not from the log
     assert re.search(rf"run: +{run_id} \(finished \(completed: 3, infeasible: 1\)\)", status.stdout), status.stdout

@@ -317,8 +317,21 @@ def test_report_has_every_file_section_and_embedded_figure(report_files):
     assert "SYNTHETIC" in md and "| cnn | 60.00 | 80.00 |" in md and "![" in md
 
 
+def _without_table_script(page: str) -> str:
+    """The page less its one allowed script, which must be exactly ``TABLE_SCRIPT`` and allowed by its hash."""
+    import base64
+    import hashlib
+
+    from orchestrator.report.render import TABLE_SCRIPT
+
+    digest = base64.b64encode(hashlib.sha256(TABLE_SCRIPT.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in page and "unsafe-inline' ; script" not in page
+    assert page.count(f"<script>{TABLE_SCRIPT}</script>") == 1
+    return page.replace(f"<script>{TABLE_SCRIPT}</script>", "")
+
+
 def test_html_is_self_contained():
-    page = build_report(study_records(), RUN_INFO)["index.html"].decode()
+    page = _without_table_script(build_report(study_records(), RUN_INFO)["index.html"].decode())
     assert not re.search(r"<(script|link|iframe|object|embed)\b", page, re.I)
     links = re.findall(r"""\b(?:src|href|action|srcset|poster)\s*=\s*['"]?([^'"\s>]*)""", page, re.I)
     assert links and all(v.startswith(("data:image/png;base64,", "#")) for v in links)  # data: URIs and anchors
@@ -332,7 +345,7 @@ def test_user_strings_are_escaped_in_html_and_markdown():
                make_record("cnn", 2, "gpu", status="failed", error=f"boom <img src=x onerror=alert(1)> & {evil}")]
     run_info = {**RUN_INFO, "experiment": evil, "run_id": "r<b>1</b>"}
     files = build_report(records, run_info, generated=FIXED_TIME)
-    page, md = files["index.html"].decode(), files["report.md"].decode()
+    page, md = _without_table_script(files["index.html"].decode()), files["report.md"].decode()
     for text in (page, md):
         assert "<script" not in text.lower() and "<img src=x" not in text and "<b>1" not in text
         assert "&lt;script&gt;alert(" in text and "&lt;img src=x onerror=alert(1)&gt;" in text
@@ -590,3 +603,166 @@ def test_report_says_how_each_dataset_was_split():
     assert "vary only the initialisation seed" in section
     split = json.loads(files["summary.json"])["split"][0]
     assert split["grouped_by_lesion"] is False and split["grouped_by_duplicates"] is True
+
+
+# ------------------------------------------------------------------------------------------ summary first
+def test_summary_names_the_best_architecture_per_node_type_by_validation(report_files):
+    summary = json.loads(report_files["summary.json"])["summary_by_node_type"]
+    by_node = {row["node_type"]: row for row in summary}
+    assert set(by_node) == {"cpu", "gpu"}  # a100 never ran
+    assert (by_node["cpu"]["best_architecture"], by_node["cpu"]["epochs"]) == ("cnn", 4)
+    assert (by_node["gpu"]["best_architecture"], by_node["gpu"]["epochs"]) == ("lstm", 4)
+    assert by_node["cpu"]["validation"] == pytest.approx(0.8) and by_node["cpu"]["time_to_target_s"] > 0
+    assert by_node["gpu"]["cost_to_target_usd"] == pytest.approx(3.6 * by_node["gpu"]["time_to_target_s"] / 3600)
+    page = report_files["index.html"].decode()
+    assert page.index("<h2>Summary</h2>") < page.index("<h2>Run</h2>")  # the answer comes first
+    assert "Best by validation: lstm (4 epochs) on gpu" in page
+
+
+def test_summary_chooses_on_validation_never_on_test():
+    from orchestrator.report.summary import table_summary
+    from orchestrator.report.tables import table_time_to_target
+
+    good_val = make_record("cnn", 2, "gpu", 0, acc=0.9)
+    good_test = make_record("lstm", 2, "gpu", 0, acc=0.6)
+    good_val["metrics"]["accuracy"], good_test["metrics"]["accuracy"] = 0.5, 0.95  # test disagrees with validation
+    records = [good_val, good_test]
+    df = trial_table(records)
+    from orchestrator.report.tables import DEFAULT_TARGET
+
+    table = table_summary(records, df, table_time_to_target(df), DEFAULT_TARGET)
+    (row,) = table.to_dict(orient="records")
+    assert row["best_architecture"] == "cnn" and row["test_accuracy"] == pytest.approx(0.5)
+
+
+def test_summary_explains_a_target_nobody_reached():
+    records = [make_record("cnn", 2, "cpu", 0, acc=0.5)]
+    page = build_report(records, {**RUN_INFO, "target": {"metric": "val_balanced_accuracy", "value": 0.99,
+                                                         "mode": "max"}})["index.html"].decode()
+    assert "No setting reached the target val_balanced_accuracy &gt;= 0.99" in page and "not reached" in page
+
+
+def test_all_trials_table_lists_infeasible_trials_once(report_files):
+    page = report_files["index.html"].decode()
+    infeasible = next(r["trial_id"] for r in study_records() if r["status"] == "infeasible")
+    assert page.count(f">{infeasible}<") == 1
+    assert "class='interactive'" in page and "<input type='search'" in page
+
+
+def _cdp_session(tmp_path, url: str, width: int = 1280, height: int = 1800):
+    """Headless Chromium driven over the DevTools protocol (aiohttp's websocket client): returns
+    ``(evaluate(js) -> value, screenshot(path), close())``."""
+    profile = tmp_path / "cdp-profile"
+    (profile / "DevToolsActivePort").unlink(missing_ok=True)
+    proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                             "--disable-dev-shm-usage", "--hide-scrollbars", f"--window-size={width},{height}",
+                             f"--user-data-dir={profile}", "--remote-debugging-port=0", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return _cdp_connect(proc, profile, url)
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise
+
+
+def _cdp_connect(proc, profile, url: str):
+    import asyncio
+    import base64 as b64
+    import itertools
+    import time as _time
+
+    import aiohttp
+
+    port_file = profile / "DevToolsActivePort"
+    deadline = _time.monotonic() + 60
+    while not port_file.exists() or not port_file.read_text().strip():
+        assert _time.monotonic() < deadline and proc.poll() is None, "chromium did not start"
+        _time.sleep(0.2)
+    port = int(port_file.read_text().split()[0])
+    loop = asyncio.new_event_loop()
+    ids = itertools.count(1)
+
+    async def connect():
+        session = aiohttp.ClientSession()
+        for _ in range(100):
+            async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                pages = [p for p in await resp.json() if p.get("type") == "page" and p.get("url") == url]
+            if pages:
+                break
+            await asyncio.sleep(0.2)
+        ws = await session.ws_connect(pages[0]["webSocketDebuggerUrl"], max_msg_size=0)
+        return session, ws
+
+    session, ws = loop.run_until_complete(connect())
+
+    async def call(method, **params):
+        n = next(ids)
+        await ws.send_json({"id": n, "method": method, "params": params})
+        while True:
+            msg = await ws.receive_json()
+            if msg.get("id") == n:
+                assert "error" not in msg, msg
+                return msg["result"]
+
+    def evaluate(js: str):
+        result = loop.run_until_complete(call("Runtime.evaluate", expression=js, returnByValue=True))
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def screenshot(path):
+        data = loop.run_until_complete(call("Page.captureScreenshot", format="png"))["data"]
+        path.write_bytes(b64.b64decode(data))
+
+    def close():
+        loop.run_until_complete(ws.close())
+        loop.run_until_complete(session.close())
+        loop.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    deadline = _time.monotonic() + 60
+    while evaluate("location.href + ' ' + document.readyState") != f"{url} complete":
+        assert _time.monotonic() < deadline
+        _time.sleep(0.2)
+    return evaluate, screenshot, close
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_browser_sorts_and_filters_the_trial_table(tmp_path, report_files):
+    folder = tmp_path / "report"
+    for name, data in report_files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    evaluate, screenshot, close = _cdp_session(tmp_path, (folder / "index.html").as_uri())
+    try:
+        table = "document.querySelector('#trials table.interactive')"
+        column = ("(function(name){var t=" + table + ";var i=Array.prototype.findIndex.call(t.tHead.rows[0].cells,"
+                  "function(c){return c.textContent===name;});return Array.prototype.filter.call(t.tBodies[0].rows,"
+                  "function(r){return !r.hidden;}).map(function(r){return r.cells[i].textContent;});})")
+        click = "(function(name){Array.prototype.find.call(" + table + ".tHead.rows[0].cells,function(c){" \
+                "return c.textContent===name;}).click();return true;})"
+        box = f"document.getElementById({table}.getAttribute('data-filter'))"
+        assert evaluate(f"!{box}.hidden")  # the script ran (allowed by its hash)
+        before = evaluate(f"{column}('accuracy')")
+        assert len(before) == 7  # every trial that ran; the infeasible one is listed once, elsewhere
+        evaluate(f"{click}('accuracy')")
+        ascending = evaluate(f"{column}('accuracy')")
+        numbers = [float(v) for v in ascending if v]
+        assert numbers == sorted(numbers) and ascending[-1] == ""  # blanks (the failed trial) last
+        evaluate(f"{click}('accuracy')")
+        descending = [float(v) for v in evaluate(f"{column}('accuracy')") if v]
+        assert descending == sorted(numbers, reverse=True) and descending[0] == 0.9
+        evaluate("(function(){var b=" + box + ";b.value='gpu completed';"
+                 "b.dispatchEvent(new Event('input'));return true;})()")
+        assert sorted(evaluate(f"{column}('node_type')")) == ["gpu", "gpu"]
+        shot = tmp_path / "top.png"
+        screenshot(shot)
+        width = evaluate("document.documentElement.scrollWidth")
+    finally:
+        close()
+    assert width <= 1280  # nothing wider than the window
+    from PIL import Image
+
+    assert Image.open(shot).size[0] == 1280

@@ -148,6 +148,21 @@ def test_every_trial_is_an_mlflow_run_under_the_study_run(tmp_path, ray_session,
     parent = _parent(client, experiment, run_dir.name)
     assert parent.info.status == "FINISHED" and parent.data.tags["experiment"] == "tracked"
     assert "report/index.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    # the study run carries the summary: counts, and per node type the best setting's scores and cost
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())["summary_by_node_type"]
+    assert parent.data.metrics["trials_completed"] == 2
+    assert parent.data.metrics["cpu_best_validation"] == pytest.approx(summary[0]["validation"])
+    assert parent.data.metrics["cpu_best_test_accuracy"] == pytest.approx(summary[0]["test_accuracy"])
+    assert parent.data.metrics["cost_usd_total"] > 0
+    # the best model by validation, kept in the store, is an MLflow logged model sourced from its trial's run
+    best = json.loads((run_dir / "models.json").read_text())["best"]["trial_id"]
+    (logged,) = client.search_logged_models([parent.info.experiment_id])
+    assert str(logged.status).endswith("READY")
+    assert logged.tags["trial_id"] == best and parent.data.tags["best_model_id"] == logged.model_id
+    assert logged.source_run_id == _records(run_dir)[best]["tracking"]["mlflow_run_id"]
+    files = mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location, tracking_uri=uri,
+                                                dst_path=str(tmp_path / "logged"))
+    assert {"model.keras", "model.json"} <= {p.name for p in Path(files).iterdir()}
 
     records = _records(run_dir)
     children = {r.data.tags["trial_id"]: r for r in _children(client, parent)}
@@ -175,6 +190,9 @@ def test_every_trial_is_an_mlflow_run_under_the_study_run(tmp_path, ray_session,
         assert [e.step for e in loss] == [r["epoch"] for r in record["history"]]
         assert [e.value for e in loss] == pytest.approx([r["loss"] for r in record["history"]], rel=1e-6)
         assert events.Scalars("test_accuracy")[-1].value == pytest.approx(record["metrics"]["accuracy"], rel=1e-6)
+        assert events.PluginTagToContent("hparams")  # the HParams view has this trial
+    child = next(iter(children.values()))
+    assert "test_isic_balanced_multiclass_accuracy" in child.data.metrics and "cost_usd" in child.data.metrics
 
 
 @pytest.mark.slow
@@ -263,9 +281,19 @@ _READ_S3_EVENTS = """
 import json, sys
 sys.modules["tensorflow"] = None  # TensorBoard's own S3 reader is used where TensorFlow is not installed
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 events = EventAccumulator(sys.argv[1])
 events.Reload()
-print(json.dumps({tag: [[e.step, e.value] for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}))
+hparams = {}
+for tag, raw in events.PluginTagToContent("hparams").items():
+    data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+    if data.HasField("session_start_info"):
+        for name, value in data.session_start_info.hparams.items():
+            hparams[name] = value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+    if data.HasField("experiment"):
+        hparams["_metrics"] = sorted(m.name.tag for m in data.experiment.metric_infos)
+out = {tag: [[e.step, e.value] for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+print(json.dumps({"scalars": out, "hparams": hparams}))
 """
 
 
@@ -274,20 +302,30 @@ def test_tensorboard_event_files_reach_an_s3_store_and_tensorboard_reads_them_th
 
     context = {"run_root": "tb/run1", "experiment": "tb", "run_id": "run1", "tensorboard": True}
     settings = {"uri": f"s3://{s3_bucket}/store", "endpoint_url": s3_endpoint, "region": None}
-    tracking = TrialTracking(context, {"trial_id": "t1"}, settings)
+    config = {"trial_id": "t1", "architecture": "cnn", "epochs": 2, "node_type": "cpu", "price_per_hour": 0.36,
+              "training": {"learning_rate": 0.001, "optimizer": "adam"}}
+    tracking = TrialTracking(context, config, settings)
     history = [{"epoch": 1, "loss": 1.5, "val_accuracy": 0.25}, {"epoch": 2, "loss": 0.75, "val_accuracy": 0.5}]
     for row in history:
         tracking.epoch(row)
-    status = tracking.finish({"trial_id": "t1", "status": "completed", "history": history,
-                              "metrics": {"accuracy": 0.625, "per_class": {}}})
+    status = tracking.finish({"trial_id": "t1", "status": "completed", "history": history, "config": config,
+                              "timings": {"total_s": 100.0},
+                              "metrics": {"accuracy": 0.625, "per_class": {},
+                                          "isic": {"balanced_multiclass_accuracy": 0.5, "macro": {"auc": 0.75}}}})
     assert status == {"tensorboard": "complete"}
 
     read = subprocess.run([sys.executable, "-c", _READ_S3_EVENTS, f"s3://{s3_bucket}/store/tb/run1/tensorboard/t1"],
                           env=dict(os.environ, S3_ENDPOINT=s3_endpoint), capture_output=True, text=True, timeout=120)
     assert read.returncode == 0, read.stderr[-2000:]
-    scalars = json.loads(read.stdout.strip().splitlines()[-1])
+    read_back = json.loads(read.stdout.strip().splitlines()[-1])
+    scalars, hparams = read_back["scalars"], read_back["hparams"]
     assert scalars["loss"] == [[1, 1.5], [2, 0.75]] and scalars["val_accuracy"] == [[1, 0.25], [2, 0.5]]
-    assert scalars["test_accuracy"] == [[2, 0.625]]
+    assert scalars["test_accuracy"] == [[2, 0.625]] and scalars["test_isic_auc_macro"] == [[2, 0.75]]
+    assert scalars["cost_usd"] == [[2, pytest.approx(0.01)]]
+    # TensorBoard's HParams view: the trial's settings (numbers as numbers) and the metrics it compares
+    assert hparams["architecture"] == "cnn" and hparams["learning_rate"] == pytest.approx(0.001)
+    assert hparams["epochs"] == 2 and hparams["optimizer"] == "adam"
+    assert {"test_accuracy", "cost_usd", "val_accuracy"} <= set(hparams["_metrics"])
 
 
 def test_a_store_that_cannot_take_event_files_marks_tensorboard_incomplete_without_failing(tmp_path):

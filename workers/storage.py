@@ -4,17 +4,19 @@ Keys are ``/``-separated relative paths. Writes are atomic from a reader's point
 renames a finished temporary file into place; S3 makes an object visible only when its PUT completes.
 Credentials come from the standard AWS places (boto3's default chain: environment, shared credentials/config
 file and profile, web identity, container and instance roles); only ``endpoint_url`` and ``region`` are ours.
-They are never logged, put in error messages or pickled. S3 calls that fail for a transient reason (connection
-refused, timeout, throttling, 5xx) are retried with exponential backoff and then raise ``StorageError``.
+They are never logged, put in error messages or pickled. Transfers are boto3's managed transfers
+(``upload_file``/``download_file`` with a ``TransferConfig``: multipart and concurrent above
+``MULTIPART_THRESHOLD``); calls that fail for a transient reason (connection refused, timeout, throttling, 5xx)
+are retried by botocore's ``standard`` retry mode (exponential backoff with jitter) and then raise
+``StorageError``.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
-import random
 import re
 import tempfile
-import time
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 from urllib.parse import urlparse
@@ -23,11 +25,8 @@ from workers.settings import s3_endpoint
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.=+@ ,-]+$")
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s\"']+@")
-# Codes worth another try: throttling, server-side trouble and timeouts. Anything else (403, 404, bad request,
-# bad credentials) fails at once.
-_RETRYABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
-                    "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequests"}
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+MULTIPART_THRESHOLD = 16 * 1024 * 1024  # objects above this go in concurrent multipart parts of this size
 
 
 class StorageError(RuntimeError):
@@ -79,16 +78,27 @@ class Store:
     def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
         self.put_bytes(key, Path(path).read_bytes(), content_type)
 
+    def get_file(self, key: str, path: str | Path) -> Path:
+        """Download ``key`` to the local file ``path`` (written beside it and renamed into place)."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        try:
+            self._fetch_to(key, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def _fetch_to(self, key: str, tmp: Path) -> None:
+        tmp.write_bytes(self.get_bytes(key))
+
     def download_prefix(self, prefix: str, dest: str | Path) -> Path:
         """Copy every object under ``prefix`` into the local folder ``dest`` (keeping relative paths)."""
         dest = Path(dest)
         prefix = prefix.rstrip("/") + "/" if prefix else ""
         for key in self.list(prefix):
-            target = dest / check_key(key[len(prefix):])
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-            tmp.write_bytes(self.get_bytes(key))
-            os.replace(tmp, target)
+            self.get_file(key, dest / check_key(key[len(prefix):]))
         return dest
 
 
@@ -163,12 +173,16 @@ class LocalStore(Store):
 
 
 class S3Store(Store):
-    """An S3 bucket/prefix through boto3; ``endpoint_url`` selects MinIO, GCS interoperability, moto, ..."""
+    """An S3 bucket/prefix through boto3; ``endpoint_url`` selects MinIO, GCS interoperability, moto, ...
+
+    ``retries`` is how many times botocore's ``standard`` retry mode tries a call again after a transient
+    failure (so ``retries + 1`` attempts in all)."""
 
     def __init__(self, uri: str, endpoint_url: str | None = None, region: str | None = None,
-                 retries: int = 4, backoff_s: float = 0.25, connect_timeout_s: float = 5.0,
-                 read_timeout_s: float = 60.0):
+                 retries: int = 4, connect_timeout_s: float = 5.0, read_timeout_s: float = 60.0,
+                 max_concurrency: int = 8):
         import boto3
+        from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
         parsed = urlparse(uri)
@@ -178,14 +192,14 @@ class S3Store(Store):
         self.prefix = parsed.path.strip("/")
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.endpoint_url = s3_endpoint(endpoint_url)
-        self.retries = retries
-        self.backoff_s = backoff_s
+        self.retries, self.max_concurrency = retries, max_concurrency
         self.region, self.connect_timeout_s, self.read_timeout_s = region, connect_timeout_s, read_timeout_s
         _quiet_sdk_loggers()
-        # botocore's own retries are off (one attempt per call): ``_retry`` below is the single retry policy,
-        # so the total time to give up on an unreachable endpoint is bounded and known.
         config = Config(connect_timeout=connect_timeout_s, read_timeout=read_timeout_s,
-                        retries={"total_max_attempts": 1, "mode": "standard"})
+                        retries={"mode": "standard", "total_max_attempts": retries + 1},
+                        max_pool_connections=max(10, max_concurrency + 2))
+        self.transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD,
+                                       max_concurrency=max_concurrency, num_download_attempts=retries + 1)
         # Credentials: boto3's default chain (never passed in, never stored on this object).
         self.client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, region_name=region,
                                                      config=config)
@@ -197,8 +211,8 @@ class S3Store(Store):
     def __getstate__(self):
         # The boto3 client is rebuilt after unpickling; credentials are never part of the pickled state.
         return {"uri": self.uri, "endpoint_url": self.endpoint_url, "region": self.region, "retries": self.retries,
-                "backoff_s": self.backoff_s, "connect_timeout_s": self.connect_timeout_s,
-                "read_timeout_s": self.read_timeout_s}
+                "connect_timeout_s": self.connect_timeout_s, "read_timeout_s": self.read_timeout_s,
+                "max_concurrency": self.max_concurrency}
 
     def __setstate__(self, state):
         self.__init__(**state)
@@ -207,50 +221,61 @@ class S3Store(Store):
         key = check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _retry(self, what: str, fn, missing=None):
-        """Call ``fn`` with exponential backoff on transient errors; ``missing()`` answers a not-found error."""
-        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
-        from botocore.exceptions import ConnectionError as BotoConnectionError
+    def _call(self, what: str, fn, missing=None):
+        """``fn()`` (botocore retries transient errors itself); its failure as a one-line ``StorageError``,
+        ``missing()`` answering a not-found error."""
+        from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
 
-        transient = (BotoConnectionError, HTTPClientError, IncompleteReadError)
-        delay = self.backoff_s
-        for attempt in range(self.retries + 1):
-            try:
-                return fn()
-            except ClientError as err:
-                code = str(err.response.get("Error", {}).get("Code", ""))
-                status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-                if missing is not None and code in _NOT_FOUND:
-                    return missing()
-                retryable = code in _RETRYABLE_CODES or status >= 500 or status == 429
-                if not retryable or attempt == self.retries:
-                    tries = f" after {attempt + 1} attempts" if attempt else ""
-                    raise StorageError(_redact(f"{what} failed on {self.uri}{tries}: {code or status or 'error'}")) \
-                        from None
-            except BotoCoreError as err:
-                # Connection refused/reset, timeouts and broken responses are retried; missing credentials,
-                # bad parameters and the like are not.
-                if not isinstance(err, transient) or attempt == self.retries:
-                    tries = f" after {attempt + 1} attempts" if attempt else ""
-                    raise StorageError(_redact(f"{what} failed on {self.uri}{tries}: "
-                                               f"{type(err).__name__}: {err}")) from None
-            time.sleep(delay * random.uniform(0.8, 1.2))
-            delay *= 2
+        try:
+            return fn()
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            meta = err.response.get("ResponseMetadata", {})
+            if missing is not None and code in _NOT_FOUND:
+                return missing()
+            attempts = int(meta.get("RetryAttempts") or 0) + 1
+            tries = f" after {attempts} attempts" if attempts > 1 else ""
+            raise StorageError(_redact(f"{what} failed on {self.uri}{tries}: "
+                                       f"{code or meta.get('HTTPStatusCode') or 'error'}")) from None
+        except (BotoCoreError, S3UploadFailedError, S3TransferFailedError) as err:
+            # Connection refused/reset, timeouts and broken responses were retried by botocore (standard mode).
+            detail = str(err).replace("An error occurred ", "")
+            raise StorageError(_redact(f"{what} failed on {self.uri} (up to {self.retries + 1} attempts): "
+                                       f"{type(err).__name__}: {detail}")) from None
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
-        extra = {"ContentType": content_type} if content_type else {}
+        extra = {"ContentType": content_type} if content_type else None
         full = self._key(key)
-        self._retry(f"upload of {key}",
-                    lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **extra))
+        self._call(f"upload of {key}", lambda: self.client.upload_fileobj(
+            io.BytesIO(data), self.bucket, full, ExtraArgs=extra, Config=self.transfer))
+
+    def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else None
+        full = self._key(key)
+        self._call(f"upload of {key}", lambda: self.client.upload_file(
+            str(path), self.bucket, full, ExtraArgs=extra, Config=self.transfer))
+
+    def _missing(self, key: str):
+        def missing():
+            raise KeyError(key) from None
+
+        return missing
 
     def get_bytes(self, key: str) -> bytes:
         full = self._key(key)
 
-        def missing():
-            raise KeyError(key) from None
+        def download() -> bytes:
+            buf = io.BytesIO()
+            self.client.download_fileobj(self.bucket, full, buf, Config=self.transfer)
+            return buf.getvalue()
 
-        return self._retry(f"download of {key}",
-                           lambda: self.client.get_object(Bucket=self.bucket, Key=full)["Body"].read(), missing)
+        return self._call(f"download of {key}", download, self._missing(key))
+
+    def _fetch_to(self, key: str, tmp: Path) -> None:
+        full = self._key(key)
+        self._call(f"download of {key}", lambda: self.client.download_file(
+            self.bucket, full, str(tmp), Config=self.transfer), self._missing(key))
 
     def exists(self, key: str) -> bool:
         full = self._key(key)
@@ -259,7 +284,7 @@ class S3Store(Store):
             self.client.head_object(Bucket=self.bucket, Key=full)
             return True
 
-        return self._retry(f"lookup of {key}", head, lambda: False)
+        return self._call(f"lookup of {key}", head, lambda: False)
 
     def _iter_keys(self, prefix: str) -> Iterator[str]:
         full = (f"{self.prefix}/" if self.prefix else "") + prefix
@@ -269,11 +294,11 @@ class S3Store(Store):
                 yield obj["Key"][len(self.prefix) + 1:] if self.prefix else obj["Key"]
 
     def list(self, prefix: str = "") -> list[str]:
-        return sorted(self._retry(f"listing of {prefix or '/'}", lambda: list(self._iter_keys(prefix))))
+        return sorted(self._call(f"listing of {prefix or '/'}", lambda: list(self._iter_keys(prefix))))
 
     def delete(self, key: str) -> None:
         full = self._key(key)
-        self._retry(f"delete of {key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=full))
+        self._call(f"delete of {key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=full))
 
 
 def _read_umask() -> int:

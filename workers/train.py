@@ -30,12 +30,14 @@ from workers.distribution import (DevicePlan, accelerator_count, data_parallel, 
 
 @dataclass(frozen=True)
 class TrialResult:
-    """What ``run_trial`` returns: the trial's record, its test predictions (``predictions.csv`` text) and its
-    validation predictions (``val_predictions.csv``, same format; empty without a validation split)."""
+    """What ``run_trial`` returns: the trial's record, its test predictions (``predictions.csv`` text), its
+    validation predictions (``val_predictions.csv``, same format; empty without a validation split) and the
+    trained Keras model (None when nothing was trained)."""
 
     record: TrialRecord
     predictions_csv: str
     val_predictions_csv: str = ""
+    model: Any = None
 
 
 EpochCallback = Callable[[dict, Callable[[str], None]], None]
@@ -333,7 +335,8 @@ def _completed_record(config: TrialConfig, data, trained: _Trained, probs, val_p
         class_names=data.class_names, n_params=int(trained.model.count_params()), data=_data_summary(data, trained),
         pid=os.getpid())
     val_csv = _predictions_csv(data.ids_val, data.y_val, val_probs, data.class_names) if val_probs is not None else ""
-    return TrialResult(record, _predictions_csv(data.ids_test, data.y_test, probs, data.class_names), val_csv)
+    return TrialResult(record, _predictions_csv(data.ids_test, data.y_test, probs, data.class_names), val_csv,
+                       trained.model)
 
 
 def _predict(model, data, split: str, plan: DevicePlan) -> np.ndarray:

@@ -16,8 +16,11 @@ def build_parser():
     from orchestrator.cli import jobs_commands, search_commands, study_commands
     from orchestrator.cli.arguments import OneLineParser
 
+    from orchestrator import __version__
+
     parser = OneLineParser(prog="orchestrator", description="Hardware and architecture studies for "
                                      "skin-lesion classification on a Ray cluster.")
+    parser.add_argument("--version", action="version", version=f"orchestrator {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     study_commands.add_commands(sub)
     search_commands.add_commands(sub)

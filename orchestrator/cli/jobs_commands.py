@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 
 from orchestrator.cli.arguments import number, text
-from orchestrator.cli.output import out
+from orchestrator.cli.output import json_arg, out, print_json
 from orchestrator.cluster import jobs
 from orchestrator.records import run_state
 
@@ -35,9 +35,26 @@ def _shown_status(job) -> str:
     return status
 
 
+def _iso(ms: int | None) -> str | None:
+    from datetime import timezone
+
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="seconds") if ms else None
+
+
+def _job_dict(address: str, job) -> dict:
+    meta = job.metadata or {}
+    return {"job_id": job.submission_id or job.job_id, "status": jobs.status_name(job.status),
+            "shown_status": _shown_status(address, job), "experiment": meta.get("experiment"),
+            "store": meta.get("store"), "git_commit": meta.get("git_commit"), "started": _iso(job.start_time),
+            "ended": _iso(job.end_time), "entrypoint": job.entrypoint, "message": job.message}
+
+
 def cmd_list(args) -> int:
     from rich.table import Table
 
+    if args.json:
+        print_json({"address": args.address, "jobs": [_job_dict(args.address, j) for j in jobs.list_jobs(args.address)]})
+        return 0
     table = Table(title=f"Jobs on {args.address}")
     for col in ("job id", "status", "experiment", "run id", "started", "duration", "entrypoint"):
         table.add_column(col, overflow="fold")
@@ -57,6 +74,12 @@ def cmd_status(args) -> int:
     # a driver that died before its run ended left a queue state that no longer holds
     said = run_state(run_info) if status == "RUNNING" or (run_info or {}).get("finished") else None
     message = (info.message or "").strip().splitlines()
+    if args.json:
+        print_json({**_job_dict(args.address, info), "trials": said, "run": jobs.run_of_job(logs) if logs else None,
+                    "driver_node_id": getattr(info, "driver_node_id", None),
+                    "error_type": getattr(info, "error_type", None),
+                    "log_tail": jobs.log_tail(logs) if status == "FAILED" else []})
+        return 1 if status in ("FAILED", "STOPPED") else 0
     out.print(f"job:        {args.job_id}")
     out.print(f"status:     {status}" + (f" ({message[0]})" if message and status != "RUNNING" else ""))
     out.print(f"experiment: {meta.get('experiment', '-')}")
@@ -127,23 +150,25 @@ def add_commands(sub) -> None:
 
     ls = sub.add_parser("list", help="list the jobs (submitted studies) on a cluster, queued, running and ended")
     address_arg(ls)
+    json_arg(ls)
     ls.set_defaults(func=cmd_list)
 
     st = sub.add_parser("status", help="state of one submitted job")
-    st.add_argument("job_id", type=text)
+    st.add_argument("job_id", type=text, help="submission id, as 'submit' and 'list' print it")
     st.add_argument("--wait", action="store_true", help="block until the job ends (exit 0 succeeded, 1 otherwise)")
     st.add_argument("--timeout", type=number(0, 30 * 86400, low_open=True), default=None, help="with --wait: give up after this many seconds")
+    json_arg(st)
     address_arg(st)
     st.set_defaults(func=cmd_status)
 
     lg = sub.add_parser("logs", help="driver output of a submitted job")
-    lg.add_argument("job_id", type=text)
+    lg.add_argument("job_id", type=text, help="submission id, as 'submit' and 'list' print it")
     lg.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
     address_arg(lg)
     lg.set_defaults(func=cmd_logs)
 
     cn = sub.add_parser("cancel", help="stop a queued or running job (finished trials are kept)")
-    cn.add_argument("job_id", type=text)
+    cn.add_argument("job_id", type=text, help="submission id, as 'submit' and 'list' print it")
     address_arg(cn)
     cn.set_defaults(func=cmd_cancel)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from orchestrator.cli.arguments import text
-from orchestrator.cli.output import error_line, out, say
+from orchestrator.cli.output import error_line, out, print_json, say
 
 
 def _print_plan(search) -> None:
@@ -56,6 +56,12 @@ def cmd_tune(args) -> int:
     from orchestrator.study import Study
 
     search = Search.from_file(args.file, store=args.store, address=args.address)
+    if args.dry_run and args.json:
+        from dataclasses import asdict
+
+        print_json({"experiment": search.spec.name, "search": search.spec.search.model_dump(mode="json"),
+                    "space": [asdict(row) for row in search.plan()]})
+        return 0
     if args.dry_run:
         _print_plan(search)
         return 0
@@ -79,8 +85,9 @@ def cmd_tune(args) -> int:
 
 def add_commands(sub) -> None:
     t = sub.add_parser("tune", help="hyperparameter search over an experiment file's 'search:' block (Ray Tune)")
-    t.add_argument("file", type=text)
+    t.add_argument("file", type=text, help="experiment file (YAML) with a 'search:' block")
     t.add_argument("--dry-run", action="store_true", help="validate, print the search space and plan, run nothing")
+    t.add_argument("--json", action="store_true", help="with --dry-run: print the search space as JSON on stdout")
     t.add_argument("--then-study", action="store_true",
                    help="afterwards re-run the best configuration (a multi-objective search: every point of its "
                         "Pareto front) full-length, search.then_study_repeats repeats")

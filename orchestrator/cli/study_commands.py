@@ -1,11 +1,11 @@
-"""``submit``, ``resume``, ``report``, ``runs`` and ``ensemble``: thin wrappers over ``orchestrator.Study``
+"""``submit``, ``resume``, ``report``, ``runs``, ``predict`` and ``ensemble``: thin wrappers over ``orchestrator.Study``
 and ``orchestrator.runs``."""
 from __future__ import annotations
 
 import sys
 
 from orchestrator.cli.arguments import number, text
-from orchestrator.cli.output import error_line, out, say
+from orchestrator.cli.output import error_line, json_arg, out, print_json, say
 from orchestrator.errors import BadInput
 from workers.settings import default_store
 
@@ -46,6 +46,13 @@ def _confirm_huge(n: int, yes: bool) -> bool:
     return input(f"The grid has {n} trials. Run them all? [y/N] ").strip().lower() in ("y", "yes")
 
 
+def _run_notifier():
+    """Progress lines on stderr; stage progress (data preparation) as one bar per stage in a terminal."""
+    from orchestrator.execution.console import RunNotifier
+
+    return RunNotifier(say)
+
+
 def _finish(result, store: str) -> int:
     if result.store_problem:
         error_line(result.store_problem)
@@ -82,7 +89,9 @@ def cmd_submit(args) -> int:
     if study.spec.plan.calibrate and not args.dry_run and not remote:
         study.calibrate(notify=say)  # the plan below then estimates from these measurements
     plan = study.plan()
-    if args.dry_run:
+    if args.dry_run and args.json:
+        print_json(plan.to_dict())
+    elif args.dry_run:
         _print_plan(plan, f"{study.spec.name}: {len(plan)} trials (dry run, nothing started)")
         _print_stacks(study.spec)
         out.print(format_plan(plan.estimate), soft_wrap=True, markup=False)
@@ -100,7 +109,7 @@ def cmd_submit(args) -> int:
         out.print(f"Submitted job {job_id} to {args.address} (run {study.run_id}). Follow it with: orchestrator "
                   f"logs {job_id} --follow --address {args.address}")
         return 0
-    return _finish(study.run(strict=args.strict, notify=say), study.spec.storage.uri)
+    return _finish(study.run(strict=args.strict, notify=_run_notifier()), study.spec.storage.uri)
 
 
 def cmd_resume(args) -> int:
@@ -114,7 +123,7 @@ def cmd_resume(args) -> int:
         return 0
     study = Study.resume(args.run, store=args.store, endpoint_url=args.endpoint_url, address=args.address,
                          cluster_config=args.cluster_config)
-    return _finish(study.run(notify=say), args.store)
+    return _finish(study.run(notify=_run_notifier()), args.store)
 
 
 def cmd_report(args) -> int:
@@ -135,24 +144,49 @@ def cmd_report(args) -> int:
         target = open_existing_store(args.upload, args.endpoint_url)
         publish_run(store, paths, target)
         store = target
-    out.print(f"Report: {rebuild_report(store, paths, args.compare)}")
-    if mlflow is not None:
-        out.print(f"Published to MLflow at {args.to_mlflow}: run {publish_to_mlflow(store, paths, mlflow)}")
+    url = rebuild_report(store, paths, args.compare)
+    mlflow_run = publish_to_mlflow(store, paths, mlflow) if mlflow is not None else None
+    if args.json:
+        import json
+
+        summary = paths.report("summary.json")
+        print_json({"report": url, "mlflow_run": mlflow_run,
+                    "summary": json.loads(store.get_text(summary)) if not args.compare and store.exists(summary)
+                    else None})
+        return 0
+    out.print(f"Report: {url}")
+    if mlflow_run is not None:
+        out.print(f"Published to MLflow at {args.to_mlflow}: run {mlflow_run}")
     return 0
+
+
+def _short_time(iso: str | None) -> str:
+    return iso[:16].replace("T", " ") if iso else "-"
 
 
 def cmd_runs(args) -> int:
     from rich.table import Table
 
-    from orchestrator.records import list_runs
-    from orchestrator.runs import open_runs_store
+    from orchestrator.runs import open_runs_store, run_summaries
 
     store = open_runs_store(args.store, args.endpoint_url)
+    runs = run_summaries(store)
+    if args.json:
+        print_json({"store": store.uri, "runs": runs})
+        return 0
     table = Table(title=f"Runs in {store.uri}")
-    for col in ("experiment", "run id"):
-        table.add_column(col)
-    for exp, rid in list_runs(store):
-        table.add_row(exp, rid)
+    for col in ("experiment", "run id", "status", "started", "trials", "best validation", "cost USD"):
+        table.add_column(col, overflow="fold")
+    for r in runs:
+        if r["status"] == "unreadable":
+            table.add_row(r["experiment"], r["run_id"], "unreadable", "-", r["problem"], "-", "-")
+            continue
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(r["counts"].items())) or "-"
+        best = r["best_validation"]
+        table.add_row(r["experiment"], r["run_id"], r["status"], _short_time(r["started"]),
+                      f"{r['n_trials']} ({counts})",
+                      f"{best['value']:.4f} {best['metric']} ({best['trial_id']})" if best else "-",
+                      f"{r['cost_usd']:.4f}" if r["cost_usd"] is not None else "-")
     out.print(table)
     return 0
 
@@ -177,6 +211,26 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from pathlib import Path
+
+    from orchestrator.models import predict_folder
+    from orchestrator.runs import find_run, open_runs_store
+
+    store = open_runs_store(args.store, args.endpoint_url)
+    paths = find_run(store, args.run)
+    table, summary = predict_folder(store, paths, args.folder, args.trial)
+    if args.out:
+        Path(args.out).write_text(table)
+        say(f"{summary['n_images']} image(s) predicted by trial {summary['trial_id']} ({summary['architecture']}); "
+            f"written to {args.out}")
+    else:
+        sys.stdout.write(table)
+    for name in summary["unreadable"]:
+        say(f"warning: {name} is not a readable image; skipped")
+    return 0
+
+
 def store_args(parser) -> None:
     parser.add_argument("--store", type=text, default=default_store(),
                         help="store holding the run (directory or s3://bucket/prefix; default: $ORCHESTRATOR_STORE or results)")
@@ -185,9 +239,11 @@ def store_args(parser) -> None:
 
 def add_commands(sub) -> None:
     s = sub.add_parser("submit", help="run an experiment file (embedded local Ray, or a cluster with --address)")
-    s.add_argument("file", type=text)
+    s.add_argument("file", type=text, help="experiment file (YAML), e.g. experiments/quickstart.yaml")
     s.add_argument("--dry-run", action="store_true", help="validate, print the trial table, resource requests and the "
                    "estimated time and cost, run nothing")
+    s.add_argument("--json", action="store_true", help="with --dry-run: print the plan (trials, resources, estimate) "
+                   "as JSON on stdout")
     s.add_argument("--address", type=text, help="Ray cluster: http://HEAD:8265 submits a Ray Job; ray://... or auto joins as driver")
     s.add_argument("--local-driver", action="store_true", help="with --address: drive the study from this process")
     s.add_argument("--run-id", type=text, help="reuse a run id (continue a run)")
@@ -211,17 +267,28 @@ def add_commands(sub) -> None:
     r.set_defaults(func=cmd_resume)
 
     rep = sub.add_parser("report", help="rebuild a run's report from its stored trial records")
-    rep.add_argument("run", type=text)
+    rep.add_argument("run", type=text, help="run id or experiment/run_id (see: orchestrator runs)")
     rep.add_argument("--compare", type=text, help="a second run to put side by side")
     rep.add_argument("--upload", metavar="STORE_URI", type=text, help="publish the run's records and report to another store")
     rep.add_argument("--to-mlflow", metavar="URI", type=text, help="publish the finished run to an MLflow tracking server "
                      "(a parent run with the report, one child run per trial)")
+    json_arg(rep)
     store_args(rep)
     rep.set_defaults(func=cmd_report)
 
-    ls = sub.add_parser("runs", help="list runs in a store")
+    ls = sub.add_parser("runs", help="list runs in a store: status, start, trial counts, best validation score, cost")
+    json_arg(ls)
     store_args(ls)
     ls.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("predict", help="predict the classes of a folder of images with a model the run kept "
+                       "(storage.keep_models); CSV: image, predicted_class, p_<class>...")
+    p.add_argument("run", type=text, help="run id or experiment/run_id")
+    p.add_argument("folder", type=text, help="folder of images (searched recursively; decoded and resized as in training)")
+    p.add_argument("--trial", type=text, help="trial id of a kept model (default: the best trial by validation)")
+    p.add_argument("--out", metavar="CSV", type=text, help="write the predictions here instead of stdout")
+    store_args(p)
+    p.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("ensemble", help="average the test probabilities of finished trials and score the ensemble")
     e.add_argument("run", type=text, help="run id or experiment/run_id")

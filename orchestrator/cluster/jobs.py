@@ -125,8 +125,10 @@ def connect(address: str):
     except Exception as err:  # connection refused, DNS, TLS, version mismatch, auth ...
         if _is_auth_error(err):
             raise _user_error(f"the Ray dashboard at {address} refused the request: {_one_line(err)}") from None
-        raise _user_error(f"cannot reach the Ray dashboard at {address} ({_one_line(err)}); is the cluster up? "
-                          "For a `ray up` cluster open the tunnel first: ray dashboard ray-cluster.yaml") from None
+        from orchestrator.errors import ClusterUnreachable
+
+        raise ClusterUnreachable(f"no Ray cluster answers at {address} ({_one_line(err)}); is the cluster up? "
+                                 "For a `ray up` cluster open the tunnel first: ray dashboard ray-cluster.yaml") from None
 
 
 def _is_auth_error(err: BaseException) -> bool:

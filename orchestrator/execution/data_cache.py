@@ -2,7 +2,6 @@
 content-addressed in the store), fetched once per node, loaded by trials."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -33,10 +32,7 @@ def prepare_shared_data(trials: list[TrialConfig], store_settings: dict, notify:
 def fetch_once(store, key: str, target: Path) -> Path:
     """``target`` on this node's disk, downloaded from ``store`` the first time (atomically: temp file, rename)."""
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
-        tmp.write_bytes(store.get_bytes(key))
-        os.replace(tmp, target)
+        store.get_file(key, target)
     return target
 
 

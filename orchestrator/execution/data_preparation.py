@@ -159,7 +159,7 @@ def fetch_prepared(store: Store, key: str, target: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
     try:
         for name in index["files"]:
-            (tmp / name).write_bytes(store.get_bytes(f"{prefix}/{name}"))
+            store.get_file(f"{prefix}/{name}", tmp / name)  # S3: managed, multipart-aware download
         problems = verify_shards(tmp, index)
         if problems:
             raise ShardError(f"prepared data in the store is corrupt: {problems[0]}; delete {store.uri}/{prefix}/ "

@@ -42,6 +42,16 @@ class FallbackStore(Store):
                 if not self.journal:
                     self.fallback.put_bytes(key, data, content_type)
 
+    def put_file(self, key: str, path, content_type: str | None = None) -> None:
+        # Journaled like ``put_bytes``; the primary gets the file through its own (managed, multipart) upload.
+        with open(path, "rb") as fh:
+            self.fallback.put_bytes(key, fh.read(), content_type)
+        if not self.degraded:
+            try:
+                self.primary.put_file(key, path, content_type)
+            except StorageError as err:
+                self.degraded, self.error = True, err
+
     def get_bytes(self, key: str) -> bytes:
         if self.fallback.exists(key):
             return self.fallback.get_bytes(key)

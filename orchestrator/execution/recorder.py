@@ -7,7 +7,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from orchestrator.execution.engine import trial_id_of, trial_task
-from orchestrator.execution.trainable import NODE_ID_KEY, read_checkpoint_record
+from orchestrator.execution.trainable import MODEL_DIR, NODE_ID_KEY, read_checkpoint_record
 from orchestrator.records import RunPaths, write_trial_record
 from workers.config import TrialConfig
 from workers.error_text import last_line
@@ -27,8 +27,9 @@ class TrialRecorder(Callback):
     ``failed`` and ``announce``."""
 
     def __init__(self, store: Store, paths: RunPaths, trials: dict[str, TrialConfig] | None = None,
-                 local_node: tuple[str, str] | None = None):
+                 local_node: tuple[str, str] | None = None, keeper=None):
         self.store, self.paths, self.trials, self.local_node = store, paths, trials or {}, local_node
+        self.keeper = keeper  # an ``orchestrator.models.ModelKeeper``: offered each completed trial's model
         self.retries: dict[str, int] = {}
         self.written: set[str] = set()
         self.running_on: dict[str, set[str]] = {}  # node id -> trial ids running there
@@ -80,7 +81,11 @@ class TrialRecorder(Callback):
             self.write(self.without_final(trial))
             return
         record, predictions = final
-        self.write(self.completed(trial, record), predictions)
+        record = self.completed(trial, record)
+        if self.keeper is not None and record.status is TrialStatus.COMPLETED:
+            with trial.checkpoint.as_directory() as folder:  # the model first: a record means all is stored
+                self.keeper.offer(record, Path(folder) / MODEL_DIR)
+        self.write(record, predictions)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tid = trial_id_of(trial)

@@ -53,17 +53,22 @@ def _run_trials(session: RunSession, pending: list[TrialConfig], cache_keys: dic
     """One Tune run over ``pending``; every trial's record is stored as it ends. Returns the trials an
     interruption (Ctrl-C) left unfinished."""
     from orchestrator.execution import engine
+    from orchestrator.execution.console import LiveTrials
     from orchestrator.execution.metrics_export import MetricsExportCallback
-    from orchestrator.execution.progress import StudyProgress
     from orchestrator.execution.recorder import TrialRecorder
     from orchestrator.execution.resource_watch import ResourceWatch, WatchStopper
     from orchestrator.execution.timing import concurrency_limit
     from orchestrator.execution.trainable import TrialTask
+    from orchestrator.models import ModelKeeper
 
     spec = session.spec
-    tasks = [TrialTask(t, session.settings, cache_keys[t.trial_id], tracking) for t in pending]
-    recorder = TrialRecorder(session.store, session.paths, {t.trial_id: t for t in pending}, session.single_node())
-    progress = StudyProgress(pending, enabled=show_progress)
+    keep = spec.storage.keep_models
+    tasks = [TrialTask(t, session.settings, cache_keys[t.trial_id], tracking, keep) for t in pending]
+    keeper = ModelKeeper(session.store, session.paths, keep, spec.report.target.metric, spec.report.target.mode)
+    recorder = TrialRecorder(session.store, session.paths, {t.trial_id: t for t in pending}, session.single_node(),
+                             keeper=keeper)
+    progress = LiveTrials(pending, spec.report.target.metric, enabled=show_progress,
+                          slots=spec.execution.max_concurrent_trials)
     watch = ResourceWatch(recorder, lambda: feasibility_nodes(cluster_nodes(), cluster_config),
                           spec.execution.lost_node_timeout_s, session.notify if session.address else None,
                           on_queue=session.set_queue)

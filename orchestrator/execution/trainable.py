@@ -23,6 +23,7 @@ from workers.records import TrialRecord
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.csv"
 VAL_PREDICTIONS_FILE = "val_predictions.csv"
+MODEL_DIR = "model"  # the trained model in the final checkpoint (``workers.model_files``), when models are kept
 FINAL_KEY = "final_report"  # marks the last result of a trial (Tune itself sets "done" when it stops a trial)
 NODE_ID_KEY = "node_id"  # added to every result by ``named_trial_class``: the Ray node the attempt runs on
 
@@ -30,13 +31,15 @@ NODE_ID_KEY = "node_id"  # added to every result by ``named_trial_class``: the R
 @dataclass(frozen=True)
 class TrialTask:
     """What a trainable is handed: the trial, how to open the run's store (``open_store`` settings), its
-    prepared data's key, the tracking context (``StudyTracking.trial_context``; None: untracked) and a search's
-    time-to-target target (None: no objectives reported)."""
+    prepared data's key, the tracking context (``StudyTracking.trial_context``; None: untracked),
+    ``storage.keep_models`` (anything but ``none``: the trained model goes into the final checkpoint) and a
+    search's time-to-target target (None: no objectives reported)."""
 
     trial: TrialConfig
     store: dict
     cache_key: str | None = None
     tracking: dict | None = None
+    keep_models: str = "none"
     target: dict | None = None
 
     @property
@@ -55,9 +58,10 @@ def numeric(row: dict) -> dict:
 
 
 def report_trial_record(record: TrialRecord, predictions_csv: str | None = None,
-                        val_predictions_csv: str | None = None, extra: dict | None = None) -> None:
+                        val_predictions_csv: str | None = None, model=None, extra: dict | None = None) -> None:
     """Final report of a trial: the last epoch's and the test metrics (and ``extra`` metrics), plus a checkpoint
-    holding the record and its test and validation predictions."""
+    holding the record, its test and validation predictions and, when given, the trained Keras ``model`` as
+    ``model/model.keras`` with its ``model.json``."""
     from ray import tune
 
     last = numeric(record.history[-1]) if record.history else {}
@@ -67,6 +71,11 @@ def report_trial_record(record: TrialRecord, predictions_csv: str | None = None,
         for name, text in ((PREDICTIONS_FILE, predictions_csv), (VAL_PREDICTIONS_FILE, val_predictions_csv)):
             if text:
                 (Path(tmp) / name).write_text(text)
+        if model is not None:
+            from workers.model_files import model_meta, save_model
+
+            save_model(model, Path(tmp) / MODEL_DIR,
+                       model_meta(record.config, record.class_names or [], tuple(model.input_shape[1:])))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -173,5 +182,6 @@ def trial_trainable(task: TrialTask) -> None:
         "node_id": ray.get_runtime_context().get_node_id(), "resumed_from_checkpoint": resume_dir is not None,
         "tune_trial_id": tune.get_context().get_trial_id()})
     record = record.model_copy(update={"tracking": tracking.finish(record.to_dict(), result.predictions_csv)})
-    report_trial_record(record, result.predictions_csv, result.val_predictions_csv,
+    keep = task.keep_models != "none" and record.status.value == "completed"
+    report_trial_record(record, result.predictions_csv, result.val_predictions_csv, result.model if keep else None,
                         _objectives(task.trial, task.target, record.history))

@@ -190,6 +190,7 @@ def _summary(content) -> dict:
         "device_mismatches": df.loc[df["device_check"] == "MISMATCH", "trial_id"].tolist(),
         "problems": _records_frame(content.problems[["trial_id", "status", "retries", "reason"]]),
         "n_completed": int(len(completed(df))),
+        "summary_by_node_type": _records_frame(content.summary),
         "trials": _records_frame(df),
     }
 
@@ -203,6 +204,9 @@ def build_report(records: list[dict], run_info: dict, generated: str | None = No
     df = trial_table(records, run_info.get("target") or DEFAULT_TARGET)
     generated = generated or datetime.now(timezone.utc).isoformat(timespec="seconds")
     content = _content(records, _header(records, run_info, df, generated), df, run_info)
+    from orchestrator.report.summary import table_summary
+
+    content.summary = table_summary(records, df, content.domain.time_to_target, content.domain.target)
     _add_figures(content, records)
     header = content.header
     title = f"Report: {header['experiment']} / {header['run_id']}"

@@ -203,6 +203,7 @@ class ReportContent:
     repeats: str = ""  # repeats_text
     figures: dict[str, bytes] = field(default_factory=dict)
     evidence: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
+    summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # ``report.summary.table_summary``
 
     def figure(self, name: str, caption: str) -> Figure:
         return Figure(name, caption, self.figures.get(name))
@@ -461,14 +462,66 @@ def _evidence_section(c: ReportContent) -> Section | None:
     return Section("Learning curves and confusion matrices", blocks, anchor="evidence")
 
 
+ALL_TRIALS_COLUMNS = ["trial_id", "architecture", "epochs", "node_type", "augmentation", "framework", "repeat",
+                      "status", "accuracy", "balanced_accuracy", "f1_macro", "isic_balanced_accuracy",
+                      "steady_epoch_s", "images_per_s", "total_s", "time_to_target_s", "cost_usd", "device_check",
+                      "collapsed", "retries"]
+
+
 def _all_trials_section(c: ReportContent) -> Section:
     df = c.trials
+    ran = df[df["status"] != "infeasible"]
+    shown = _drop_constant(ran[[col for col in ALL_TRIALS_COLUMNS if col in ran.columns]].reset_index(drop=True))
+    n_infeasible = int((df["status"] == "infeasible").sum())
     return Section("All trials", [
-        Table(df.drop(columns=["node_id"]), row_style=[
+        Text("Click a column heading to sort (again to reverse); type in the box to show only rows containing every "
+             "word. Every column of every trial is in results.csv and results.parquet"
+             + (f"; the {n_infeasible} infeasible trial(s), which never ran, are listed once, under 'Failed, "
+                "infeasible and retried trials'." if n_infeasible else "."), "note"),
+        Table(shown, row_style=[
             "bad" if s == "failed" or chk == CHECK_MISMATCH else "warn" if s != "completed" or col is True else None
-            for s, chk, col in zip(df["status"], df["device_check"], df["collapsed"])],
-            cell_style={"device_check": _flag_cell, "collapsed": lambda v: "flag" if v is True else None}),
+            for s, chk, col in zip(ran["status"], ran["device_check"], ran["collapsed"])],
+            cell_style={"device_check": _flag_cell, "collapsed": lambda v: "flag" if v is True else None},
+            formats={"cost_usd": _fmt_usd}, interactive=True, empty="no trial ran"),
     ], anchor="trials")
+
+
+SUMMARY_LABELS = {"node_type": "node type", "best_architecture": "architecture", "test_accuracy": "test accuracy",
+                  "test_f1_macro": "test F1", "time_to_target_s": "to target (s)",
+                  "cost_to_target_usd": "cost to target", "speedup_time_to_target": "speed-up (time)",
+                  "speedup_images_per_s": "speed-up (img/s)"}
+
+
+def _summary_section(c: ReportContent) -> Section | None:
+    """The answer first: per node type the best setting by validation, its accuracy, time and cost to target."""
+    if c.domain is None:
+        return None
+    summary, target = c.summary, c.domain.target
+    blocks: list = [Text(f"Per node type, the setting with the best validation {target['metric']} (last epoch, "
+                         "mean over repeats; the test split never chooses), with its test accuracy and macro F1, "
+                         f"time and cost to {target_label(target)} and its speed-ups against the CPU reference "
+                         "node type for the same architecture, epochs and augmentation. Trials that ran on other "
+                         "hardware than requested are left out.", "note")]
+    if summary.empty:
+        blocks.append(Text("No trial completed with a validation score, so there is nothing to compare yet "
+                           "(see 'Failed, infeasible and retried trials').", "info"))
+        return Section("Summary", blocks, anchor="summary")
+    best = summary.sort_values("validation", ascending=target.get("mode") == "min", kind="stable").iloc[0]
+    blocks.insert(0, Text(f"Best by validation: {best['best_architecture']} ({best['epochs']} epochs) on "
+                          f"{best['node_type']}, validation {target['metric']} {best['validation']:.4f}, test "
+                          f"accuracy {best['test_accuracy']:.4f}.", strong=True))
+    if summary["time_to_target_s"].isna().all():
+        blocks.append(Text(f"No setting reached the target {target_label(target)}, so time and cost to target "
+                           "are blank; set report.target.value to a level the trials reach (the best validation "
+                           f"score here is {summary['validation'].max():.4f}).", "warn"))
+    speedup = lambda v: "" if pd.isna(v) else f"{v:.2f}x"  # noqa: E731
+    view = _drop_constant(summary).rename(columns=SUMMARY_LABELS)
+    blocks.append(Table(view, formats={
+        "validation": _fmt_num(4), "test accuracy": _fmt_num(4), "test F1": _fmt_num(4),
+        "to target (s)": lambda v: "not reached" if pd.isna(v) else f"{v:.1f}",
+        "cost to target": lambda v: "" if pd.isna(v) else _fmt_usd(v),
+        "speed-up (time)": speedup, "speed-up (img/s)": speedup}))
+    return Section("Summary", blocks, anchor="summary")
 
 
 def group_settings(records: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -598,7 +651,8 @@ def estimate_section(c: ReportContent) -> Section | None:
     ], anchor="estimate")
 
 
-SECTIONS = [_run_section, statistics_section, _table_i_section, _scores_section, _hardware_section, isic_section,
+SECTIONS = [_summary_section, _run_section, statistics_section, _table_i_section, _scores_section, _hardware_section,
+            isic_section,
             target_section, estimate_section, _cost_section, _devices_section,
             _problems_section, _best_section, _evidence_section, _all_trials_section]
 

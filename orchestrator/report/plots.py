@@ -32,11 +32,14 @@ def _plain(fn):
     return wrapper
 
 
+OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0}  # legend right of the axes
+
+
 def png_bytes(fig) -> bytes:
     """A figure as PNG bytes (reproducible: no software stamp); closes the figure."""
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None}, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
@@ -86,7 +89,7 @@ def accuracy_vs_epochs(df: pd.DataFrame) -> bytes | None:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy vs epochs (mean ± sd over repeats)")
     ax.set_xticks(sorted(done["epochs"].astype(float).unique()))
-    ax.legend(loc="lower right")
+    ax.legend(**OUTSIDE)  # beside the axes: a legend never hides a point
     ax.grid(alpha=0.3)
     return png_bytes(fig)
 
@@ -130,6 +133,9 @@ def f1_vs_cost(cost: pd.DataFrame) -> bytes | None:
                     xerr=np.nan_to_num(row["cost_per_trial_usd_sd"]), yerr=np.nan_to_num(row["f1_macro_sd"]),
                     marker=_MARKERS[mi % len(_MARKERS)], color=colors[ci % len(colors)], capsize=2, alpha=0.85,
                     linestyle="none")
+        if pd.notna(row.get("epochs")):  # settings that differ only in epochs are told apart by this label
+            ax.annotate(f"{int(row['epochs'])} ep", (row["cost_per_trial_usd"], row["f1_macro"]),
+                        textcoords="offset points", xytext=(5, 4), fontsize=7, color=colors[ci % len(colors)])
     front = pts[pts["pareto"]].sort_values("cost_per_trial_usd")
     ax.plot(front["cost_per_trial_usd"], front["f1_macro"], "k--", lw=1, drawstyle="steps-post")
     ax.scatter(front["cost_per_trial_usd"], front["f1_macro"], s=170, facecolors="none", edgecolors="k", lw=1.2)
@@ -142,7 +148,7 @@ def f1_vs_cost(cost: pd.DataFrame) -> bytes | None:
                 for i, a in enumerate(archs)]
     handles.append(Line2D([], [], color="k", marker="o", markerfacecolor="none", markersize=10, linestyle="--",
                           label="Pareto front"))
-    ax.legend(handles=handles, loc="best")
+    ax.legend(handles=handles, **OUTSIDE)
     if pts["cost_per_trial_usd"].max() > 0 and (pts["cost_per_trial_usd"] > 0).all() \
             and pts["cost_per_trial_usd"].max() / pts["cost_per_trial_usd"].min() > 50:
         ax.set_xscale("log")

@@ -1,9 +1,11 @@
 """A small document model (sections of text, key/value lists, tables, figures) rendered to one self-contained
-HTML page (inline CSS, figures as data URIs, no scripts, a Content-Security-Policy that forbids fetching
-anything) and to Markdown. Every string that reaches the output is escaped here, in one place."""
+HTML page (inline CSS, figures as data URIs, a Content-Security-Policy that forbids fetching anything and runs
+one script only: ``TABLE_SCRIPT``, allowed by its sha256 hash, which sorts and filters interactive tables) and
+to Markdown. Every string that reaches the output is escaped here, in one place."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import math
 import re
@@ -46,9 +48,38 @@ figure img{max-width:100%;height:auto;border:1px solid var(--line);border-radius
 figcaption{font-size:12px;color:var(--muted);max-width:680px}
 details{margin:6px 0;border:1px solid var(--line);border-radius:6px;padding:4px 10px}
 summary{cursor:pointer;font-weight:600}
+table.interactive th{cursor:pointer}table.interactive th[aria-sort=ascending]::after{content:" \\25B2"}
+table.interactive th[aria-sort=descending]::after{content:" \\25BC"}
+input.filter{font:inherit;padding:3px 8px;margin:4px 0;width:320px;border:1px solid var(--line);border-radius:4px}
 footer{margin-top:36px;color:var(--muted);font-size:12px}
 """
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+# Sorting (click a heading; numbers by value from data-v, blanks last either way) and filtering (every word of
+# the box must occur in the row) of tables marked interactive. Nothing is fetched; the page works without it.
+TABLE_SCRIPT = """(function(){
+function key(c){var v=c.getAttribute('data-v');return v===null?null:parseFloat(v);}
+document.querySelectorAll('table.interactive').forEach(function(t){
+var body=t.tBodies[0],heads=t.tHead.rows[0].cells;
+Array.prototype.forEach.call(heads,function(th,i){
+th.tabIndex=0;th.title='sort by '+th.textContent;
+function sort(){var asc=th.getAttribute('aria-sort')!=='ascending';
+Array.prototype.forEach.call(heads,function(h){h.removeAttribute('aria-sort');});
+th.setAttribute('aria-sort',asc?'ascending':'descending');
+var rows=Array.prototype.slice.call(body.rows);
+rows.sort(function(a,b){var x=a.cells[i],y=b.cells[i],p=key(x),q=key(y),e=!x.textContent,f=!y.textContent;
+if(e||f){return e===f?0:(e?1:-1);}
+var c=(p!==null&&q!==null)?p-q:x.textContent.localeCompare(y.textContent);return asc?c:-c;});
+rows.forEach(function(r){body.appendChild(r);});}
+th.addEventListener('click',sort);
+th.addEventListener('keydown',function(ev){if(ev.key==='Enter'){sort();}});});
+var box=document.getElementById(t.getAttribute('data-filter'));
+if(box){box.hidden=false;box.addEventListener('input',function(){
+var words=box.value.toLowerCase().split(/\\s+/).filter(Boolean);
+Array.prototype.forEach.call(body.rows,function(r){var text=r.textContent.toLowerCase();
+r.hidden=!words.every(function(w){return text.indexOf(w)>=0;});});});}
+});})();"""
+SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(TABLE_SCRIPT.encode("utf-8")).digest()).decode("ascii")
+CSP = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src '{SCRIPT_HASH}'; "
+       "base-uri 'none'; form-action 'none'")
 
 
 @dataclass
@@ -73,6 +104,7 @@ class Table:
     cell_style: dict[str, Callable[[Any], str | None]] = field(default_factory=dict)  # column -> class of a cell
     formats: dict[str, Callable[[Any], str]] = field(default_factory=dict)            # column -> text of a cell
     empty: str = "none"
+    interactive: bool = False  # HTML: sortable headings and a filter box (TABLE_SCRIPT)
 
 
 @dataclass
@@ -149,6 +181,10 @@ def _html_table(table: Table) -> str:
         return f"<p class='note'><em>{esc(table.empty)}</em></p>"
     frame = _frame(table)
     out = ["<div class='scroll'><table>"]
+    if table.interactive:
+        box = "filter-" + hashlib.sha1("|".join(map(str, frame.columns)).encode()).hexdigest()[:8]
+        out = [f"<input type='search' id='{box}' class='filter' placeholder='filter rows, e.g. gpu completed' "
+               f"aria-label='filter rows' hidden>", f"<div class='scroll'><table class='interactive' data-filter='{box}'>"]
     if table.caption:
         out.append(f"<caption>{esc(table.caption)}</caption>")
     out.append("<thead><tr>" + "".join(f"<th>{esc(c)}</th>" for c in frame.columns) + "</tr></thead><tbody>")
@@ -170,6 +206,8 @@ def _html_table(table: Table) -> str:
                     classes.append(extra)
             text = table.formats[col](value) if col in table.formats else fmt_value(value)
             attr = f" class='{' '.join(classes)}'" if classes else ""
+            if table.interactive and "num" in classes:
+                attr += f" data-v='{float(value)!r}'"
             cells.append(f"<td{attr}>{esc(text)}</td>")
         out.append((f"<tr class='{esc(cls)}'>" if cls else "<tr>") + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
@@ -220,8 +258,21 @@ def render_html(title: str, subtitle: str, lead: list, sections: list[Section], 
                      + "".join(_html_block(b) for b in section.blocks) + "</section>")
     if footer:
         parts.append(f"<footer>{esc(footer)}</footer>")
+    if any(_has_interactive(s.blocks) for s in sections):
+        parts.append(f"<script>{TABLE_SCRIPT}</script>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _has_interactive(blocks: list) -> bool:
+    for block in blocks:
+        if isinstance(block, Table) and block.interactive and block.df is not None and not block.df.empty:
+            return True
+        if isinstance(block, Details) and _has_interactive(block.blocks):
+            return True
+        if isinstance(block, list) and _has_interactive(block):
+            return True
+    return False
 
 
 # ------------------------------------------------------------------------------------------------ Markdown

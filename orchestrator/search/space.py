@@ -166,7 +166,8 @@ class SearchTask(TrialTask):
 
     def resolve(self, sample: dict, tune_trial_id: str) -> TrialTask:
         trial = TrialConfig.from_dict(trial_for_sample(self.base_of(sample), sample, tune_trial_id))
-        return TrialTask(trial, self.store, self.cache_keys.get(trial.augmentation), self.tracking, self.target)
+        return TrialTask(trial, self.store, self.cache_keys.get(trial.augmentation), self.tracking,
+                         keep_models=self.keep_models, target=self.target)
 
 
 def asha_rungs(search: SearchSpec) -> list[int]:

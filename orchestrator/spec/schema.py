@@ -202,6 +202,9 @@ class StorageSpec(_Strict):
     endpoint_url: str | None = None
     region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
     local_dir: str = Field(default="results-local", min_length=1)
+    keep_models: Literal["best", "all", "none"] = Field(default="best", description=(
+        "trained models kept in the store (Keras .keras file with its preprocessing and class names): the best "
+        "trial by the validation metric of report.target, every completed trial, or none"))
 
     @field_validator("uri")
     @classmethod

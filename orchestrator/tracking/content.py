@@ -25,9 +25,7 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def trial_params(config: dict) -> dict[str, str]:
-    """A trial's settings as MLflow params: the grid axes, the training hyperparameters (search overrides
-    applied), the dataset and the requested resources."""
+def _trial_settings(config: dict) -> dict[str, Any]:
     params: dict[str, Any] = {k: config.get(k) for k in _TRIAL_SETTINGS}
     training = {**(config.get("training") or {}), **{k: v for k, v in (config.get("overrides") or {}).items()
                                                      if k != "model_params"}}
@@ -36,7 +34,13 @@ def trial_params(config: dict) -> dict[str, str]:
     dataset = config.get("dataset") or {}
     params.update({"dataset": dataset.get("source"), "image_size": dataset.get("image_size")})
     params.update({f"resources_{k}": v for k, v in (config.get("resources") or {}).items()})
-    return {k: str(v)[:MAX_PARAM_CHARS] for k, v in params.items() if v is not None}
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def trial_params(config: dict) -> dict[str, str]:
+    """A trial's settings as MLflow params: the grid axes, the training hyperparameters (search overrides
+    applied), the dataset and the requested resources."""
+    return {k: str(v)[:MAX_PARAM_CHARS] for k, v in _trial_settings(config).items()}
 
 
 def epoch_metrics(row: dict) -> tuple[int, dict[str, float]]:
@@ -46,9 +50,44 @@ def epoch_metrics(row: dict) -> tuple[int, dict[str, float]]:
 
 
 def final_metrics(record: dict) -> dict[str, float]:
-    """The record's test metrics as ``test_<name>`` and its timings as ``time_<name>`` (finite numbers only)."""
-    out = {f"test_{k}": _number(v) for k, v in (record.get("metrics") or {}).items()}
-    out.update({f"time_{k}": _number(v) for k, v in (record.get("timings") or {}).items()})
+    """The record's test metrics as ``test_<name>``, the ISIC scorer's as ``test_isic_<name>`` (macro means as
+    ``test_isic_<name>_macro``), its timings as ``time_<name>`` and its cost (price_per_hour x trial wall time,
+    as the report counts it) as ``cost_usd`` (finite numbers only)."""
+    metrics = record.get("metrics") or {}
+    out = {f"test_{k}": _number(v) for k, v in metrics.items()}
+    isic = metrics.get("isic") or {}
+    out.update({f"test_isic_{k}": _number(v) for k, v in isic.items()})
+    out.update({f"test_isic_{k}_macro": _number(v) for k, v in (isic.get("macro") or {}).items()})
+    timings = record.get("timings") or {}
+    out.update({f"time_{k}": _number(v) for k, v in timings.items()})
+    price, total = _number((record.get("config") or {}).get("price_per_hour")), _number(timings.get("total_s"))
+    if price is not None and total is not None:
+        out["cost_usd"] = price * total / 3600
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def hparams(config: dict) -> dict[str, Any]:
+    """A trial's settings (those of ``trial_params``) for TensorBoard's HParams view: numbers and booleans kept,
+    anything else as text."""
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v)[:MAX_PARAM_CHARS]
+            for k, v in _trial_settings(config).items()}
+
+
+def study_metrics(summary: dict) -> dict[str, float]:
+    """The study's parent-run metrics from the report's ``summary.json``: trial counts, and per node type
+    (``<node>_...``) the best setting's validation score, test accuracy and F1, time and cost to target and
+    speed-ups (``report.summary``)."""
+    out: dict[str, float | None] = {f"trials_{k}": _number(v) for k, v in (summary.get("counts") or {}).items()}
+    out["trials_completed_n"] = _number(summary.get("n_completed"))
+    for row in summary.get("summary_by_node_type") or []:
+        node = "".join(c if c.isalnum() or c in "_-." else "_" for c in str(row.get("node_type")))
+        for key in ("validation", "test_accuracy", "test_f1_macro", "time_to_target_s", "cost_to_target_usd",
+                    "speedup_time_to_target", "speedup_images_per_s"):
+            out[f"{node}_best_{key}"] = _number(row.get(key))
+    costs = [_number(t.get("cost_usd")) for t in summary.get("trials") or []]
+    costs = [c for c in costs if c is not None]
+    if costs:
+        out["cost_usd_total"] = sum(costs)
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -100,7 +100,8 @@ class StudyTracking:
         """Create (or, for a resumed run, reopen) the parent run and say where to look; an outage here is
         counted, not raised."""
         if self.tensorboard:
-            notify(f"TensorBoard: tensorboard --logdir {store_uri.rstrip('/')}/{self.paths.root}")
+            # The folder holding one sub-folder per trial: TensorBoard names each run by its trial id.
+            notify(f"TensorBoard: tensorboard --logdir {store_uri.rstrip('/')}/{self.paths.root}/tensorboard")
         if self.client is None:
             return
         try:
@@ -171,6 +172,45 @@ def _log_files(client, run_id: str, files: dict[str, bytes], artifact_path: str 
         client.log_artifacts(run_id, tmp, artifact_path)
 
 
+def log_study_results(client, parent_run_id: str, store, paths: RunPaths) -> None:
+    """The study run's summary metrics (``content.study_metrics`` of the report's summary.json) and the best
+    kept model (``orchestrator.models``) as an MLflow logged model, sourced from its trial's run."""
+    import json
+    import time
+
+    from mlflow.entities import Metric
+
+    from orchestrator.models import kept_model_dir, read_models_index
+
+    key = paths.report("summary.json")
+    if store.exists(key):
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in content.study_metrics(json.loads(store.get_text(key))).items()]
+        for i in range(0, len(metrics), 100):
+            client.log_batch(parent_run_id, metrics=metrics[i:i + 100])
+    best = read_models_index(store, paths).get("best")
+    if not best:
+        return
+    from orchestrator.records import read_trial_record
+
+    record = read_trial_record(store, paths, best["trial_id"])
+    source = ((record.tracking or {}).get("mlflow_run_id") if record else None) or parent_run_id
+    index = read_models_index(store, paths)
+    with tempfile.TemporaryDirectory(prefix="mlflow-model-") as tmp:
+        folder = kept_model_dir(store, paths, best["trial_id"], Path(tmp) / "model")
+        experiment = client.get_run(parent_run_id).info.experiment_id
+        model = client.create_logged_model(
+            experiment, name=str((record.config if record else {}).get("architecture") or "model"),
+            source_run_id=source, model_type="keras",
+            tags={"trial_id": best["trial_id"], "run_id": paths.run_id, "experiment": paths.experiment,
+                  "selected_by": f"validation {index.get('metric')} ({index.get('mode')})"},
+            params={"trial_id": best["trial_id"], "validation_metric": str(index.get("metric")),
+                    "validation_value": str(best.get("value"))})
+        client.log_model_artifacts(model.model_id, str(folder))
+        client.finalize_logged_model(model.model_id, "READY")
+    client.set_tag(parent_run_id, "best_model_id", model.model_id)
+
+
 def report_files(store, paths: RunPaths) -> dict[str, bytes]:
     prefix = paths.report("")
     return {key[len(prefix):]: store.get_bytes(key) for key in store.list(prefix)}
@@ -186,6 +226,7 @@ def log_report(store, paths: RunPaths, run_info: dict) -> str | None:
 
         client = MlflowClient(tracking_uri=settings["uri"])
         _log_files(client, settings["parent_run_id"], report_files(store, paths), "report")
+        log_study_results(client, settings["parent_run_id"], store, paths)
         failed = (run_info.get("counts") or {}).get("failed")
         client.set_terminated(settings["parent_run_id"], "FAILED" if failed else "FINISHED")
     except Exception as err:
@@ -264,6 +305,7 @@ def publish_to_mlflow(store, paths: RunPaths, client, experiment: str | None = N
             client.delete_run(old.info.run_id)  # an incomplete run is replaced by one from the stored record
         _publish_trial(client, exp_id, parent, paths, store, record)
     _log_files(client, parent, report_files(store, paths), "report")
+    log_study_results(client, parent, store, paths)
     failed = any(r.get("status") == "failed" for r in records)
     client.set_terminated(parent, "FAILED" if failed else "FINISHED")
     return parent

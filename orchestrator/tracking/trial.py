@@ -21,6 +21,9 @@ from workers.error_text import last_line
 log = logging.getLogger(__name__)
 STATE_FILE = "tracking.json"  # beside a Tune checkpoint: the trial's MLflow run id, so a retry continues it
 COMPLETE, INCOMPLETE = "complete", "incomplete"
+# Final metrics beside the hparams (the columns of TensorBoard's HParams table; validation metrics are added)
+HPARAM_METRICS = ("test_accuracy", "test_f1_macro", "test_balanced_accuracy", "test_isic_balanced_multiclass_accuracy",
+                  "time_total_s", "cost_usd")
 
 
 @dataclass(frozen=True)
@@ -167,10 +170,26 @@ class TensorBoardTrialLog:
             self.sink.call(self._scalars, *content.epoch_metrics(row))
             self._upload()
 
+    def _hparams(self, record: dict, final: dict[str, float]) -> None:
+        """The trial's settings and final metrics for TensorBoard's HParams view (tensorboardX's hparams)."""
+        import time
+
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import hparams
+
+        metrics = {k: v for k, v in final.items() if k in HPARAM_METRICS}
+        last = (record.get("history") or [{}])[-1]
+        metrics.update({k: float(v) for k, v in last.items() if k.startswith("val_") and content._number(v) is not None})
+        for summary in hparams(content.hparams(record.get("config") or {"trial_id": "?"}), metrics):
+            self.writer.write_event(Event(wall_time=time.time(), summary=summary))
+        self.writer.flush()
+
     def finish(self, record: dict) -> None:
         if self.writer is not None:
-            final = {k: v for k, v in content.final_metrics(record).items() if k.startswith("test_")}
+            final = {k: v for k, v in content.final_metrics(record).items() if k.startswith(("test_", "cost_"))}
             self.sink.call(self._scalars, len(record.get("history") or []), final)
+            if record.get("config") and record.get("status") == "completed":
+                self.sink.call(self._hparams, record, final)
             self._upload()
             self.sink.call(self.writer.close)
         shutil.rmtree(self.local_dir, ignore_errors=True)

@@ -261,7 +261,10 @@ class InProcess:
 
 
 def _progress(notify: Callable[[str], None], what: str) -> Callable[[int, int], None]:
-    """A progress callback that prints about every tenth of the way."""
+    """A progress callback: ``notify.progress(what, done, total)`` when the notifier draws progress itself (one
+    bar per stage in a terminal), else a line about every tenth of the way."""
+    if callable(getattr(notify, "progress", None)):
+        return lambda done, total: notify.progress(what, done, total)
     shown = [-1]
 
     def report(done: int, total: int) -> None:
