@@ -92,8 +92,8 @@ def _timeout_scheduler(spec: ExperimentSpec, recorder):
         return None
     from orchestrator.execution.trial_timeout import TimeoutScheduler
 
-    return TimeoutScheduler(spec.execution.trial_timeout_s,
-                            lambda trial, error: recorder.write(recorder.failed(trial, error)))
+    return TimeoutScheduler(timeout_s=spec.execution.trial_timeout_s,
+                            write_failed=lambda trial, error: recorder.write(recorder.failed(trial, error)))
 
 
 def execute_study(

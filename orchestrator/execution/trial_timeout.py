@@ -14,19 +14,19 @@ from typing import Callable
 from ray.tune.schedulers import FIFOScheduler
 
 
-class TimeoutScheduler(FIFOScheduler):
-    """FIFO scheduling, plus: a trial RUNNING for more than ``timeout_s`` (one attempt, measured on the driver
-    from when Tune first shows it running) is recorded failed with a "timed out" error and stopped."""
+class TrialTimeout:
+    """Mixin for a Tune scheduler: a trial RUNNING for more than ``timeout_s`` (one attempt, measured on the
+    driver from when Tune first shows it running) is recorded failed with a "timed out" error and stopped.
+    Everything else is the scheduler it is mixed into (FIFO for studies, ASHA for searches)."""
 
-    def __init__(self, timeout_s: float, write_failed: Callable[[object, str], None],
-                 clock: Callable[[], float] = time.monotonic):
-        super().__init__()
-        self.timeout_s, self.write_failed, self.clock = timeout_s, write_failed, clock
+    def __init__(self, *args, timeout_s: float, write_failed: Callable[[object, str], None], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.timeout_s, self.write_failed = timeout_s, write_failed
         self.running_since: dict[str, float] = {}
         self.timed_out: set[str] = set()
 
     def choose_trial_to_run(self, tune_controller):
-        now = self.clock()
+        now = time.monotonic()
         for trial in tune_controller.get_trials():
             if trial.status != "RUNNING":
                 self.running_since.pop(trial.trial_id, None)
@@ -38,3 +38,7 @@ class TimeoutScheduler(FIFOScheduler):
                                   f"started (execution.trial_timeout_s: {self.timeout_s:g})")
                 tune_controller.stop_trial(trial)
         return super().choose_trial_to_run(tune_controller)
+
+
+class TimeoutScheduler(TrialTimeout, FIFOScheduler):
+    """Tune's FIFO scheduler with ``execution.trial_timeout_s`` (studies)."""
