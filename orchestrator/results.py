@@ -61,12 +61,14 @@ class StudyResult(RunResult):
 @dataclass
 class SearchResult(RunResult):
     """A search run (``Search.run``): ``best_trial`` is the report's ``best.json`` (the trial chosen by the search's
-    validation metric: trial id, metric, value, hyperparameters); ``best()`` without a metric is its record."""
+    validation metric: trial id, metric, value, hyperparameters); ``best()`` without a metric is its record;
+    ``front`` a multi-objective search's ``front.json``."""
 
     best_trial: dict | None = None
     interrupted: bool = False
-    study: Any = None  # the best configuration's study (``Search.study_best``)
+    study: Any = None  # the best configuration's (or the Pareto front's) study (``Search.study_best``)
     study_report_url: str | None = None
+    front: list[dict] = field(default_factory=list)  # Pareto front of a multi-objective search (``front.json``)
 
     def best(self, metric: str | None = None, mode: str = "max") -> "TrialRecord | None":
         if metric is not None:

@@ -126,6 +126,16 @@ class Study:
         estimate = plan.plan_study(self.spec, trials, open_store(**store_settings(self.spec)), pools)
         return StudyPlan(self.spec.name, [PlannedTrial(t, trial_bundle(t.resources)) for t in trials], estimate)
 
+    def calibrate(self, *, notify: Callable[[str], None] = print) -> list[dict]:
+        """Run the short calibration trials (``execution/calibration.py``) of this study's settings that the store
+        has not cached yet, on the study's cluster; afterwards ``plan()`` and ``run()`` estimate from them."""
+        from orchestrator.execution.calibration import calibrate
+
+        self.check_inputs()
+        self.spec = with_calibration(self.spec)
+        return calibrate(self.spec, self.trials(), address=self.address, num_cpus=self.num_cpus,
+                         cluster_config=self.cluster_config, notify=notify)
+
     def check_inputs(self) -> None:
         """What can be checked before anything starts: the dataset's contents (layout, special files, label file,
         image headers, classes, whether the split can be made: ``workers.data.layout.check_dataset_contents``), a
@@ -182,7 +192,7 @@ class Study:
             self._refuse_infeasible_on(address)
         self.run_id = self.run_id or new_run_id()
         return submit_job(str(self.file), address=address, store=store, strict=strict, run_id=self.run_id,
-                          notify=notify)
+                          notify=notify, calibrate=self.spec.plan.calibrate)
 
     @staticmethod
     def submit_resume(run: str, address: str, *, store: str = "results", endpoint_url: str | None = None,
@@ -256,6 +266,13 @@ def with_budget(spec: "ExperimentSpec", budget_usd: float | None) -> "Experiment
     if budget_usd is None:
         return spec
     return spec.model_copy(update={"execution": spec.execution.model_copy(update={"budget_usd": budget_usd})})
+
+
+def with_calibration(spec: "ExperimentSpec", calibrate: bool = True) -> "ExperimentSpec":
+    """``spec`` with ``plan.calibrate`` switched on (unchanged when ``calibrate`` is False)."""
+    if not calibrate:
+        return spec
+    return spec.model_copy(update={"plan": spec.plan.model_copy(update={"calibrate": True})})
 
 
 def _load_cluster_config(config: dict | str | None) -> dict | None:

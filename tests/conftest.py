@@ -17,6 +17,10 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# The session's Ray also offers 2 units of a custom resource that test node types use as a simulated accelerator
+# (Ray's own override of a node's resources; CPU and GPU counts stay as given).
+os.environ.setdefault("RAY_OVERRIDE_RESOURCES", '{"simulated_gpu": 2}')
+SIMULATED_GPU = {"resources": {"CPU": 1, "simulated_gpu": 1}, "framework": "tensorflow", "price_per_hour": 2.48}
 
 
 def _free_port() -> int:
@@ -27,7 +31,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One embedded local Ray (2 CPUs, dashboard on 127.0.0.1) shared by every test that needs Ray."""
+    """One embedded local Ray (2 CPUs, 2 ``simulated_gpu``, dashboard on 127.0.0.1) shared by every test that needs
+    Ray."""
     import ray
 
     from orchestrator.execution.ray_runtime import connect_ray

@@ -32,7 +32,7 @@ def _search(**fields) -> dict:
     (_search(space={"learning_rate": {"uniform": [0.01]}}), "search.space.learning_rate: uniform needs [lo, hi]"),
     (_search(space={"lstm_unit": {"choice": [16]}, "filterz": {"choice": [8]}}, architecture="cnn_lstm"),
      "search.space: unknown setting(s) lstm_unit, filterz for architecture 'cnn_lstm' (valid: learning_rate, "
-     "batch_size, dropout, optimizer, augmentation, class_weights, filters, lstm_units"),
+     "batch_size, dropout, optimizer, augmentation, class_weights, mixed_precision, filters, lstm_units"),
     (_search(space={"lstm_units": {"choice": [16]}}), "unknown setting(s) lstm_units for architecture 'cnn'"),
     (_search(space={"learning_rate": {"normal": [0.1, 0.2]}}),
      "search.space.learning_rate: unknown distribution 'normal' (valid: choice, uniform, loguniform, grid)"),

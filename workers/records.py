@@ -72,6 +72,7 @@ class SearchInfo(_Record):
     epochs_max: int
     metric: str
     last_result: dict[str, Any] = Field(default_factory=dict)
+    resources: dict[str, float] = Field(default_factory=dict)  # what Tune asked Ray for (the sampled node type's)
 
 
 class TrialRecord(_Record):

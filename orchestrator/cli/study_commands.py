@@ -77,7 +77,7 @@ def _say_skipped(unreadable: list[str], paths) -> None:
 
 def cmd_submit(args) -> int:
     from orchestrator.execution.plan import format_plan
-    from orchestrator.study import Study, with_budget
+    from orchestrator.study import Study, with_budget, with_calibration
 
     remote = bool(args.address and args.address.startswith(("http://", "https://")) and not args.local_driver)
     if args.address and args.address.startswith("ray://") and not args.local_driver:
@@ -85,13 +85,17 @@ def cmd_submit(args) -> int:
                        "to submit a Ray Job)")
     study = Study.from_file(args.file, store=args.store, run_id=args.run_id, address=args.address,
                             cluster_config=args.cluster_config)
-    study.spec = with_budget(study.spec, args.max_cost)
+    study.spec = with_calibration(with_budget(study.spec, args.max_cost), args.calibrate)
+    if study.spec.plan.calibrate and not args.dry_run and not remote:
+        study.calibrate(notify=say)  # the plan below then estimates from these measurements
     plan = study.plan()
     if args.dry_run and args.json:
         print_json(plan.to_dict())
     elif args.dry_run:
         _print_plan(plan, f"{study.spec.name}: {len(plan)} trials (dry run, nothing started)")
         _print_stacks(study.spec)
+        out.print(format_plan(plan.estimate), soft_wrap=True, markup=False)
+    elif study.spec.plan.calibrate and not remote:
         out.print(format_plan(plan.estimate), soft_wrap=True, markup=False)
     plan.check_budget(study.spec.execution.budget_usd, "--max-cost" if args.max_cost is not None else
                       "execution.budget_usd")
@@ -247,6 +251,9 @@ def add_commands(sub) -> None:
     s.add_argument("--strict", action="store_true", help="fail if any trial cannot run on this cluster")
     s.add_argument("--yes", action="store_true", help="run grids of more than 500 trials without asking")
     s.add_argument("--cluster-config", type=text, help="a `ray up` config: its node types count as feasible (autoscaling clusters)")
+    s.add_argument("--calibrate", action="store_true", help="first run a short calibration trial per distinct "
+                   "(architecture, node type, stack) on the cluster (cached in the store) and plan from it "
+                   "(also: plan.calibrate in the file); with --dry-run only cached calibrations are used")
     s.add_argument("--max-cost", type=number(0, low_open=True), metavar="USD", help="refuse the study if its estimated cost exceeds this "
                    "(overrides execution.budget_usd)")
     s.set_defaults(func=cmd_submit)

@@ -270,8 +270,11 @@ def new_submission_id(experiment: str) -> str:
     return f"{experiment}-{stamp}-{secrets.token_hex(2)}"
 
 
-def build_entrypoint(spec_rel: str, store: str | None, strict: bool, run_id: str | None = None) -> str:
+def build_entrypoint(spec_rel: str, store: str | None, strict: bool, run_id: str | None = None,
+                     calibrate: bool = False) -> str:
     argv = ["orchestrator", "submit", spec_rel, "--local-driver", "--address", "auto", "--yes"]
+    if calibrate:
+        argv.append("--calibrate")
     if store:
         argv += ["--store", store]
     if run_id:
@@ -315,11 +318,12 @@ def job_env(address: str, root: Path | None) -> dict[str, str]:
 
 def submit_job(spec_file: str, address: str, store: str | None = None, strict: bool = False, *,
                run_id: str, notify: Callable[[str], None] | None = None,
-               working_dir: str | Path | None = None) -> str:
+               working_dir: str | Path | None = None, calibrate: bool = False) -> str:
     """Submit a study to the cluster at ``address`` as a Ray Job that runs it as run ``run_id``; return the job's
     id at once (nothing waits).
 
-    A ``run_id`` of an earlier run of the same file in the same store continues it (its finished trials are kept).
+    A ``run_id`` of an earlier run of the same file in the same store continues it (its finished trials are kept);
+    ``calibrate`` has the job's driver calibrate on the cluster first (``submit --calibrate``).
     """
     from orchestrator.spec.schema import load_spec
 
@@ -336,7 +340,7 @@ def submit_job(spec_file: str, address: str, store: str | None = None, strict: b
     metadata = {"experiment": spec.name, "run_id": run_id, "spec_file": Path(spec_file).name,
                 **_store_metadata(store_arg or spec.storage.uri, spec.storage.endpoint_url, head_local)}
     with staged_upload(root, Path(spec_file)) as (upload_dir, spec_rel):
-        return _submit(client, address, upload_dir, root, build_entrypoint(spec_rel, store_arg, strict, run_id),
+        return _submit(client, address, upload_dir, root, build_entrypoint(spec_rel, store_arg, strict, run_id, calibrate),
                        new_submission_id(spec.name), metadata)
 
 

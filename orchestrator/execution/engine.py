@@ -3,9 +3,10 @@ one Tuner builder (and its restore), and the task of a Tune trial as the coordin
 
 A run's ``param_space`` is ``{"trial": {"task": ..., "id": ..., "bundle": ...}}`` plus, for a search,
 ``{"sample": <Tune domains>}``: a study grid-searches over complete ``TrialTask``s (``grid_space``); a search
-gives one task template whose ``resolve`` applies the sampled values (``sample_space``). Worker and coordinator
-both get a trial's task from ``task_of`` (the same inputs, so the same trial id), and the trainable is called with
-that ``TrialTask``, never with a dict. (Tune holds objects in a config as placeholders until a trial is added, so
+gives one task template whose ``resolve`` applies the sampled values (``sample_space``); a search whose samples
+ask for different resources (over node types) gets a bundle per sample (``sampled_resources``). Worker and
+coordinator both get a trial's task from ``task_of`` (the same inputs, so the same trial id), and the trainable is
+called with that ``TrialTask``, never with a dict. (Tune holds objects in a config as placeholders until a trial is added, so
 the trial's name and its resource bundle ride beside the task as plain values.) This module is the only reader of
 these keys.
 """
@@ -106,6 +107,14 @@ def trial_resources(tasks: list[TrialTask]):
     if len(distinct) == 1:
         return tune.PlacementGroupFactory([json.loads(distinct.pop())])
     return lambda config: tune.PlacementGroupFactory([config[TRIAL_KEY]["bundle"]])
+
+
+def sampled_resources(bundle_of: Callable[[dict], dict]):
+    """What ``tune.with_resources`` gets for a search whose samples ask for different resources (e.g. a search
+    over node types): the bundle ``bundle_of(sampled values)`` per trial."""
+    from ray import tune
+
+    return lambda config: tune.PlacementGroupFactory([bundle_of(config.get(SAMPLE_KEY) or {})])
 
 
 def _tune_trainable(session: RunSession, trainable: Trainable, resources):

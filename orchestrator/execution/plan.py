@@ -1,11 +1,13 @@
 """A study's estimated wall time and cost before it runs, per node type and in total.
 
 Pure functions over the trials, the node pools of the cluster it would run on (live nodes and the node types
-an autoscaler may launch) and throughput figures: images/s measured by earlier runs in the same store where
-there are some (``measured_throughput``), else the reference figures in the package data file
+an autoscaler may launch) and throughput figures: a calibration run just before the study where there is one
+(``plan.calibrate``, ``execution/calibration.py``), else images/s measured by earlier runs in the same store
+(``measured_throughput``), else the reference figures in the package data file
 ``orchestrator/data/reference_throughput.json`` (looked up by each device kind's ``reference_key``,
 ``workers/accelerators.py``); images per epoch come from the dataset source's registered count. Every row says
-which source it used. Only ``earlier_records`` and ``plan_study`` read (the store and the reference file). Cost is counted as the report counts it: a node type's price_per_hour x
+which source it used. Only ``earlier_records`` and ``plan_study`` read (the store and the reference file). Cost is
+counted as the report counts it: a node type's price_per_hour x
 each trial's wall time, summed; wall time is the longest node type's makespan (node pools run in parallel),
 trials placed longest first on the earliest free slot.
 """
@@ -196,16 +198,45 @@ def _node_type_row(node_type: str, trials: list[TrialConfig], pools: list[NodePo
     }
 
 
+def calibrated_throughput(records: list[dict]) -> dict[tuple[str, str, str], Throughput]:
+    """Throughput from calibration records, per (architecture, node type, image size): an epoch counts as its
+    whole wall time (training, validation, checkpoint and report: the ``wall_s`` difference of the calibration's
+    later epochs, so ``images_per_s`` is training images over that), start-up as the rest of the trial's time."""
+    samples: dict[tuple, list[tuple[float, float]]] = {}
+    for r in records:
+        cfg, t, history = r.get("config") or {}, r.get("timings") or {}, r.get("history") or []
+        walls = [float(h["wall_s"]) for h in history if h.get("wall_s") is not None]
+        n_train = (r.get("data") or {}).get("n_train")
+        if r.get("status") != "completed" or len(walls) < 2 or not n_train or not t.get("total_s"):
+            continue
+        steps = sorted(b - a for a, b in zip(walls, walls[1:]))
+        epoch_s = steps[len(steps) // 2]
+        if epoch_s <= 0:
+            continue
+        startup = max(0.0, float(t["total_s"]) - len(history) * epoch_s)
+        key = (cfg.get("architecture"), cfg.get("node_type"), _size_key(cfg.get("dataset") or {}))
+        samples.setdefault(key, []).append((float(n_train) / epoch_s, startup))
+    out = {}
+    for key, values in samples.items():
+        ips, starts = sorted(v[0] for v in values), sorted(v[1] for v in values)
+        out[key] = Throughput(ips[len(ips) // 2], starts[len(starts) // 2],
+                              f"calibrated: {len(values)} calibration trial(s) just before the run")
+    return out
+
+
 def estimate_study(trials: list[TrialConfig], pools: list[NodePool], records: list[dict], reference: dict, *,
-                   exclusive: bool = False) -> dict:
+                   exclusive: bool = False, calibration: list[dict] | None = None) -> dict:
     """``{"rows": [one per node type], "total": {...}}``: trials, node pools and parallel slots, trial-hours,
     wall hours and cost (None where a figure, a price or a fitting node is missing), and the throughput source.
-    ``records`` are earlier trial records of the same store (their measurements win over the reference)."""
-    measured, measured_n = measured_throughput(records), measured_train_images(records)
+    ``calibration`` records win over ``records`` (earlier trial records of the same store), which win over the
+    reference."""
+    calibration = calibration or []
+    calibrated = calibrated_throughput(calibration)
+    measured, measured_n = measured_throughput(records), measured_train_images(calibration + records)
     rates, n_train = {}, {}
     for t in trials:
-        rates[t.trial_id] = measured.get((t.architecture, t.node_type, _size_key(t.dataset.model_dump()))) \
-            or reference_throughput(t, reference)
+        key = (t.architecture, t.node_type, _size_key(t.dataset.model_dump()))
+        rates[t.trial_id] = calibrated.get(key) or measured.get(key) or reference_throughput(t, reference)
         n_train[t.trial_id] = train_images(t, measured_n)
     by_type: dict[str, list[TrialConfig]] = {}
     for t in trials:
@@ -278,9 +309,18 @@ def pools_from_nodes(nodes: list[NodeCapacity], cluster_config: dict | None) -> 
 
 
 def plan_study(spec, trials: list[TrialConfig], store, pools: list[NodePool] | None = None) -> dict:
-    """The estimate for ``spec``'s ``trials`` on ``pools`` (default: this machine), with throughput measured in
-    ``store`` where there is some, and the spec's budget beside it."""
+    """The estimate for ``spec``'s ``trials`` on ``pools`` (default: this machine), with throughput calibrated
+    (``plan.calibrate``: the store's calibration cache) or measured in ``store`` where there is some, and the
+    spec's budget beside it."""
+    calibration = None
+    if spec.plan.calibrate:
+        from orchestrator.execution.calibration_cache import cached_calibrations
+
+        calibration = cached_calibrations(store, trials)
     estimate = estimate_study(trials, pools or local_pools(), earlier_records(store), load_reference(),
-                              exclusive=spec.execution.exclusive_nodes or spec.execution.isolated_timing)
+                              exclusive=spec.execution.exclusive_nodes or spec.execution.isolated_timing,
+                              calibration=calibration)
     estimate["budget_usd"] = spec.execution.budget_usd
+    if calibration is not None:
+        estimate["calibrated"] = len(calibration)
     return estimate

@@ -1,7 +1,9 @@
 """The trial trainable, the typed task it is handed, and the reporting contract every trainable follows.
 
 The run engine (``orchestrator.execution.engine``) calls ``trainable(task)`` with a ``TrialTask``: the trial's
-``TrialConfig``, how to open the run's store, its prepared data's key and what ``orchestrator.tracking`` needs.
+``TrialConfig``, how to open the run's store, its prepared data's key, what ``orchestrator.tracking`` needs and,
+for a search, the time-to-target target of its objectives: with a target every result also carries the trial's
+time and cost to target so far (``orchestrator.search.objectives``), which a searcher optimises.
 Per epoch ``trial_trainable`` reports the epoch's metrics with a checkpoint (so a killed worker resumes from its
 last epoch). At the end ``report_trial_record`` reports the final
 metrics with a checkpoint holding ``record.json``, ``predictions.csv`` and ``val_predictions.csv``; the
@@ -29,14 +31,16 @@ NODE_ID_KEY = "node_id"  # added to every result by ``named_trial_class``: the R
 @dataclass(frozen=True)
 class TrialTask:
     """What a trainable is handed: the trial, how to open the run's store (``open_store`` settings), its
-    prepared data's key, the tracking context (``StudyTracking.trial_context``; None: untracked) and
-    ``storage.keep_models`` (anything but ``none``: the trained model goes into the final checkpoint)."""
+    prepared data's key, the tracking context (``StudyTracking.trial_context``; None: untracked),
+    ``storage.keep_models`` (anything but ``none``: the trained model goes into the final checkpoint) and a
+    search's time-to-target target (None: no objectives reported)."""
 
     trial: TrialConfig
     store: dict
     cache_key: str | None = None
     tracking: dict | None = None
     keep_models: str = "none"
+    target: dict | None = None
 
     @property
     def trial_id(self) -> str:
@@ -54,14 +58,14 @@ def numeric(row: dict) -> dict:
 
 
 def report_trial_record(record: TrialRecord, predictions_csv: str | None = None,
-                        val_predictions_csv: str | None = None, model=None) -> None:
-    """Final report of a trial: the last epoch's and the test metrics, plus a checkpoint holding the record, its
-    test and validation predictions and, when given, the trained Keras ``model`` as ``model/model.keras`` with
-    its ``model.json``."""
+                        val_predictions_csv: str | None = None, model=None, extra: dict | None = None) -> None:
+    """Final report of a trial: the last epoch's and the test metrics (and ``extra`` metrics), plus a checkpoint
+    holding the record, its test and validation predictions and, when given, the trained Keras ``model`` as
+    ``model/model.keras`` with its ``model.json``."""
     from ray import tune
 
     last = numeric(record.history[-1]) if record.history else {}
-    final = {**last, **{f"test_{k}": v for k, v in numeric(record.metrics).items()}, FINAL_KEY: True}
+    final = {**last, **(extra or {}), **{f"test_{k}": v for k, v in numeric(record.metrics).items()}, FINAL_KEY: True}
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / RECORD_FILE).write_text(record.model_dump_json())
         for name, text in ((PREDICTIONS_FILE, predictions_csv), (VAL_PREDICTIONS_FILE, val_predictions_csv)):
@@ -120,15 +124,28 @@ def _limit_threads(cpus: float) -> None:
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
-def _epoch_reporter(tracking):
+def _objectives(trial: TrialConfig, target: dict | None, history: list[dict]) -> dict:
+    """Time and cost to ``target`` of the epochs so far (nothing without a target)."""
+    if not target:
+        return {}
+    from orchestrator.search.objectives import objective_values
+
+    return objective_values(history, target, trial.price_per_hour)
+
+
+def _epoch_reporter(tracking, trial: TrialConfig, target: dict | None):
     from ray import tune
+
+    seen: list[dict] = []
 
     def on_epoch(row: dict, save) -> None:
         tracking.epoch(row)
+        seen.append(row)
         with tempfile.TemporaryDirectory() as tmp:
             save(tmp)
             tracking.save_state(tmp)
-            tune.report(numeric(row), checkpoint=tune.Checkpoint.from_directory(tmp))
+            tune.report({**numeric(row), **_objectives(trial, target, seen)},
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
 
     return on_epoch
 
@@ -152,7 +169,8 @@ def trial_trainable(task: TrialTask) -> None:
     tracking = TrialTracking(task.tracking, task.trial.to_dict(), task.store, resume_dir)
     try:
         result = run_trial(
-            task.trial, data=data, on_epoch=_epoch_reporter(tracking), resume_dir=resume_dir,
+            task.trial, data=data, on_epoch=_epoch_reporter(tracking, task.trial, task.target),
+            resume_dir=resume_dir,
             weights_path=resolve_weights(task.trial, task.store),
             data_timings={"data_load_s": data_load_s, "prepare_s": 0.0, "augment_s": float(data.meta.get("augment_s", 0.0))},
             started=started,
@@ -165,4 +183,5 @@ def trial_trainable(task: TrialTask) -> None:
         "tune_trial_id": tune.get_context().get_trial_id()})
     record = record.model_copy(update={"tracking": tracking.finish(record.to_dict(), result.predictions_csv)})
     keep = task.keep_models != "none" and record.status.value == "completed"
-    report_trial_record(record, result.predictions_csv, result.val_predictions_csv, result.model if keep else None)
+    report_trial_record(record, result.predictions_csv, result.val_predictions_csv, result.model if keep else None,
+                        _objectives(task.trial, task.target, record.history))

@@ -643,8 +643,10 @@ def estimate_section(c: ReportContent) -> Section | None:
         Text("The plan stored in run.json when the run started (orchestrator submit --dry-run prints the same), "
              "beside what the run took: trial-hours and cost (price_per_hour x trial wall time, trials that ran) "
              "per node type; wall hours for the whole run. The throughput source says whether the plan used "
-             "earlier measurements in the store or the reference figures.", "note"),
+             "a calibration just before the run (submit --calibrate), earlier measurements in the store or the "
+             "reference figures; error = (estimate - actual) / actual.", "note"),
         Table(table, formats={col: _fmt_num(2) for col in table.columns if "hours" in col}
+              | {col: _fmt_num(1) for col in table.columns if col.endswith("_error_pct")}
               | {col: _fmt_usd for col in table.columns if col.startswith("cost_usd")}, empty="no estimate stored"),
     ], anchor="estimate")
 

@@ -1,5 +1,6 @@
 """Hyperparameter-search report: trials table, best configuration, metric-vs-hyperparameter and
-parallel-coordinates plots, written beside a study report under ``<experiment>/<run_id>/report/``.
+parallel-coordinates plots, written beside a study report under ``<experiment>/<run_id>/report/``; for a
+multi-objective search also the Pareto front (``front.json`` and a section with its configurations).
 
 Built from the stored trial records alone (``records[*]["search"]`` holds the sampled hyperparameters,
 the epochs a trial ran and its last reported metrics), so ``write_search_report`` can rebuild it at any time.
@@ -25,16 +26,23 @@ from orchestrator.report.document import SYNTHETIC_NOTE  # noqa: E402
 from orchestrator.report.render import Figure, KeyValues, Section, Table, Text, render_html, render_markdown  # noqa: E402
 from workers.storage import Store  # noqa: E402
 
-SEARCH_FILES = ("search.html", "search.md", "trials.csv", "best.json")
+SEARCH_FILES = ("search.html", "search.md", "trials.csv", "best.json")  # + front.json (multi-objective)
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".md": "text/markdown; charset=utf-8", ".csv": "text/csv",
                  ".json": "application/json", ".png": "image/png"}
 STATUS_COLOURS = {"completed": "tab:blue", "stopped_early": "tab:orange", "stopped_budget": "tab:purple",
-                  "interrupted": "tab:gray", "failed": "tab:red", "not_run": "tab:gray"}
+                  "interrupted": "tab:gray", "failed": "tab:red", "not_run": "tab:gray", "infeasible": "tab:brown"}
 
 
 def _search_info(search) -> dict:
     """The search block as a plain dict (a ``SearchSpec`` or what ``spec.yaml`` holds)."""
     return search.model_dump(mode="json") if hasattr(search, "model_dump") else dict(search or {})
+
+
+def searched_names(info: dict) -> list[str]:
+    """The columns a search varies: architecture and node type when it lists several, then its space."""
+    dims = [name for name, key in (("architecture", "architectures"), ("node_type", "node_types"))
+            if len(info.get(key) or []) > 1]
+    return dims + [n for n in info.get("space", {}) if n not in dims]
 
 
 def _cell(value):
@@ -43,15 +51,25 @@ def _cell(value):
     return value
 
 
-def search_table(records: list[dict], search) -> pd.DataFrame:
+def search_table(records: list[dict], search, target: dict | None = None) -> pd.DataFrame:
     """One row per search trial: status, epochs run, sampled hyperparameters, last and best metric, test scores.
 
     ``<metric>`` is the value the trial reported at its last epoch (what ASHA and the best-configuration rule
-    compare); ``best_<metric>`` is its best value over epochs, for reference.
+    compare); ``best_<metric>`` is its best value over epochs, for reference. A multi-objective search adds every
+    objective (``orchestrator.search.objectives``; time and cost to ``target``, ``inf`` = not reached),
+    ``timing`` (``shared node`` when the trial shared its node: ``report.comparability``) and ``pareto``: whether
+    no other trial dominates the trial (``front_points``: among the trials with isolated timings when any has
+    every objective).
     """
+    from orchestrator.report.comparability import trial_columns
+    from orchestrator.report.tables import DEFAULT_TARGET
+    from orchestrator.search.objectives import trial_objectives
+    from orchestrator.search.pareto import pareto_mask
+
     info = _search_info(search)
     metric, mode = info.get("metric", "val_f1_macro"), info.get("mode", "max")
-    names = list(info.get("space", {}))
+    objectives = info.get("objectives") or {}
+    names = searched_names(info)
     rows = []
     for r in records:
         s = r.get("search")
@@ -78,16 +96,34 @@ def search_table(records: list[dict], search) -> pd.DataFrame:
             "train_s": (r.get("timings") or {}).get("fit_s") or (
                 sum(float(h.get("epoch_train_s") or 0) for h in r.get("history") or []) or None),
             "tune_trial_id": s.get("tune_trial_id"), "reason": r.get("error"),
+            "timing": trial_columns(r)["timing"],
         })
+        if objectives:
+            row.update({f"objective_{k}": v for k, v in
+                        trial_objectives(r, objectives, target or DEFAULT_TARGET).items()})
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    if objectives:
+        df["pareto"] = pareto_mask(front_points(rows, objectives), objectives)
     df[metric] = pd.to_numeric(df[metric], errors="coerce")
     df = df.sort_values([metric, "epochs_run"], ascending=[mode == "min", False], na_position="last", kind="stable")
     ranks = pd.Series(range(1, len(df) + 1), index=df.index, dtype="Int64")
     df.insert(0, "rank", ranks.where(df[metric].notna()))
     return df.reset_index(drop=True)
+
+
+def front_points(rows: list[dict], objectives: dict[str, str]) -> list[dict]:
+    """The objective values the Pareto front is taken over: a trial that shared its node has none (its times
+    are shared-node timings, not hardware figures) unless no trial with isolated timings has every objective."""
+    from orchestrator.report.comparability import TIMING_SHARED
+
+    points = [{k: row.get(f"objective_{k}") for k in objectives} for row in rows]
+    complete = [all(_num(v) is not None for v in p.values()) for p in points]
+    if any(c and row.get("timing") != TIMING_SHARED for c, row in zip(complete, rows)):
+        return [{} if row.get("timing") == TIMING_SHARED else p for p, row in zip(points, rows)]
+    return points
 
 
 def _epochs_trained(df: pd.DataFrame, info: dict) -> str:
@@ -136,6 +172,33 @@ def best_summary(records: list[dict], df: pd.DataFrame, search, run_info: dict) 
         "rule": f"highest {metric} at the trial's last reported epoch" if info.get("mode", "max") == "max"
         else f"lowest {metric} at the trial's last reported epoch",
     }
+
+
+def front_summary(records: list[dict], df: pd.DataFrame, search) -> list[dict]:
+    """``front.json``: every trial on the Pareto front, with its configuration and objective values (best first
+    by the first objective)."""
+    info = _search_info(search)
+    objectives = info.get("objectives") or {}
+    if df.empty or "pareto" not in df:
+        return []
+    by_id = {r["trial_id"]: r for r in records}
+    first, mode = next(iter(objectives.items()))
+    front = df[df["pareto"]].sort_values(f"objective_{first}", ascending=mode == "min", kind="stable")
+    out = []
+    for _, row in front.iterrows():
+        record = by_id[row["trial_id"]]
+        cfg = record.get("config") or {}
+        out.append({"trial_id": row["trial_id"], "status": row["status"], "architecture": cfg.get("architecture"),
+                    "node_type": cfg.get("node_type"), "framework": cfg.get("framework"),
+                    "hyperparameters": (record.get("search") or {}).get("hyperparameters") or {},
+                    "objectives": {k: _objective(row[f"objective_{k}"]) for k in objectives}})
+    return out
+
+
+def _objective(v):
+    """An objective value for JSON: a float, "inf" for a target never reached, None when missing."""
+    f = _num(v)
+    return "inf" if f is not None and math.isinf(f) else f
 
 
 def _num(v):
@@ -203,7 +266,7 @@ def parallel_coordinates(df: pd.DataFrame, search) -> bytes | None:
     """
     info = _search_info(search)
     metric = info.get("metric", "val_f1_macro")
-    names = [n for n in info.get("space", {}) if n in df]
+    names = [n for n in searched_names(info) if n in df]
     data = df[df[metric].notna()]
     if data.empty or not names:
         return None
@@ -278,17 +341,58 @@ def metric_by_epoch(records: list[dict], search) -> bytes | None:
     return _png(fig)
 
 
+def pareto_plot(df: pd.DataFrame, search) -> bytes | None:
+    """The first two objectives of every trial that reported them (colour: node type, marker: architecture), the
+    Pareto front ringed and joined; trials that never reached the target are left out (counted in the title)."""
+    info = _search_info(search)
+    objectives = list((info.get("objectives") or {}).items())
+    if len(objectives) < 2 or df.empty or "pareto" not in df:
+        return None
+    (xname, xmode), (yname, ymode) = objectives[1], objectives[0]
+    x, y = df[f"objective_{xname}"].astype(float), df[f"objective_{yname}"].astype(float)
+    finite = np.isfinite(x) & np.isfinite(y)
+    data = df[finite]
+    if data.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    kinds = sorted({str(v) for v in data["node_type"]}) if "node_type" in data else ["-"]
+    archs = sorted({str(v) for v in data["architecture"]}) if "architecture" in data else ["-"]
+    markers = "osD^vP*X"
+    for _, row in data.iterrows():
+        kind = str(row.get("node_type", "-"))
+        arch = str(row.get("architecture", "-"))
+        ax.scatter(row[f"objective_{xname}"], row[f"objective_{yname}"], color=f"C{kinds.index(kind) % 10}",
+                   marker=markers[archs.index(arch) % len(markers)], s=40, edgecolors="k", linewidths=0.4, zorder=3)
+    front = data[data["pareto"]].sort_values(f"objective_{xname}")
+    ax.plot(front[f"objective_{xname}"], front[f"objective_{yname}"], "k--", linewidth=1, zorder=2)
+    ax.scatter(front[f"objective_{xname}"], front[f"objective_{yname}"], s=160, facecolors="none",
+               edgecolors="k", linewidths=1.2, zorder=4)
+    for i, kind in enumerate(kinds):
+        ax.scatter([], [], color=f"C{i % 10}", label=f"node type {kind}")
+    for i, arch in enumerate(archs):
+        ax.scatter([], [], color="w", edgecolors="k", marker=markers[i % len(markers)], label=arch)
+    ax.set_xlabel(f"{xname} ({xmode})")
+    ax.set_ylabel(f"{yname} ({ymode})")
+    left = int((~finite).sum())
+    ax.set_title("Pareto front (ringed)" + (f"; {left} trial(s) without a finite value not shown" if left else ""),
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
 # ---------------------------------------------------------------------------------------------- report
 
 def _figures(df: pd.DataFrame, records: list[dict], info: dict) -> dict[str, bytes]:
     metric = info.get("metric", "val_f1_macro")
     figures: dict[str, bytes] = {}
-    for name in info.get("space", {}):
+    for name in searched_names(info):
         png = metric_vs_hyperparameter(df, name, info) if not df.empty else None
         if png:
             figures[f"plots/search_{metric}_vs_{name}.png"] = png
     for key, png in (("plots/search_parallel_coordinates.png", None if df.empty else parallel_coordinates(df, info)),
-                     ("plots/search_metric_by_epoch.png", metric_by_epoch(records, info))):
+                     ("plots/search_metric_by_epoch.png", metric_by_epoch(records, info)),
+                     ("plots/search_pareto_front.png", pareto_plot(df, info))):
         if png:
             figures[key] = png
     return figures
@@ -296,9 +400,12 @@ def _figures(df: pd.DataFrame, records: list[dict], info: dict) -> dict[str, byt
 
 def _settings(info: dict, run_info: dict, df: pd.DataFrame) -> list[tuple[str, object]]:
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
+    objectives = info.get("objectives") or {}
     return [
-        ("architecture", info.get("architecture")), ("node type", info.get("node_type")),
+        ("architecture", ", ".join(info.get("architectures") or [info.get("architecture") or "-"])),
+        ("node type", ", ".join(info.get("node_types") or [info.get("node_type") or "-"])),
         ("algorithm", info.get("algorithm")), ("scheduler", info.get("scheduler")),
+        *([("objectives", ", ".join(f"{k} ({v})" for k, v in objectives.items()))] if objectives else []),
         ("metric", f"{info.get('metric', 'val_f1_macro')} ({info.get('mode')})"), ("samples", info.get("num_samples")),
         ("epochs per trial (max)", info.get("epochs")),
         ("grace period / reduction factor", f"{info.get('grace_period')} / {info.get('reduction_factor')}"
@@ -320,7 +427,28 @@ def _best_table(best: dict | None, metric: str) -> pd.DataFrame:
                              if best["test_metrics"] else {})}])
 
 
-def _sections(df: pd.DataFrame, info: dict, best: dict | None, figures: dict[str, bytes]) -> list[Section]:
+def _front_section(front: list[dict], info: dict, target: dict, shared: str | None) -> Section:
+    objectives = info.get("objectives") or {}
+    rows = [{"trial": p["trial_id"], "architecture": p["architecture"], "node type": p["node_type"],
+             "framework": p["framework"],
+             **{f"{k} ({v})": ("not reached" if p["objectives"][k] == "inf" else p["objectives"][k])
+                for k, v in objectives.items()},
+             **{k: _cell(v) for k, v in p["hyperparameters"].items() if k not in ("architecture", "node_type")}}
+            for p in front]
+    blocks: list = [Text("Trials no other trial dominates (at least as good in every objective and better in one), "
+                         "across the hardware and architectures searched, with their configurations. Validation "
+                         "metrics are the trial's last epoch; time to target is seconds from the trial's start until "
+                         f"{target['metric']} first reached {target['value']:g} (data loading, compilation and "
+                         "validation included), cost to target that time at the node type's price. "
+                         "`tune --then-study` re-runs these configurations as a study with repeats.", style="note"),
+                    Table(pd.DataFrame(rows), empty="no trial reported every objective")]
+    if shared:
+        blocks.append(Text(shared, style="warn"))
+    return Section("Pareto front", blocks)
+
+
+def _sections(df: pd.DataFrame, info: dict, best: dict | None, figures: dict[str, bytes],
+              front: list[dict] | None = None, target: dict | None = None, shared: str | None = None) -> list[Section]:
     metric = info.get("metric", "val_f1_macro")
     best_blocks: list = [Table(_best_table(best, metric), empty="no trial reported the metric")]
     if best:
@@ -330,6 +458,7 @@ def _sections(df: pd.DataFrame, info: dict, best: dict | None, figures: dict[str
                           for n, d in info.get("space", {}).items()])
     shown = df[[c for c in df.columns if c != "tune_trial_id"]] if not df.empty else df
     return [
+        *([_front_section(front or [], info, target, shared)] if info.get("objectives") else []),
         Section("Best configuration", best_blocks),
         Section("Search space", [Table(space)]),
         Section("Figures", [Figure(key, key.rsplit("/", 1)[-1][:-4].replace("search_", ""), png)
@@ -338,20 +467,26 @@ def _sections(df: pd.DataFrame, info: dict, best: dict | None, figures: dict[str
     ]
 
 
-def build_search_report(records: list[dict], run_info: dict, search) -> dict[str, bytes]:
+def build_search_report(records: list[dict], run_info: dict, search, target: dict | None = None) -> dict[str, bytes]:
     """Every search-report file as bytes, keyed by name relative to ``report/``; the pages are rendered by the
-    same renderer as the study report (``report.render``)."""
+    same renderer as the study report (``report.render``). ``target``: the time-to-target target of the
+    objectives (default: ``report.tables.DEFAULT_TARGET``)."""
+    from orchestrator.report.tables import DEFAULT_TARGET
+    from orchestrator.search.objectives import shared_node_note
+
     info = _search_info(search)
+    target = target or DEFAULT_TARGET
     search_records = [r for r in records if r.get("search")]
-    df = search_table(search_records, info)
+    df = search_table(search_records, info, target)
     best = best_summary(search_records, df, info, run_info)
+    front = front_summary(search_records, df, info) if info.get("objectives") else None
     figures = _figures(df, search_records, info)
     synthetic = run_info.get("dataset_source") == "synthetic" or any(
         (r.get("data") or {}).get("synthetic") for r in search_records)
     title = f"Search: {run_info.get('experiment')} / {run_info.get('run_id')}"
     lead = ([Text(SYNTHETIC_NOTE, style="warn", strong=True)] if synthetic else []) + \
         [KeyValues(_settings(info, run_info, df))]
-    body = _sections(df, info, best, figures)
+    body = _sections(df, info, best, figures, front, target, shared_node_note(search_records))
     footer = f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}. This page loads nothing from the network."
     files = {
         "search.html": render_html(title, "", lead, body, footer).encode(),
@@ -359,6 +494,8 @@ def build_search_report(records: list[dict], run_info: dict, search) -> dict[str
         "trials.csv": df.to_csv(index=False).encode(),
         "best.json": json.dumps(best, indent=1, default=str).encode(),
     }
+    if front is not None:
+        files["front.json"] = json.dumps(front, indent=1, default=str).encode()
     files.update(figures)
     return files
 
@@ -367,11 +504,17 @@ def write_search_report(store: Store, paths: RunPaths, search=None, extra_info: 
     """(Re)build the search report from the stored records; figures first, ``search.html`` last. Returns its URL."""
     run_info = json.loads(store.get_text(paths.run_info)) if store.exists(paths.run_info) else {}
     run_info.update(extra_info or {})
-    if search is None:
-        import yaml
+    import yaml
 
-        search = (yaml.safe_load(store.get_text(paths.spec)) or {}).get("search") or {}
-    files = build_search_report([r.to_dict() for r in read_trial_records(store, paths)], run_info, search)
+    from orchestrator.spec.schema import TARGET_METRICS
+
+    stored = (yaml.safe_load(store.get_text(paths.spec)) or {}) if store.exists(paths.spec) else {}
+    if search is None:
+        search = stored.get("search") or {}
+    target = ((stored.get("report") or {}).get("target")) or None
+    if target:
+        target = {**target, "mode": TARGET_METRICS.get(target.get("metric"), "max")}
+    files = build_search_report([r.to_dict() for r in read_trial_records(store, paths)], run_info, search, target)
     for name in sorted(files, key=lambda n: n == "search.html"):
         ext = "." + name.rsplit(".", 1)[-1]
         store.put_bytes(paths.report(name), files[name], CONTENT_TYPES.get(ext))

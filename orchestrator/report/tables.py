@@ -434,7 +434,8 @@ def isic_per_class_table(record: dict) -> pd.DataFrame:
 
 def table_estimate_vs_actual(estimate: dict | None, df: pd.DataFrame, run_seconds: float | None) -> pd.DataFrame:
     """The plan stored in run.json beside what the run measured, per node type and in total: trial-hours and
-    cost (price x trial wall time, summed over trials that ran) and wall hours (the whole run's duration)."""
+    cost (price x trial wall time, summed over trials that ran) with the plan's error in percent of the actual
+    (``*_error_pct``, signed), and wall hours (the whole run's duration)."""
     if not estimate or not estimate.get("rows"):
         return pd.DataFrame()
     ran = df[df["total_s"].notna()]
@@ -453,7 +454,12 @@ def table_estimate_vs_actual(estimate: dict | None, df: pd.DataFrame, run_second
                  "wall_hours_est": t.get("wall_hours"),
                  "wall_hours_actual": run_seconds / 3600 if run_seconds is not None else None,
                  "throughput_source": None})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    for what in ("trial_hours", "cost_usd"):  # signed: + the plan said more than the run took
+        est = pd.to_numeric(out[f"{what}_est"], errors="coerce")
+        actual = pd.to_numeric(out[f"{what}_actual"], errors="coerce")
+        out[f"{what}_error_pct"] = (100 * (est - actual) / actual).where(actual > 0)
+    return out
 
 
 def problem_trials(df: pd.DataFrame) -> pd.DataFrame:

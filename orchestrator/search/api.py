@@ -51,12 +51,11 @@ class Search:
 
     def plan(self) -> list[SearchPlanRow]:
         """The space as Tune will sample it (starts nothing)."""
-        from orchestrator.search.space import whole_number
-        from orchestrator.spec.schema import model_search_params
+        from orchestrator.search.space import dimensions, searched_model_params, whole_number
 
         s = self.spec.search
-        params = model_search_params(s.architecture)
-        rows = []
+        params = searched_model_params(s)
+        rows = [SearchPlanRow(name, "choice", values, "tune.choice") for name, values in dimensions(s).items()]
         for name in s.space:
             kind, values = s.resolved(name)
             domain = {"choice": "choice", "grid": "grid_search"}.get(kind) or (

@@ -8,11 +8,20 @@ from orchestrator.execution.engine import sample_of, trial_id_of, trial_task
 from orchestrator.execution.recorder import TrialRecorder, error_text
 from orchestrator.execution.trainable import FINAL_KEY, numeric
 from orchestrator.records import RunPaths, read_trial_record, write_trial_record
-from orchestrator.search.space import plain, short
+from orchestrator.search.space import base_key, plain, short
 from orchestrator.spec.schema import SearchSpec
 from workers.records import FINAL_STATUSES, SearchInfo, TrialRecord, TrialStatus
 
 EPOCH_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_f1_macro", "epoch_train_s", "val_s")
+
+
+def _requested(trial) -> dict[str, float]:
+    """The resources Tune requested for ``trial`` (its node type's bundle), without zero entries."""
+    try:
+        required = trial.placement_group_factory.required_resources
+    except Exception:
+        return {}
+    return {k: float(v) for k, v in required.items() if v}
 
 
 class SearchRecorder(TrialRecorder):
@@ -20,13 +29,16 @@ class SearchRecorder(TrialRecorder):
 
     * a trial that runs all epochs leaves its record in its final checkpoint: stored with its search entry;
     * a trial the scheduler stops is stored from its last result: status ``stopped_early``;
+    * a sample of a node type no node can run is stored as ``infeasible`` (it returned without training);
     * a failed trial is stored as ``failed``; after the run, trials cut by the time budget become
       ``stopped_budget`` and trials still running when the search was interrupted ``interrupted``.
     """
 
     def __init__(self, store, paths: RunPaths, search: SearchSpec, total: int,
-                 notify: Callable[[str], None] | None = None, local_node: tuple[str, str] | None = None):
+                 notify: Callable[[str], None] | None = None, local_node: tuple[str, str] | None = None,
+                 infeasible: dict[str, str] | None = None):
         super().__init__(store, paths, local_node=local_node)
+        self.infeasible = infeasible or {}  # base key (``search.space.base_key``) -> why no node can run it
         self.metric, self.scheduler, self.max_epochs = search.metric, search.scheduler, search.epochs
         self.total, self.notify = total, notify
         self.history: dict[str, dict[int, dict]] = {}  # trial id -> epoch -> result row
@@ -59,7 +71,8 @@ class SearchRecorder(TrialRecorder):
         return SearchInfo(tune_trial_id=trial.trial_id,
                           hyperparameters={k: plain(v) for k, v in sample_of(trial).items()},
                           epochs_completed=len(history), epochs_max=self.max_epochs, metric=self.metric,
-                          last_result=numeric(history[-1]) if history else {})
+                          last_result=numeric(history[-1]) if history else {},
+                          resources=_requested(trial))
 
     def _partial(self, trial, status: TrialStatus, error: str | None = None) -> TrialRecord:
         """A record built from the results the coordinator saw (plus an earlier interrupted record's)."""
@@ -72,6 +85,15 @@ class SearchRecorder(TrialRecorder):
         return TrialRecord(trial_id=task.trial_id, config=task.trial.to_dict(), status=status, error=error,
                            history=history, search=self._search_entry(trial, history),
                            **self.coordinator_fields(task.trial_id))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        reason = self.infeasible.get(base_key(trial_task(trial).trial.to_dict()))
+        if reason is None:
+            super().on_trial_complete(iteration, trials, trial, **info)
+            return
+        self._forget(trial_id_of(trial))
+        if trial_id_of(trial) not in self.written:  # returned without training: no node can run its node type
+            self.write(self._partial(trial, TrialStatus.INFEASIBLE, reason))
 
     def completed(self, trial, record: TrialRecord) -> TrialRecord:
         return super().completed(trial, record).model_copy(update={"search": self._search_entry(trial, record.history)})

@@ -1,9 +1,12 @@
 """Ray Tune hyperparameter search over an experiment file's ``search:`` block.
 
-The block (``orchestrator.spec.schema.SearchSpec``) becomes a Tune search space over one architecture on one
-node type; random search (``BasicVariantGenerator``) or ``OptunaSearch`` samples it and an ``ASHAScheduler``
-(or FIFO) stops poor trials early. Each trial is the study's own trainable with the sampled values as
-``TrialConfig.overrides``, so it reports per-epoch metrics and checkpoints exactly like a study trial.
+The block (``orchestrator.spec.schema.SearchSpec``) becomes a Tune search space, architectures and node types
+among its dimensions when the block lists several; random search (``BasicVariantGenerator``) or ``OptunaSearch``
+(one metric, or several objectives: Optuna's multi-objective TPE through Tune) samples it and an
+``ASHAScheduler`` (or FIFO) stops poor trials early. Each trial asks Ray for the resources of the node type it
+sampled (``engine.sampled_resources``), so CPU and GPU trials run side by side; samples of a node type no node
+can run are recorded ``infeasible`` without training. Each trial is the study's own trainable with the sampled
+values as ``TrialConfig.overrides``, so it reports per-epoch metrics and checkpoints exactly like a study trial.
 
 Every trial is recorded in the store like a study trial, with a ``search`` entry (sampled hyperparameters,
 epochs run, last metrics); trials the scheduler stops are recorded from their last result (``stopped_early``).
@@ -20,7 +23,8 @@ from orchestrator.errors import StudyError
 from orchestrator.execution.run_steps import RunSession
 from orchestrator.records import read_trial_records
 from orchestrator.results import SearchResult
-from orchestrator.search.space import SearchTask, base_trial, n_trials, trial_for_sample, tune_space
+from orchestrator.search.space import (SearchTask, base_key, base_trials, n_trials, select_base, trial_for_sample,
+                                       tune_space)
 from orchestrator.spec.grid import trial_id
 from orchestrator.spec.schema import ExperimentSpec
 from workers.config import TrialConfig
@@ -53,7 +57,7 @@ def _scheduler(search):
                                   grace_period=search.grace_period, reduction_factor=search.reduction_factor)
 
 
-def _algorithm_and_concurrency(spec: ExperimentSpec, base: TrialConfig, nodes):
+def _algorithm_and_concurrency(spec: ExperimentSpec, bases: list[TrialConfig], nodes):
     from ray.tune.search import BasicVariantGenerator
 
     from orchestrator.execution.placement import trial_bundle
@@ -67,19 +71,44 @@ def _algorithm_and_concurrency(spec: ExperimentSpec, base: TrialConfig, nodes):
 
     optuna_logging.set_verbosity(optuna_logging.WARNING)
     if concurrency is None:  # a model-based searcher needs results before it suggests more
-        wanted = trial_bundle(base.resources)
-        slots = sum(int(min(n.resources.get(k, 0) // v for k, v in wanted.items())) for n in nodes)
+        slots = 0
+        for base in bases:
+            wanted = trial_bundle(base.resources)
+            slots = max(slots, sum(int(min(n.resources.get(k, 0) // v for k, v in wanted.items())) for n in nodes))
         concurrency = max(1, min(slots, search.num_samples))
-    return OptunaSearch(metric=search.metric, mode=search.mode, seed=spec.seed), concurrency
+    metrics, modes = search.objective_metrics, search.objective_modes
+    if len(metrics) == 1:
+        return OptunaSearch(metric=metrics[0], mode=modes[0], seed=spec.seed), concurrency
+    return OptunaSearch(metric=metrics, mode=modes, seed=spec.seed), concurrency
+
+
+def _resources(task: SearchTask):
+    """One static request when the search samples one node type, else each sample's node type's bundle."""
+    from orchestrator.execution import engine
+
+    return engine.sampled_resources(task.bundle) if len(task.bases) > 1 else engine.trial_resources([task])
+
+
+def _skipping_infeasible(trainable: Trainable, infeasible: dict[str, str]) -> Trainable:
+    """The trainable, except that a sample of a node type no node can run returns at once without reporting
+    (the recorder stores it ``infeasible``)."""
+
+    def search_trial(task) -> None:
+        if base_key(task.trial.to_dict()) not in infeasible:
+            trainable(task)
+
+    search_trial.__name__ = getattr(trainable, "__name__", "search_trial")
+    return search_trial
 
 
 def _new_tuner(session: RunSession, trainable: Trainable, task: SearchTask, nodes, recorder):
     from orchestrator.execution import engine
 
     spec, search = session.spec, session.spec.search
-    algorithm, concurrency = _algorithm_and_concurrency(spec, task.trial, nodes)
+    runnable = [TrialConfig.from_dict(b) for k, b in task.bases.items() if k not in task.infeasible]
+    algorithm, concurrency = _algorithm_and_concurrency(spec, runnable or [task.trial], nodes)
     return engine.build_tuner(
-        session, trainable, engine.sample_space(task, tune_space(search)), engine.trial_resources([task]),
+        session, trainable, engine.sample_space(task, tune_space(search)), _resources(task),
         callbacks=[recorder], search_alg=algorithm, scheduler=_scheduler(search), num_samples=search.num_samples,
         max_concurrent_trials=concurrency, time_budget_s=search.time_budget_s, reuse_actors=True)
 
@@ -88,7 +117,7 @@ def _restored_tuner(session: RunSession, trainable: Trainable, task: SearchTask,
     from orchestrator.execution import engine
 
     tuner = engine.restore_tuner(session, trainable, engine.sample_space(task, tune_space(session.spec.search)),
-                                 engine.trial_resources([task]), callbacks=[recorder])
+                                 _resources(task), callbacks=[recorder])
     if tuner is None:
         raise SearchError(f"run '{session.paths.run_id}' has no Tune state to resume at "
                           f"{session.tune_storage()[0]}/tune")
@@ -99,7 +128,8 @@ def _restored_tuner(session: RunSession, trainable: Trainable, task: SearchTask,
 
 
 def _prepare(session: RunSession, base: TrialConfig) -> dict[str, str]:
-    """Prepared data for every augmentation stage the search samples; stage -> cache key."""
+    """Prepared data for every augmentation stage the search samples; stage -> cache key (prepared data does not
+    depend on the architecture or node type)."""
     from orchestrator.execution.data_cache import preparation_key_of
 
     search = session.spec.search
@@ -149,17 +179,29 @@ def _search(session: RunSession, resume: bool, trainable: Trainable, tracking) -
 
     spec, notify = session.spec, session.notify
     search, total = spec.search, n_trials(spec.search)
-    nodes, (base,), infeasible = place_trials(spec, [base_trial(spec)], notify=notify)
-    if infeasible:
-        raise SearchError(f"search.node_type: {next(iter(infeasible.values()))}")
+    nodes, bases, unrunnable = place_trials(spec, base_trials(spec), notify=notify)
+    infeasible = {base_key(b.to_dict()): unrunnable[b.trial_id] for b in bases if b.trial_id in unrunnable}
+    if len(infeasible) == len(bases):
+        field = "search.node_types" if search.node_types else "search.node_type"
+        raise SearchError(f"{field}: {next(iter(infeasible.values()))}")
     session.begin("search", nodes, total, search=search.model_dump(mode="json"))
     tracking.start({"n_trials": total, "dataset": spec.dataset.source, "address": session.info["address"]},
                    session.store.uri, notify)
-    notify(f"Search {session.paths.run_id}: {search.architecture} on {search.node_type}, {search.algorithm} search, "
-           f"{search.scheduler} scheduler, {total} trials of up to {search.epochs} epochs, {search.metric} "
-           f"({search.mode}); store {session.store.uri}")
-    task = SearchTask(base, session.settings, tracking=tracking.trial_context(), cache_keys=_prepare(session, base))
-    recorder = SearchRecorder(session.store, session.paths, search, total, notify, session.single_node())
+    archs, kinds = search.architecture_choices(), search.node_type_choices()
+    objectives = ", ".join(f"{m} ({d})" for m, d in zip(search.objective_metrics, search.objective_modes))
+    notify(f"Search {session.paths.run_id}: {', '.join(archs)} on {', '.join(kinds)}, {search.algorithm} search, "
+           f"{search.scheduler} scheduler, {total} trials of up to {search.epochs} epochs, {objectives}; "
+           f"store {session.store.uri}")
+    for key, reason in infeasible.items():
+        notify(f"Samples of {key} are recorded infeasible: {reason}")
+    target = spec.report.target
+    task = SearchTask(bases[0], session.settings, tracking=tracking.trial_context(),
+                      target={"metric": target.metric, "value": target.value, "mode": target.mode},
+                      cache_keys=_prepare(session, bases[0]), bases={base_key(b.to_dict()): b.to_dict() for b in bases},
+                      infeasible=infeasible)
+    recorder = SearchRecorder(session.store, session.paths, search, total, notify, session.single_node(), infeasible)
+    if infeasible:
+        trainable = _skipping_infeasible(trainable, infeasible)
     tuner = _restored_tuner(session, trainable, task, recorder) if resume else \
         _new_tuner(session, trainable, task, nodes, recorder)
     engine.fit(tuner)
@@ -168,34 +210,59 @@ def _search(session: RunSession, resume: bool, trainable: Trainable, tracking) -
     counts = session.finish(records, tracking=tracking.summary(records))
     url = write_search_report(session.store, session.paths, search)
     best = json.loads(session.store.get_text(session.paths.report("best.json")))
+    front_path = session.paths.report("front.json")
+    front = json.loads(session.store.get_text(front_path)) \
+        if search.objectives and session.store.exists(front_path) else []
     return SearchResult(session.paths, session.store, records, counts, url, best_trial=best,
-                        interrupted=unfinished > 0)
+                        interrupted=unfinished > 0, front=front or [])
 
 
-def best_trials(spec: ExperimentSpec, best: dict) -> list[TrialConfig]:
-    """The best configuration as full-length study trials, ``search.then_study_repeats`` repeats."""
-    base = base_trial(spec).to_dict()
+def _study_trials(spec: ExperimentSpec, point: dict, label: str) -> list[TrialConfig]:
+    """One searched configuration (its sampled values, architecture and node type included) as full-length study
+    trials, ``search.then_study_repeats`` repeats, ``label`` in their trial ids."""
+    bases = {base_key(b.to_dict()): b.to_dict() for b in base_trials(spec)}
+    hp = point["hyperparameters"]
     trials = []
     for repeat in range(spec.search.then_study_repeats):
-        trial = trial_for_sample(base, best["hyperparameters"], "best")
+        trial = trial_for_sample(select_base(bases, hp), hp, label)
         trial.update(epochs=spec.search.epochs, repeat=repeat, seed=spec.seed * 1000 + repeat)
-        trial["trial_id"] = trial_id(trial, "best")
+        trial["trial_id"] = trial_id(trial, label)
         trials.append(TrialConfig.from_dict(trial))
     return trials
 
 
+def best_trials(spec: ExperimentSpec, best: dict) -> list[TrialConfig]:
+    """The best configuration as full-length study trials, ``search.then_study_repeats`` repeats."""
+    return _study_trials(spec, best, "best")
+
+
+def front_trials(spec: ExperimentSpec, front: list[dict]) -> list[TrialConfig]:
+    """Every configuration on the Pareto front (``front.json``'s points) as full-length study trials, with
+    repeats; ``front<i>`` in the trial id is the point's place in the front."""
+    return [t for i, point in enumerate(front) for t in _study_trials(spec, point, f"front{i}")]
+
+
 def then_study(spec: ExperimentSpec, outcome: SearchResult, *, address: str | None = None,
                notify: Callable[[str], None] = print) -> SearchResult:
-    """Re-run the best configuration as a full-length study (run id ``<search run id>-best``) and report it."""
+    """Re-run the best configuration (a multi-objective search: every point of its Pareto front) as a full-length
+    study with repeats (run id ``<search run id>-best`` / ``-front``) and report it."""
     from orchestrator.execution.study_runner import execute_study
     from orchestrator.report import write_report
 
-    if not outcome.best_trial:
-        raise SearchError("no trial of the search reported its metric, so there is no best configuration to study")
-    trials = best_trials(spec, outcome.best_trial)
-    notify(f"Study of the best configuration ({outcome.best_trial['trial_id']}): {len(trials)} trial(s) of "
-           f"{spec.search.epochs} epochs")
-    study = execute_study(spec, trials=trials, run_id=f"{outcome.paths.run_id}-best", address=address, notify=notify)
+    if spec.search.objectives:
+        if not outcome.front:
+            raise SearchError("no trial of the search reported every objective, so there is no Pareto front to study")
+        trials, suffix = front_trials(spec, outcome.front), "front"
+        notify(f"Study of the Pareto front ({len(outcome.front)} configuration(s)): {len(trials)} trial(s) of "
+               f"{spec.search.epochs} epochs")
+    else:
+        if not outcome.best_trial:
+            raise SearchError("no trial of the search reported its metric, so there is no best configuration to study")
+        trials, suffix = best_trials(spec, outcome.best_trial), "best"
+        notify(f"Study of the best configuration ({outcome.best_trial['trial_id']}): {len(trials)} trial(s) of "
+               f"{spec.search.epochs} epochs")
+    study = execute_study(spec, trials=trials, run_id=f"{outcome.paths.run_id}-{suffix}", address=address,
+                          notify=notify)
     outcome.study = study
     outcome.study_report_url = write_report(study.store, study.paths)
     return outcome

@@ -184,6 +184,16 @@ class ReportSpec(_Strict):
     target: TargetSpec = TargetSpec()
 
 
+class PlanSpec(_Strict):
+    """``plan:``: how a study's time and cost are estimated before it runs (``execution/plan.py``)."""
+
+    calibrate: bool = Field(default=False, description=(
+        "before the study, run a short calibration trial per distinct (architecture, node type, stack) on the "
+        "cluster (cached in the store by setting) and estimate from those measurements; `submit --calibrate`"))
+    calibration_epochs: int = Field(default=2, ge=2, le=5, description=(
+        "epochs of a calibration trial: the first holds compilation, the later ones give the steady throughput"))
+
+
 class StorageSpec(_Strict):
     """Where a run's records and report go; ``local_dir`` keeps Tune state of embedded runs with a remote store
     and everything a remote store could not take."""
@@ -243,7 +253,13 @@ class TrackingSpec(_Strict):
     tensorboard: StrictBool = True
 
 
-SEARCH_TRAINING_SETTINGS = ("learning_rate", "batch_size", "dropout", "optimizer", "augmentation", "class_weights")
+SEARCH_TRAINING_SETTINGS = ("learning_rate", "batch_size", "dropout", "optimizer", "augmentation", "class_weights",
+                            "mixed_precision")
+PRECISIONS = ("auto", "off", "bfloat16")
+# What a multi-objective search may optimise: validation metrics at a trial's last epoch, and the time and cost to
+# reach ``report.target`` (``orchestrator.search.objectives``).
+SEARCH_OBJECTIVES = ("val_balanced_accuracy", "val_accuracy", "val_f1_macro", "val_loss", "time_to_target_s",
+                     "cost_to_target_usd")
 SEARCH_DISTRIBUTIONS = ("choice", "uniform", "loguniform", "grid")
 _NOT_MODEL_PARAMS = ("input_shape", "num_classes", "weights_path", "dropout")
 
@@ -256,12 +272,20 @@ class SearchSpec(_Strict):
     ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}`` or ``{grid: [...]}``. Whole-number settings sample
     whole numbers. ``architecture`` and ``epochs`` default to the first grid architecture and the largest
     grid epoch count (filled in when the file is loaded).
+
+    ``architectures`` and ``node_types`` make the architecture and the hardware search dimensions too (each
+    trial samples one and gets that node type's resources); ``objectives`` (``{name: max|min}``, two or more)
+    makes the search multi-objective (the report shows the Pareto front; ``metric`` stays what ASHA compares).
     """
 
     space: dict[str, Any]
+    architectures: list[str] | None = Field(default=None, min_length=1)
+    node_types: list[str] | None = Field(default=None, min_length=1)
+    objectives: dict[Literal[SEARCH_OBJECTIVES], Literal["max", "min"]] | None = None
     algorithm: Literal["random", "optuna"] = "random"
     scheduler: Literal["fifo", "asha"] = "asha"
-    metric: Literal["val_f1_macro", "val_accuracy", "val_loss", "accuracy", "loss"] = "val_f1_macro"
+    metric: Literal["val_f1_macro", "val_accuracy", "val_balanced_accuracy", "val_loss", "accuracy", "loss"] = \
+        "val_f1_macro"
     mode: Literal["max", "min"] = "max"
     num_samples: StrictInt = Field(default=10, ge=1, le=10000)
     max_concurrent_trials: StrictInt | None = Field(default=None, ge=1)
@@ -282,6 +306,8 @@ class SearchSpec(_Strict):
 
     @model_validator(mode="after")
     def _check_space(self) -> "SearchSpec":
+        if self.objectives is not None and len(self.objectives) < 2:
+            raise _FieldError("search.objectives", "needs two or more objectives (for one, use metric and mode)")
         if not self.space:
             raise _FieldError("search.space",
                               "needs at least one setting, e.g. learning_rate: {loguniform: [0.0001, 0.01]}")
@@ -297,6 +323,21 @@ class SearchSpec(_Strict):
     def resolved(self, name: str) -> tuple[str, list]:
         """(distribution kind, values) of one setting of the space."""
         return _distribution(f"search.space.{name}", self.space[name])
+
+    def architecture_choices(self) -> list[str]:
+        return list(self.architectures or [self.architecture])
+
+    def node_type_choices(self) -> list[str]:
+        return list(self.node_types or [self.node_type])
+
+    @property
+    def objective_metrics(self) -> list[str]:
+        """What the searcher optimises: the objectives' names, or the one ``metric``."""
+        return list(self.objectives) if self.objectives else [self.metric]
+
+    @property
+    def objective_modes(self) -> list[str]:
+        return list(self.objectives.values()) if self.objectives else [self.mode]
 
 
 def _distribution(field: str, dist: Any) -> tuple[str, list]:
@@ -324,7 +365,8 @@ def _distribution(field: str, dist: Any) -> tuple[str, list]:
 
 def _check_training_values(field: str, name: str, kind: str, values: list) -> None:
     ranged = kind in ("uniform", "loguniform")
-    named = {"optimizer": OPTIMIZERS, "augmentation": AUGMENTATIONS, "class_weights": (True, False)}
+    named = {"optimizer": OPTIMIZERS, "augmentation": AUGMENTATIONS, "class_weights": (True, False),
+             "mixed_precision": PRECISIONS}
     if name in named:
         if ranged:
             raise _FieldError(field, f"takes choice or grid of values, not {kind}")
@@ -363,14 +405,18 @@ def _resolve_search(search: SearchSpec | None, info: ValidationInfo) -> SearchSp
     grid = info.data.get("grid")
     if grid is None:
         return search
-    arch = search.architecture or grid.architectures[0]
     known = _known_architectures()
-    if arch not in known:
-        raise _FieldError("search.architecture", f"unknown architecture '{arch}' (valid: {', '.join(known)})")
+    archs = search.architectures or [search.architecture or grid.architectures[0]]
+    for i, name in enumerate(archs):
+        if name not in known:
+            field = f"search.architectures[{i}]" if search.architectures else "search.architecture"
+            raise _FieldError(field, f"unknown architecture '{name}' (valid: {', '.join(known)})")
+    arch = archs[0]
     node_types = {**default_node_types(), **(info.data.get("node_types") or {})}
-    if search.node_type not in node_types:
-        raise _FieldError("search.node_type",
-                          f"unknown node type '{search.node_type}' (valid: {', '.join(node_types)})")
+    for i, name in enumerate(search.node_types or [search.node_type]):
+        if name not in node_types:
+            field = f"search.node_types[{i}]" if search.node_types else "search.node_type"
+            raise _FieldError(field, f"unknown node type '{name}' (valid: {', '.join(node_types)})")
     epochs = search.epochs or max(grid.epochs)
     if search.grace_period > epochs:
         raise _FieldError("search.grace_period",
@@ -378,10 +424,17 @@ def _resolve_search(search: SearchSpec | None, info: ValidationInfo) -> SearchSp
     split = info.data.get("split")
     if search.metric.startswith("val_") and split is not None and split.val_fraction <= 0:
         raise _FieldError("search.metric", f"{search.metric} needs a validation split (split.val_fraction > 0)")
-    model_params = model_search_params(arch)
+    if search.objectives:
+        for name in search.objectives:
+            if name.startswith("val_") and split is not None and split.val_fraction <= 0:
+                raise _FieldError(f"search.objectives.{name}", "needs a validation split (split.val_fraction > 0)")
+    model_params: dict[str, Any] = {}
+    for name in reversed(archs):  # a builder argument of any searched architecture (applied where it exists)
+        model_params.update(model_search_params(name))
     unknown = [n for n in search.space if n not in SEARCH_TRAINING_SETTINGS and n not in model_params]
     if unknown:
-        raise _FieldError("search.space", f"unknown setting(s) {', '.join(unknown)} for architecture '{arch}' "
+        label = f"architecture '{arch}'" if len(archs) == 1 else f"architectures {', '.join(archs)}"
+        raise _FieldError("search.space", f"unknown setting(s) {', '.join(unknown)} for {label} "
                                           f"(valid: {', '.join(SEARCH_TRAINING_SETTINGS + tuple(model_params))})")
     for name in search.space:
         if name in model_params:
@@ -394,7 +447,8 @@ def _resolve_search(search: SearchSpec | None, info: ValidationInfo) -> SearchSp
             fractional = any(isinstance(v, bool) or not isinstance(v, int) for v in values)
             if whole and kind in ("choice", "grid") and fractional:
                 raise _FieldError(f"search.space.{name}", f"values must be whole numbers, got {values!r}")
-    return search.model_copy(update={"architecture": arch, "epochs": epochs})
+    return search.model_copy(update={"architecture": arch, "epochs": epochs,
+                                     "node_type": (search.node_types or [search.node_type])[0]})
 
 
 class ExperimentSpec(_Strict):
@@ -413,6 +467,7 @@ class ExperimentSpec(_Strict):
     execution: ExecutionSpec = ExecutionSpec()
     storage: StorageSpec = StorageSpec()
     report: ReportSpec = ReportSpec()
+    plan: PlanSpec = PlanSpec()
     tracking: TrackingSpec = TrackingSpec()
     search: Annotated[SearchSpec | None, AfterValidator(_resolve_search)] = None
 
@@ -484,9 +539,9 @@ def _check_devices(spec: "ExperimentSpec") -> None:
     if spec.search is not None and "batch_size" in spec.search.space:
         kind, values = spec.search.resolved("batch_size")
         if kind in ("choice", "grid"):
-            used += [(spec.search.node_type, int(v), "search.space.batch_size") for v in values]
+            used += [(nt, int(v), "search.space.batch_size") for v in values for nt in spec.search.node_type_choices()]
     elif spec.search is not None:
-        used.append((spec.search.node_type, spec.training.batch_size, "training.batch_size"))
+        used += [(nt, spec.training.batch_size, "training.batch_size") for nt in spec.search.node_type_choices()]
     for name, batch, field in used:
         devices = accelerator_count(node_types[name].resources)
         problem = batch_split_problem(batch, devices, f"a '{name}' trial ({_resources_text(node_types[name])})")
