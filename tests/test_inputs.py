@@ -595,6 +595,25 @@ def test_trial_timeout_stops_and_records_the_trial_that_exceeds_it(tmp_path, ray
 
 
 @pytest.mark.slow
+def test_trial_timeout_stops_and_records_search_trials_too(tmp_path, ray_session):
+    """A search honours execution.trial_timeout_s like a study: samples still sleeping are stopped and recorded."""
+    from orchestrator import Search
+    from orchestrator.spec.schema import parse_spec
+    from benchmarks.sleep_trainable import sleep_trainable
+
+    spec = parse_spec(tiny_spec_dict(
+        store=str(tmp_path / "store"), grid={"architectures": ["cnn"], "epochs": [1]},
+        models={"cnn": {"params": {"seconds": 120}}},
+        search={"architecture": "cnn", "epochs": 1, "scheduler": "fifo", "num_samples": 2,
+                "space": {"learning_rate": {"loguniform": [0.0001, 0.01]}}},
+        execution={"cpus_per_trial": 1, "max_retries": 0, "trial_timeout_s": 10}))
+    result = Search(spec, trainable=sleep_trainable).run(notify=lambda _: None)
+    assert len(result.records) == 2
+    for record in result.records:
+        assert record.status.value == "failed" and "execution.trial_timeout_s" in record.error
+
+
+@pytest.mark.slow
 def test_a_store_that_fails_mid_run_loses_nothing_and_says_where_results_are(tmp_path, ray_session):
     from orchestrator import Study
     from orchestrator.spec.schema import parse_spec

@@ -48,13 +48,23 @@ def _stored_spec(session: RunSession) -> ExperimentSpec:
     return parse_spec(parse_yaml(store.get_text(paths.spec), source), source)
 
 
-def _scheduler(search):
-    from orchestrator.search.scheduler import FinishingASHAScheduler
+def _scheduler(spec: ExperimentSpec, recorder):
+    """ASHA (``search.scheduler: asha``) or FIFO, stopping and recording trials over
+    ``execution.trial_timeout_s`` when it is set (as a study does)."""
+    from orchestrator.search.scheduler import FinishingASHAScheduler, TimeoutASHAScheduler
 
+    search, timeout_s = spec.search, spec.execution.trial_timeout_s
+    timeout = {} if timeout_s is None else {
+        "timeout_s": timeout_s, "write_failed": lambda trial, error: recorder.write(recorder.failed(trial, error))}
     if search.scheduler != "asha":
-        return None
-    return FinishingASHAScheduler(time_attr="epoch", metric=search.metric, mode=search.mode, max_t=search.epochs,
-                                  grace_period=search.grace_period, reduction_factor=search.reduction_factor)
+        if not timeout:
+            return None
+        from orchestrator.execution.trial_timeout import TimeoutScheduler
+
+        return TimeoutScheduler(**timeout)
+    return (TimeoutASHAScheduler if timeout else FinishingASHAScheduler)(
+        time_attr="epoch", metric=search.metric, mode=search.mode, max_t=search.epochs,
+        grace_period=search.grace_period, reduction_factor=search.reduction_factor, **timeout)
 
 
 def _algorithm_and_concurrency(spec: ExperimentSpec, bases: list[TrialConfig], nodes):
@@ -109,7 +119,7 @@ def _new_tuner(session: RunSession, trainable: Trainable, task: SearchTask, node
     algorithm, concurrency = _algorithm_and_concurrency(spec, runnable or [task.trial], nodes)
     return engine.build_tuner(
         session, trainable, engine.sample_space(task, tune_space(search)), _resources(task),
-        callbacks=[recorder], search_alg=algorithm, scheduler=_scheduler(search), num_samples=search.num_samples,
+        callbacks=[recorder], search_alg=algorithm, scheduler=_scheduler(spec, recorder), num_samples=search.num_samples,
         max_concurrent_trials=concurrency, time_budget_s=search.time_budget_s, reuse_actors=True)
 
 

@@ -1,7 +1,10 @@
-"""The search's trial scheduler: ASHA that lets a trial finish its last epoch."""
+"""The search's trial scheduler: ASHA that lets a trial finish its last epoch (with ``execution.trial_timeout_s``:
+also stopping trials over time)."""
 from __future__ import annotations
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from orchestrator.execution.trial_timeout import TrialTimeout
 
 
 class FinishingASHAScheduler(ASHAScheduler):
@@ -12,3 +15,7 @@ class FinishingASHAScheduler(ASHAScheduler):
         if result.get(self._time_attr, 0) >= self._max_t:
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
+
+
+class TimeoutASHAScheduler(TrialTimeout, FinishingASHAScheduler):
+    """``FinishingASHAScheduler`` that also stops and records trials over ``execution.trial_timeout_s``."""
