@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import BadInput, RunNotFound
-from orchestrator.records import RunPaths
+from orchestrator.run_store import RunPaths
 from workers.model_files import META_FILE, MODEL_FILES
 from workers.records import TrialRecord, TrialStatus
 from workers.storage import Store

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from orchestrator.records import RunPaths
+    from orchestrator.run_store import RunPaths
     from workers.records import TrialRecord
     from workers.storage import Store
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from orchestrator.errors import BadInput, CorruptRun, RunNotFound
-from orchestrator.records import RunPaths, list_runs, scan_trial_records
+from orchestrator.run_store import RunPaths, list_runs, scan_trial_records
 from workers.storage import Store, open_store
 
 
@@ -112,7 +112,7 @@ def run_summary(store: Store, paths: RunPaths) -> dict:
     score (``report.target.metric`` at a trial's last epoch) with its trial, and the cost of the trials that ran
     (price_per_hour x trial wall time, as the report counts it)."""
     from orchestrator.models import validation_score
-    from orchestrator.records import read_trial_records, status_counts
+    from orchestrator.run_store import read_trial_records, status_counts
 
     info = read_run_info(store, paths)
     records = read_trial_records(store, paths)

@@ -88,7 +88,7 @@ class Study:
     @classmethod
     def resume(cls, run: str, *, store: str = "results", endpoint_url: str | None = None, **kwargs: Any) -> "Study":
         """The study of a stored run (``run_id`` or ``experiment/run_id``), to be continued with ``run()``."""
-        from orchestrator.records import scan_trial_records
+        from orchestrator.run_store import scan_trial_records
         from orchestrator.runs import check_stored_run, find_run, open_runs_store, read_run_spec
 
         opened = open_runs_store(store, endpoint_url)

@@ -15,7 +15,7 @@ from tests.test_report import RUN_INFO, make_record
 
 
 def _store_with_run(tmp_path):
-    from orchestrator.records import RunPaths, write_trial_record
+    from orchestrator.run_store import RunPaths, write_trial_record
     from workers.records import TrialRecord
     from workers.storage import LocalStore
 

@@ -480,7 +480,7 @@ def test_resource_watch_fails_trials_no_node_can_run_any_more_and_ends_the_study
     from orchestrator.execution.recorder import TrialRecorder
     from orchestrator.execution.resource_watch import ResourceWatch, WatchStopper
     from orchestrator.execution.trainable import TrialTask
-    from orchestrator.records import RunPaths
+    from orchestrator.run_store import RunPaths
     from orchestrator.spec.grid import expand_grid
     from orchestrator.spec.node_types import NodeCapacity
     from orchestrator.spec.schema import parse_spec

@@ -49,7 +49,7 @@ def test_top_members_are_chosen_on_validation_not_test(tmp_path):
     """Validation and test disagree: --top 2 takes the two best on validation and says so."""
     import json
 
-    from orchestrator.records import RunPaths, write_trial_record
+    from orchestrator.run_store import RunPaths, write_trial_record
     from orchestrator.report.ensemble import build_ensemble
     from workers.records import TrialRecord
     from workers.storage import LocalStore

@@ -541,7 +541,7 @@ def test_the_run_lock_of_a_dead_driver_is_taken_over_and_given_back(tmp_path):
     import sys
 
     from orchestrator.execution.run_lock import RunLock
-    from orchestrator.records import RunPaths
+    from orchestrator.run_store import RunPaths
     from workers.storage import LocalStore
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

@@ -33,7 +33,7 @@ def _rows(text: str) -> list[dict]:
 @pytest.mark.slow
 def test_best_model_is_kept_and_predicts_its_records_probabilities(tmp_path, ray_session, capsys):
     from orchestrator.models import load_kept_model, read_models_index, validation_score
-    from orchestrator.records import RunPaths, read_trial_records
+    from orchestrator.run_store import RunPaths, read_trial_records
     from orchestrator.study import Study
     from orchestrator.spec.schema import parse_spec
     from workers.storage import LocalStore
@@ -93,7 +93,7 @@ def _record(tid, val, status="completed"):
 @pytest.mark.parametrize("policy", ["best", "all", "none"])
 def test_keep_policies_store_the_right_models(tmp_path, policy):
     from orchestrator.models import ModelKeeper, read_models_index
-    from orchestrator.records import RunPaths
+    from orchestrator.run_store import RunPaths
     from workers.storage import LocalStore
 
     store, paths = LocalStore(tmp_path / "store"), RunPaths("exp", "run1")

@@ -11,7 +11,7 @@ import yaml
 
 from orchestrator.cli import main
 from orchestrator.execution import plan
-from orchestrator.records import RunPaths, write_trial_record
+from orchestrator.run_store import RunPaths, write_trial_record
 from orchestrator.spec.grid import expand_grid
 from orchestrator.spec.node_types import NodeCapacity, load_cluster_config
 from orchestrator.spec.schema import load_spec, parse_spec

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.records import RunPaths, write_trial_record
+from orchestrator.run_store import RunPaths, write_trial_record
 from orchestrator.report import REPORT_FILES, SYNTHETIC_NOTE, build_report, write_report
 from orchestrator.report.compare import comparison_table, write_comparison
 from orchestrator.report.tables import (cpu_reference, format_scores, pareto_front, problem_trials,

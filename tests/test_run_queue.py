@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator.records import QueueState, RunPaths, run_state
+from orchestrator.run_store import QueueState, RunPaths, run_state
 from tests.conftest import tiny_spec_dict
 
 

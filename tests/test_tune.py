@@ -170,7 +170,7 @@ def test_asha_search_stops_poor_trials_and_reports_the_best(ray_session, tiny_sp
 @pytest.mark.slow
 def test_stopped_search_resumes_without_losing_finished_trials(ray_session, tiny_spec):
     from orchestrator import Search
-    from orchestrator.records import read_trial_records
+    from orchestrator.run_store import read_trial_records
 
     spec = tiny_spec(name="tune-resume", search={
         "architecture": "cnn", "epochs": 2, "scheduler": "fifo", "num_samples": 4, "max_concurrent_trials": 2,

@@ -137,7 +137,7 @@ def test_rescoring_the_stored_predictions_reproduces_the_record_metrics(tmp_path
     import json
     import time
 
-    from orchestrator.records import RunPaths, write_trial_record
+    from orchestrator.run_store import RunPaths, write_trial_record
     from workers.metrics import rescore_predictions_csv
     from workers.storage import LocalStore
 

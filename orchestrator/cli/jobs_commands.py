@@ -9,7 +9,7 @@ from datetime import datetime
 from orchestrator.cli.arguments import number, text
 from orchestrator.cli.output import json_arg, out, print_json
 from orchestrator.cluster import jobs
-from orchestrator.records import run_state
+from orchestrator.run_store import run_state
 
 
 def _fmt_time(ms: int | None) -> str:

@@ -473,7 +473,7 @@ def run_info_of(metadata: dict | None) -> dict | None:
     """The run.json of a submitted run, read from the store its job's metadata names (one small read, no log);
     None when there is none yet (the driver has not started the run) or it cannot be read from here (a directory
     on a remote head node, a store this machine has no access to, a job not submitted by ``orchestrator``)."""
-    from orchestrator.records import RunPaths
+    from orchestrator.run_store import RunPaths
     from orchestrator.runs import find_run
     from workers.storage import open_store
 

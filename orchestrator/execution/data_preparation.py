@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from orchestrator.records import cache_key_path
+from orchestrator.run_store import cache_key_path
 from workers.config import TrialConfig
 from workers.error_text import last_line
 from workers.settings import cache_root

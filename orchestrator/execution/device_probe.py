@@ -16,7 +16,7 @@ import platform
 from dataclasses import dataclass, field
 from typing import Callable
 
-from orchestrator.records import QueueState
+from orchestrator.run_store import QueueState
 from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason, resource_request
 from workers.config import TrialConfig
 from workers.device import NOT_PROBED, probe_summary

@@ -8,7 +8,7 @@ from ray.tune import Callback
 
 from orchestrator.execution.engine import trial_id_of, trial_task
 from orchestrator.execution.trainable import MODEL_DIR, NODE_ID_KEY, read_checkpoint_record
-from orchestrator.records import RunPaths, write_trial_record
+from orchestrator.run_store import RunPaths, write_trial_record
 from workers.config import TrialConfig
 from workers.error_text import last_line
 from workers.records import DeviceInfo, TrialRecord, TrialStatus

@@ -10,7 +10,7 @@ from ray.tune.stopper import Stopper
 
 from orchestrator.execution.engine import trial_id_of, trial_task
 from orchestrator.execution.recorder import TrialRecorder
-from orchestrator.records import QueueState
+from orchestrator.run_store import QueueState
 from orchestrator.spec.node_types import NodeCapacity, infeasibility_reason
 
 

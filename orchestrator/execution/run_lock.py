@@ -14,7 +14,7 @@ import socket
 import time
 
 from orchestrator.errors import RunBusy
-from orchestrator.records import RunPaths
+from orchestrator.run_store import RunPaths
 from workers.storage import Store
 
 LOCK_NAME = "driver.lock"

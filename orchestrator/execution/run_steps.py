@@ -13,7 +13,7 @@ from typing import Callable
 
 from orchestrator.cluster.nodes import only_node
 from orchestrator.errors import StudyError
-from orchestrator.records import QueueState, RunPaths, status_counts
+from orchestrator.run_store import QueueState, RunPaths, status_counts
 from orchestrator.spec.node_types import NodeCapacity
 from orchestrator.spec.schema import ExperimentSpec, spec_to_yaml
 from workers.config import TrialConfig

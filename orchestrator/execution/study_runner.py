@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Callable
 from orchestrator.errors import OverBudget, StudyError
 from orchestrator.execution.device_probe import preflight
 from orchestrator.execution.run_steps import RunSession
-from orchestrator.records import RunPaths, completed_trial_ids, read_trial_records, write_trial_record
+from orchestrator.run_store import RunPaths, completed_trial_ids, read_trial_records, write_trial_record
 from orchestrator.execution import plan
 from orchestrator.spec.grid import expand_grid
 from orchestrator.cluster.nodes import cluster_nodes, feasibility_nodes

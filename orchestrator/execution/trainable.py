@@ -81,7 +81,7 @@ def report_trial_record(record: TrialRecord, predictions_csv: str | None = None,
 
 def read_checkpoint_record(checkpoint) -> tuple[TrialRecord, dict[str, str]] | None:
     """(record, prediction files by name: ``predictions.csv``, ``val_predictions.csv``) from a trial's final
-    checkpoint (what ``orchestrator.records.write_trial_record`` takes); None for an epoch checkpoint."""
+    checkpoint (what ``orchestrator.run_store.write_trial_record`` takes); None for an epoch checkpoint."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from orchestrator.records import RunPaths, read_trial_records
+from orchestrator.run_store import RunPaths, read_trial_records
 from orchestrator.report.document import SYNTHETIC_NOTE, dataset_info, fmt_time
 from orchestrator.report.render import Figure, Section, Table, Text, render_html
 from orchestrator.report.tables import SETTING, trial_table

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.errors import BadInput
-from orchestrator.records import RunPaths, read_trial_records
+from orchestrator.run_store import RunPaths, read_trial_records
 from orchestrator.report.statistics import SELECTION_SPLIT, rank_on_validation, validation_score
 from workers.storage import Store
 from workers.metrics import compute_metrics

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from orchestrator.records import RunPaths, read_trial_records  # noqa: E402
+from orchestrator.run_store import RunPaths, read_trial_records  # noqa: E402
 from orchestrator.report.plots import png_bytes as _png  # noqa: E402
 from orchestrator.report.document import SYNTHETIC_NOTE  # noqa: E402
 from orchestrator.report.render import Figure, KeyValues, Section, Table, Text, render_html, render_markdown  # noqa: E402

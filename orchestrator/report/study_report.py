@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from orchestrator.records import RunPaths, read_trial_records
+from orchestrator.run_store import RunPaths, read_trial_records
 from workers.settings import submitted_commit
 from orchestrator.report.document import SYNTHETIC_NOTE  # noqa: F401  (public)
 from workers.storage import Store, _redact

@@ -7,7 +7,7 @@ from typing import Callable
 from orchestrator.execution.engine import sample_of, trial_id_of, trial_task
 from orchestrator.execution.recorder import TrialRecorder, error_text
 from orchestrator.execution.trainable import FINAL_KEY, numeric
-from orchestrator.records import RunPaths, read_trial_record, write_trial_record
+from orchestrator.run_store import RunPaths, read_trial_record, write_trial_record
 from orchestrator.search.space import base_key, plain, short
 from orchestrator.spec.schema import SearchSpec
 from workers.records import FINAL_STATUSES, SearchInfo, TrialRecord, TrialStatus

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable
 
 from orchestrator.errors import StudyError
 from orchestrator.execution.run_steps import RunSession
-from orchestrator.records import read_trial_records
+from orchestrator.run_store import read_trial_records
 from orchestrator.results import SearchResult
 from orchestrator.search.space import (SearchTask, base_key, base_trials, n_trials, select_base, trial_for_sample,
                                        tune_space)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import BadInput
-from orchestrator.records import RunPaths
+from orchestrator.run_store import RunPaths
 from orchestrator.tracking import content
 from orchestrator.tracking.trial import INCOMPLETE, TrialTrackingContext, apply_http_settings
 from workers.error_text import last_line
@@ -191,7 +191,7 @@ def log_study_results(client, parent_run_id: str, store, paths: RunPaths) -> Non
     best = read_models_index(store, paths).get("best")
     if not best:
         return
-    from orchestrator.records import read_trial_record
+    from orchestrator.run_store import read_trial_record
 
     record = read_trial_record(store, paths, best["trial_id"])
     source = ((record.tracking or {}).get("mlflow_run_id") if record else None) or parent_run_id
@@ -286,7 +286,7 @@ def publish_to_mlflow(store, paths: RunPaths, client, experiment: str | None = N
     kept; runs an outage left incomplete are replaced. Returns the parent run's id."""
     import json
 
-    from orchestrator.records import read_trial_records
+    from orchestrator.run_store import read_trial_records
 
     run_info = json.loads(store.get_text(paths.run_info)) if store.exists(paths.run_info) else {}
     exp_id = experiment_id(client, experiment or paths.experiment)
