@@ -9,13 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, field_validator,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, field_validator,
                       model_validator)
 
 # Numbers as the experiment file must give them: a float field takes a finite number (an int is fine, a bool,
 # a string or NaN/inf is not); whole-number fields take whole numbers only (``true`` is not 1).
 Real = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 Seed = Annotated[StrictInt, Field(ge=0, le=2**32 - 1)]
+
+
+def _endpoint_url(v: str | None) -> str | None:
+    from workers.storage import check_endpoint_url
+
+    try:
+        return None if v is None else check_endpoint_url(v, "endpoint_url")
+    except ValueError as err:
+        raise ValueError(str(err).removeprefix("endpoint_url: ")) from None
+
+
+EndpointUrl = Annotated[str | None, AfterValidator(_endpoint_url)]  # an S3-compatible endpoint, no credentials in it
 
 
 AugmentationStage = Literal["none", "random", "augmentor", "augmentor_random"]
@@ -59,7 +71,7 @@ class DatasetSpec(_Strict):
                                    description="synthetic only: images of the largest class (at most 5000)")
     synthetic_seed: Seed = 0
     metadata_csv: str | None = None
-    endpoint_url: str | None = None
+    endpoint_url: EndpointUrl = None
 
     @field_validator("image_size")
     @classmethod
@@ -84,16 +96,6 @@ class DatasetSpec(_Strict):
     @classmethod
     def _drop_list(cls, v: list[str]) -> list[str]:
         return no_duplicates(v, "dataset.drop_classes")
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
-        from workers.storage import check_endpoint_url
-
-        try:
-            return None if v is None else check_endpoint_url(v, "endpoint_url")
-        except ValueError as err:
-            raise ValueError(str(err).removeprefix("endpoint_url: ")) from None
 
     @model_validator(mode="after")
     def _path_required(self) -> "DatasetSpec":

@@ -17,7 +17,7 @@ from orchestrator.errors import SpecError
 from orchestrator.spec.yaml_loader import YAMLInputError, load_yaml, read_input_file
 from workers.accelerators import ACCELERATORS, accelerator
 from workers.config import (AUGMENTATION_STAGES, AugmentationSpec, AugmentationStage, DatasetSpec,  # noqa: F401
-                            ModelSpec, RandomAugmentSpec, Real, Seed, SplitSpec, TrainingSpec, _Strict,
+                            EndpointUrl, ModelSpec, RandomAugmentSpec, Real, Seed, SplitSpec, TrainingSpec, _Strict,
                             no_duplicates)
 
 MAX_EPOCHS = 10_000  # per trial; the seed studies use 10-100
@@ -199,7 +199,7 @@ class StorageSpec(_Strict):
     and everything a remote store could not take."""
 
     uri: str = "results"
-    endpoint_url: str | None = None
+    endpoint_url: EndpointUrl = None
     region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
     local_dir: str = Field(default="results-local", min_length=1)
     keep_models: Literal["best", "all", "none"] = Field(default="best", description=(
@@ -215,16 +215,6 @@ class StorageSpec(_Strict):
             return check_store_uri(v)
         except ValueError as err:
             raise ValueError(str(err).removeprefix("storage.uri: ")) from None
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
-        from workers.storage import check_endpoint_url
-
-        try:
-            return None if v is None else check_endpoint_url(v, "endpoint_url")
-        except ValueError as err:
-            raise ValueError(str(err).removeprefix("endpoint_url: ")) from None
 
 
 class MlflowSpec(_Strict):
