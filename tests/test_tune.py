@@ -3,10 +3,6 @@ stops poor trials early and reports the best configuration, and stop/resume of a
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +10,7 @@ import pytest
 import yaml
 
 from orchestrator.spec.schema import SpecError, parse_spec
+from tests.support.interrupt import interrupted_after_first_record
 from tests.conftest import tiny_spec_dict
 
 REPO = Path(__file__).resolve().parent.parent
@@ -177,20 +174,7 @@ def test_stopped_search_resumes_without_losing_finished_trials(ray_session, tiny
         "space": {"learning_rate": {"loguniform": [0.0001, 0.01]}}})
     root = Path(spec.storage.uri) / spec.name
 
-    def interrupt_after_first_record():  # Ctrl+C once the first trial is stored
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not list(root.glob("*/trials/*/record.json")):
-            time.sleep(0.2)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    previous = signal.signal(signal.SIGINT, lambda *_: None)  # a stray second signal must not end pytest
-    try:
-        watcher = threading.Thread(target=interrupt_after_first_record, daemon=True)
-        watcher.start()
-        first = Search(spec).run(notify=lambda m: None)
-        watcher.join()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    first = interrupted_after_first_record(lambda: Search(spec).run(notify=lambda m: None), root, deadline_s=120)
     assert first.interrupted and first.counts.get("completed", 0) < 4, first.counts
     kept = {r.trial_id: r for r in first.records if r.completed}
     assert kept and first.counts.get("interrupted"), first.counts

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from orchestrator.spec.schema import SpecError, parse_spec
+from tests.support.interrupt import interrupted_after_first_record
 from tests.conftest import SIMULATED_GPU, tiny_spec_dict
 
 LR = {"learning_rate": {"loguniform": [0.0001, 0.01]}}
@@ -173,20 +170,7 @@ def test_multi_objective_search_resumes_with_its_searcher_state(ray_session, tin
         "scheduler": "fifo", "num_samples": 4, "max_concurrent_trials": 1, "objectives": OBJECTIVES, "space": LR})
     root = Path(spec.storage.uri) / spec.name
 
-    def interrupt_after_first_record():  # Ctrl+C once the first trial is stored
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not list(root.glob("*/trials/*/record.json")):
-            time.sleep(0.2)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    previous = signal.signal(signal.SIGINT, lambda *_: None)
-    try:
-        watcher = threading.Thread(target=interrupt_after_first_record, daemon=True)
-        watcher.start()
-        first = Search(spec).run(notify=lambda m: None)
-        watcher.join()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    first = interrupted_after_first_record(lambda: Search(spec).run(notify=lambda m: None), root)
     assert first.interrupted, first.counts
     kept = {r.search.tune_trial_id: r for r in first.records if r.completed}
     assert kept, first.counts
