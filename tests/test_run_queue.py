@@ -110,3 +110,18 @@ def test_list_and_status_show_the_queue_state_from_run_json_without_logs(cluster
     status = capsys.readouterr().out
     assert f"run:        {cluster_jobs.paths.run_id} (waiting for resources: 2 trial(s) need CPU=1, GPU=1)" \
         in status, status
+
+
+def test_list_and_status_json_carry_the_run_and_its_state_without_logs(cluster_jobs, capsys):
+    import json
+
+    from orchestrator.cli import main
+
+    assert main(["list", "--address", "http://127.0.0.1:1", "--json"]) == 0
+    listed = {j["job_id"]: j for j in json.loads(capsys.readouterr().out)["jobs"]}
+    job = listed["tiny-job-1"]
+    assert job["run_id"] == cluster_jobs.paths.run_id and job["shown_status"].startswith("RUNNING (waiting")
+    assert main(["status", "tiny-job-1", "--address", "http://127.0.0.1:1", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["run_id"] == cluster_jobs.paths.run_id and status["run_state"].startswith("waiting for resources")
+    assert status["log_tail"] == []

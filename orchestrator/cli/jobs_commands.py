@@ -44,7 +44,7 @@ def _iso(ms: int | None) -> str | None:
 def _job_dict(address: str, job) -> dict:
     meta = job.metadata or {}
     return {"job_id": job.submission_id or job.job_id, "status": jobs.status_name(job.status),
-            "shown_status": _shown_status(address, job), "experiment": meta.get("experiment"),
+            "shown_status": _shown_status(job), "experiment": meta.get("experiment"), "run_id": meta.get("run_id"),
             "store": meta.get("store"), "git_commit": meta.get("git_commit"), "started": _iso(job.start_time),
             "ended": _iso(job.end_time), "entrypoint": job.entrypoint, "message": job.message}
 
@@ -75,10 +75,10 @@ def cmd_status(args) -> int:
     said = run_state(run_info) if status == "RUNNING" or (run_info or {}).get("finished") else None
     message = (info.message or "").strip().splitlines()
     if args.json:
-        print_json({**_job_dict(args.address, info), "trials": said, "run": jobs.run_of_job(logs) if logs else None,
+        print_json({**_job_dict(args.address, info), "run_state": said,
                     "driver_node_id": getattr(info, "driver_node_id", None),
                     "error_type": getattr(info, "error_type", None),
-                    "log_tail": jobs.log_tail(logs) if status == "FAILED" else []})
+                    "log_tail": jobs.log_tail(jobs.job_logs(args.address, args.job_id)) if status == "FAILED" else []})
         return 1 if status in ("FAILED", "STOPPED") else 0
     out.print(f"job:        {args.job_id}")
     out.print(f"status:     {status}" + (f" ({message[0]})" if message and status != "RUNNING" else ""))
