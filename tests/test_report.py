@@ -619,6 +619,18 @@ def test_summary_names_the_best_architecture_per_node_type_by_validation(report_
     assert "Best by validation: lstm (4 epochs) on gpu" in page
 
 
+def test_summary_marks_times_and_costs_from_a_shared_node():
+    """A quick-start-like run (two trials at once on one machine): the summary's time and cost to target carry
+    the 'shared node' mark, as every hardware table does."""
+    records = [make_record("cnn", 4, "cpu", 0, acc=0.8, sharing=2), make_record("lstm", 4, "cpu", 0, acc=0.6, sharing=2)]
+    files = build_report(records, RUN_INFO, generated=FIXED_TIME)
+    (row,) = json.loads(files["summary.json"])["summary_by_node_type"]
+    assert row["timing"] == "shared node" and row["time_to_target_s"] is not None
+    summary = files["report.md"].decode().split("## Summary")[1].split("\n## ")[0]
+    table_rows = [line for line in summary.splitlines() if line.startswith("| cpu |")]
+    assert table_rows and all("shared node" in line for line in table_rows)
+
+
 def test_summary_chooses_on_validation_never_on_test():
     from orchestrator.report.summary import table_summary
     from orchestrator.report.tables import table_time_to_target

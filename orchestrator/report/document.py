@@ -501,7 +501,8 @@ def _summary_section(c: ReportContent) -> Section | None:
                          "mean over repeats; the test split never chooses), with its test accuracy and macro F1, "
                          f"time and cost to {target_label(target)} and its speed-ups against the CPU reference "
                          "node type for the same architecture, epochs and augmentation. Trials that ran on other "
-                         "hardware than requested are left out.", "note")]
+                         "hardware than requested are left out. Times and costs of rows marked 'shared node' were "
+                         "taken while other trials ran on the node: not hardware figures.", "note")]
     if summary.empty:
         blocks.append(Text("No trial completed with a validation score, so there is nothing to compare yet "
                            "(see 'Failed, infeasible and retried trials').", "info"))
@@ -516,7 +517,7 @@ def _summary_section(c: ReportContent) -> Section | None:
                            f"score here is {summary['validation'].max():.4f}).", "warn"))
     speedup = lambda v: "" if pd.isna(v) else f"{v:.2f}x"  # noqa: E731
     view = _drop_constant(summary).rename(columns=SUMMARY_LABELS)
-    blocks.append(Table(view, formats={
+    blocks.append(Table(view, row_style=[_timing_style(t) for t in summary.get("timing", [])], formats={
         "validation": _fmt_num(4), "test accuracy": _fmt_num(4), "test F1": _fmt_num(4),
         "to target (s)": lambda v: "not reached" if pd.isna(v) else f"{v:.1f}",
         "cost to target": lambda v: "" if pd.isna(v) else _fmt_usd(v),

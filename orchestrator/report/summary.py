@@ -3,7 +3,8 @@ accuracy, time and cost to the target, and its speed-ups against the CPU referen
 
 The choice uses the validation split only (``target.metric`` at each trial's last epoch, mean over repeats); test
 figures are reported for the chosen setting, never used to choose it. Trials that ran on other hardware than
-requested (MISMATCH) are left out, as in the hardware comparison.
+requested (MISMATCH) are left out, as in the hardware comparison. Each row carries its ``timing`` (isolated or
+shared node) so a time or cost from a shared node is never shown unmarked.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from orchestrator.report.tables import SETTING, measured
 
 SUMMARY_COLUMNS = ["node_type", "best_architecture", "epochs", "augmentation", "framework", "repeats",
                    "validation", "test_accuracy", "test_f1_macro", "time_to_target_s", "cost_to_target_usd",
-                   "speedup_time_to_target", "speedup_images_per_s"]
+                   "speedup_time_to_target", "speedup_images_per_s", "timing"]
 
 
 def last_validation(record: dict, metric: str) -> float | None:
@@ -36,8 +37,8 @@ def table_summary(records: list[dict], df: pd.DataFrame, time_to_target: pd.Data
         repeats=("trial_id", "size"), validation=("validation", "mean"), test_accuracy=("accuracy", "mean"),
         test_f1_macro=("f1_macro", "mean")).reset_index()
     if not time_to_target.empty:
-        keep = [c for c in ("time_to_target_s", "cost_to_target_usd", "speedup_time_to_target", "speedup_images_per_s")
-                if c in time_to_target.columns]
+        keep = [c for c in ("time_to_target_s", "cost_to_target_usd", "speedup_time_to_target", "speedup_images_per_s",
+                            "timing") if c in time_to_target.columns]
         per_setting = per_setting.merge(time_to_target[SETTING + keep], on=SETTING, how="left")
     lower = target.get("mode", "max") == "min"
     rows = []
