@@ -32,7 +32,7 @@ METADATA_NAMES = ("HAM10000_metadata.csv", "HAM10000_metadata")
 def read_metadata(path: Path) -> list[dict[str, str]]:
     """Rows of the metadata CSV with lower-cased column names; needs image_id and dx. Rows without an image id,
     with fewer cells than the header, or naming one image with two diagnoses are refused, not skipped."""
-    from workers.data.sources import read_csv_rows
+    from workers.data.sources import csv_data_rows, read_csv_rows
 
     table = read_csv_rows(path)
     columns = [c.strip().lower() for c in (table[0] if table else [])]
@@ -41,12 +41,7 @@ def read_metadata(path: Path) -> list[dict[str, str]]:
         raise DatasetError(f"dataset.metadata_csv: '{path}' has no column '{missing[0]}' "
                            f"(expected lesion_id, image_id, dx, ...; found {', '.join(columns) or 'nothing'})")
     rows, dx_of = [], {}
-    for line, cells in enumerate(table[1:], start=2):
-        if not any(c.strip() for c in cells):
-            continue
-        where = f"dataset.metadata_csv: '{path}' line {line}"
-        if [c.strip().lower() for c in cells] == columns:
-            raise DatasetError(f"{where} repeats the header; keep one header line")
+    for where, cells in csv_data_rows(path, table):
         if len(cells) < len(columns):
             raise DatasetError(f"{where} has {len(cells)} cells, the header {len(columns)}")
         row = {k: v.strip() for k, v in zip(columns, cells) if k}

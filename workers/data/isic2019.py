@@ -25,7 +25,7 @@ def read_ground_truth(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     are ``image`` and known class names, every row has one cell per column, every class cell is 0 or 1 and every
     row names exactly one class. A file that breaks any of this is refused (``DatasetError`` naming the line),
     never trimmed: a short row would otherwise drop classes and images without a word."""
-    from workers.data.sources import read_csv_rows
+    from workers.data.sources import csv_data_rows, read_csv_rows
 
     rows = read_csv_rows(path)
     if not rows:
@@ -43,12 +43,7 @@ def read_ground_truth(path: Path) -> tuple[list[str], list[str], np.ndarray]:
         raise DatasetError(f"dataset.metadata_csv: '{path}' has column '{unknown[0] if unknown else ''}' that is "
                            f"not an ISIC 2019 class ({expected})")
     names, onehot, seen = [], [], {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        where = f"dataset.metadata_csv: '{path}' line {line}"
-        if [c.strip().lower() for c in row] == lower:
-            raise DatasetError(f"{where} repeats the header; keep one header line")
+    for where, row in csv_data_rows(path, rows):
         if len(row) != len(header):
             raise DatasetError(f"{where} has {len(row)} cells, the header {len(header)}; every row needs an image "
                                "name and one 0/1 cell per class")

@@ -318,6 +318,19 @@ def read_csv_rows(path: Path) -> list[list[str]]:
     return rows
 
 
+def csv_data_rows(path: Path, rows: list[list[str]]) -> Iterable[tuple[str, list[str]]]:
+    """``(where, cells)`` for each data row of a label CSV read by ``read_csv_rows`` (``where`` names the file and
+    line for errors): blank rows are skipped, a repeated header is refused (``DatasetError``)."""
+    header = [c.strip().lower() for c in rows[0]] if rows else []
+    for line, cells in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in cells):
+            continue
+        where = f"dataset.metadata_csv: '{path}' line {line}"
+        if [c.strip().lower() for c in cells] == header:
+            raise DatasetError(f"{where} repeats the header; keep one header line")
+        yield where, cells
+
+
 # ---------------------------------------------------------------------------------------------------------
 # s3:// datasets: mirrored once to the local cache, then read by the ordinary loaders.
 
