@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -475,12 +476,17 @@ def _chromium(tmp_path, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
-def test_headless_browser_renders_tables_and_figures(tmp_path, report_files):
-    folder = tmp_path / "report"
-    for name, data in report_files.items():
+def _written(files: dict[str, bytes], folder: Path) -> Path:
+    """The report's files written under ``folder`` as a store would lay them out; returns ``folder``."""
+    for name, data in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
+    return folder
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_headless_browser_renders_tables_and_figures(tmp_path, report_files):
+    folder = _written(report_files, tmp_path / "report")
     url = (folder / "index.html").as_uri()
     dom = _chromium(tmp_path, "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
@@ -743,10 +749,7 @@ def _cdp_connect(proc, profile, url: str):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_browser_sorts_and_filters_the_trial_table(tmp_path, report_files):
-    folder = tmp_path / "report"
-    for name, data in report_files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(data)
+    folder = _written(report_files, tmp_path / "report")
     evaluate, screenshot, close = _cdp_session(tmp_path, (folder / "index.html").as_uri())
     try:
         table = "document.querySelector('#trials table.interactive')"
