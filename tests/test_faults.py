@@ -17,7 +17,7 @@ import yaml
 from orchestrator import Study
 from orchestrator.cli import main
 from tests.conftest import _free_port, tiny_spec_dict
-from tests.support.trainables import crash_once_after_first_epoch
+from tests.support.trainables import crash_once_after_first_epoch, slow_epochs_trainable
 
 
 def _records(store: Path, experiment: str) -> dict[str, dict]:
@@ -33,6 +33,18 @@ def test_killed_worker_is_retried_from_its_checkpoint(tiny_spec, ray_session, tm
     assert record.retries == 1
     assert record.resumed_from_checkpoint is True
     assert [row["epoch"] for row in record.history] == [1, 2, 3]
+
+
+def test_finished_trials_leave_no_tune_checkpoints_behind(tiny_spec, ray_session, tmp_path):
+    """Epoch checkpoints serve a trial while it runs; once its record is stored they are removed."""
+    spec = tiny_spec(name="pruned", grid={"architectures": ["cnn"], "epochs": [3], "repeats": 2},
+                     models={"cnn": {"params": {"seconds": 0.05}}})
+    outcome = Study(spec, trainable=slow_epochs_trainable).run(show_progress=False, notify=lambda m: None)
+    assert [r.status.value for r in outcome.records] == ["completed", "completed"]
+    assert all([h["epoch"] for h in r.history] == [1, 2, 3] for r in outcome.records)
+    tune_dir = tmp_path / "store" / "pruned" / outcome.paths.run_id / "tune"
+    assert len([d for d in tune_dir.iterdir() if d.is_dir()]) == 2  # the trials' folders are there
+    assert list(tune_dir.glob("*/checkpoint_*")) == []
 
 
 @pytest.mark.slow

@@ -1,21 +1,23 @@
 """The one run engine of studies and searches: the Tune function that hands every trial its typed task, the
 one Tuner builder (and its restore), and the task of a Tune trial as the coordinator's callbacks read it.
 
-A run's ``param_space`` is ``{"trial": {"task": ..., "id": ..., "bundle": ...}}`` plus, for a search,
-``{"sample": <Tune domains>}``: a study grid-searches over complete ``TrialTask``s (``grid_space``); a search
-gives one task template whose ``resolve`` applies the sampled values (``sample_space``); a search whose samples
-ask for different resources (over node types) gets a bundle per sample (``sampled_resources``). Worker and
-coordinator both get a trial's task from ``task_of`` (the same inputs, so the same trial id), and the trainable is
-called with that ``TrialTask``, never with a dict. (Tune holds objects in a config as placeholders until a trial is added, so
-the trial's name and its resource bundle ride beside the task as plain values.) This module is the only reader of
+A run's ``param_space`` is ``{"trial": {"key": ..., "id": ..., "bundle": ...}}`` plus, for a search,
+``{"sample": <Tune domains>}``: a study grid-searches over its tasks' keys (``grid_space``: one Tune trial per
+``TrialTask``); a search has one task template whose ``resolve`` applies the sampled values (``sample_space``); a
+search whose samples ask for different resources (over node types) gets a bundle per sample
+(``sampled_resources``). The tasks themselves travel once, beside the configs (``tune.with_parameters`` to the
+workers; this module's table on the coordinator), so Tune's per-trial state and every snapshot of it hold plain
+values only. Worker and coordinator both get a trial's task from ``task_of`` (the same inputs, so the same trial
+id), and the trainable is called with that ``TrialTask``, never with a dict. This module is the only reader of
 these keys.
 """
 from __future__ import annotations
 
 import os
+import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
-from orchestrator.execution.trainable import TrialTask
+from orchestrator.execution.trainable import FINAL_KEY, TrialTask
 
 if TYPE_CHECKING:
     from orchestrator.execution.run_steps import RunSession
@@ -24,9 +26,16 @@ Trainable = Callable[[TrialTask], None]
 TRIAL_KEY, SAMPLE_KEY = "trial", "sample"
 
 
-def task_of(config: dict, tune_trial_id: str) -> TrialTask:
-    """The task of the Tune trial ``tune_trial_id`` whose resolved config is ``config``."""
-    return config[TRIAL_KEY]["task"].resolve(config.get(SAMPLE_KEY) or {}, tune_trial_id)
+# key -> task (a study trial's task, a search's template) of the param spaces built in this process; a later
+# run's entry replaces an earlier one of the same key (runs of one driver process follow one another)
+_KNOWN: dict[str, TrialTask] = {}
+
+
+def task_of(config: dict, tune_trial_id: str, tasks: dict[str, TrialTask] | None = None) -> TrialTask:
+    """The task of the Tune trial ``tune_trial_id`` whose resolved config is ``config`` (``tasks``: the run's
+    tasks by key, as a worker gets them; by default the coordinator's table)."""
+    task = (_KNOWN if tasks is None else tasks)[config[TRIAL_KEY]["key"]]
+    return task.resolve(config.get(SAMPLE_KEY) or {}, tune_trial_id)
 
 
 def sample_of(trial) -> dict:
@@ -34,15 +43,15 @@ def sample_of(trial) -> dict:
     return trial.config.get(SAMPLE_KEY) or {}
 
 
+_TASKS: "weakref.WeakKeyDictionary[Any, TrialTask]" = weakref.WeakKeyDictionary()
+
+
 def trial_task(trial) -> TrialTask:
-    """The task of a Tune ``Trial`` (on the coordinator; cached on the trial object)."""
-    cached = getattr(trial, "_engine_task", None)
+    """The task of a Tune ``Trial`` (on the coordinator; cached beside the trial, not on it: Tune writes a trial's
+    attributes into every snapshot of its experiment state)."""
+    cached = _TASKS.get(trial)
     if cached is None:
-        cached = task_of(trial.config, trial.trial_id)
-        try:
-            trial._engine_task = cached
-        except AttributeError:
-            pass
+        cached = _TASKS[trial] = task_of(trial.config, trial.trial_id)
     return cached
 
 
@@ -56,6 +65,13 @@ def tune_name(trial) -> str:
     return trial.config[TRIAL_KEY].get("id") or trial.trial_id
 
 
+# Tune snapshots its whole experiment state (every trial's state: O(trials)) whenever a trial has saved
+# ``num_to_keep`` checkpoints since the last snapshot; with 1 that is after every checkpoint, so every trial's final
+# record alone cost a snapshot and a study's snapshots grew with the square of its trials. With 2, a trial that
+# reports only its final checkpoint forces none, one reporting epochs forces one every second epoch, and the
+# snapshot still never points at a deleted checkpoint. The recorder removes a finished trial's checkpoints once
+# its record is stored (``TrialRecorder``), so finished trials keep none.
+KEPT_CHECKPOINTS = 2
 REUSE_WAIT_S = "120"  # how long a reused actor waits for a stopped trial's epoch to end (Tune's default: 2 s)
 
 
@@ -66,32 +82,40 @@ def tune_function(trainable: Trainable) -> Callable[[dict], None]:
     only if that happens within ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` (read in the actor), else the next trial fails
     with "Trainable runner reuse requires reset_config()". The actor is told to wait for the epoch instead."""
 
-    def run(config: dict) -> None:
+    def run(config: dict, tasks: dict[str, TrialTask]) -> None:
         from ray import tune
 
         os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", REUSE_WAIT_S)
-        trainable(task_of(config, tune.get_context().get_trial_id()))
+        trainable(task_of(config, tune.get_context().get_trial_id(), tasks))
 
     run.__name__ = getattr(trainable, "__name__", "trial")
     return run
 
 
-def _entry(task: TrialTask, trial_id: str | None) -> dict:
+def _entry(task: TrialTask, key: str, trial_id: str | None) -> dict:
     from orchestrator.execution.placement import trial_bundle
 
-    return {"task": task, "id": trial_id, "bundle": trial_bundle(task.trial.resources)}
+    _KNOWN[key] = task
+    return {"key": key, "id": trial_id, "bundle": trial_bundle(task.trial.resources)}
 
 
 def grid_space(tasks: list[TrialTask]) -> dict:
     """A study's param space: one Tune trial per task."""
     from ray import tune
 
-    return {TRIAL_KEY: tune.grid_search([_entry(t, t.trial_id) for t in tasks])}
+    return {TRIAL_KEY: tune.grid_search([_entry(t, t.trial_id, t.trial_id) for t in tasks])}
 
 
 def sample_space(template: TrialTask, domains: dict) -> dict:
     """A search's param space: ``template.resolve(sampled values)`` is each trial's task."""
-    return {TRIAL_KEY: _entry(template, None), SAMPLE_KEY: domains}
+    return {TRIAL_KEY: _entry(template, f"search:{template.trial_id}", None), SAMPLE_KEY: domains}
+
+
+def _tasks_in(param_space: dict) -> dict[str, TrialTask]:
+    """The tasks a param space's trials name, by key (what the workers get)."""
+    entry = param_space[TRIAL_KEY]
+    entries = entry["grid_search"] if "grid_search" in entry else [entry]
+    return {e["key"]: _KNOWN[e["key"]] for e in entries}
 
 
 def trial_resources(tasks: list[TrialTask]):
@@ -117,12 +141,22 @@ def sampled_resources(bundle_of: Callable[[dict], dict]):
     return lambda config: tune.PlacementGroupFactory([bundle_of(config.get(SAMPLE_KEY) or {})])
 
 
-def _tune_trainable(session: RunSession, trainable: Trainable, resources):
+def _tune_trainable(session: RunSession, trainable: Trainable, param_space: dict, resources):
     from ray import tune
 
     from orchestrator.execution.trainable import named_trial_class
 
-    return named_trial_class(tune.with_resources(tune_function(trainable), resources), session.spec.name)
+    with_tasks = tune.with_parameters(tune_function(trainable), tasks=_tasks_in(param_space))
+    return named_trial_class(tune.with_resources(with_tasks, resources), session.spec.name)
+
+
+def _ending_at_final_report(stop):
+    """Tune's stopper of a run: a trial ends at its final report (``report_trial_record``), without another round
+    trip for the function's return, and when ``stop`` says so."""
+    from ray.tune.stopper import CombinedStopper, FunctionStopper
+
+    final = FunctionStopper(lambda trial_id, result: bool(result.get(FINAL_KEY)))
+    return final if stop is None else CombinedStopper(final, stop)
 
 
 def build_tuner(session: RunSession, trainable: Trainable, param_space: dict, resources, *, callbacks: list,
@@ -134,13 +168,14 @@ def build_tuner(session: RunSession, trainable: Trainable, param_space: dict, re
 
     storage_path, fs = session.tune_storage()
     return tune.Tuner(
-        _tune_trainable(session, trainable, resources),
+        _tune_trainable(session, trainable, param_space, resources),
         param_space=param_space,
         tune_config=tune.TuneConfig(trial_name_creator=tune_name, trial_dirname_creator=tune_name, **tune_config),
         run_config=tune.RunConfig(
             name="tune", storage_path=storage_path, storage_filesystem=fs,
-            failure_config=tune.FailureConfig(max_failures=session.spec.execution.max_retries), stop=stop,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks, verbose=0, log_to_file=True,
+            failure_config=tune.FailureConfig(max_failures=session.spec.execution.max_retries),
+            stop=_ending_at_final_report(stop),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS), callbacks=callbacks, verbose=0, log_to_file=True,
         ),
     )
 
@@ -154,7 +189,8 @@ def restore_tuner(session: RunSession, trainable: Trainable, param_space: dict, 
     path = f"{storage_path}/tune"
     if not tune.Tuner.can_restore(path, storage_filesystem=fs):
         return None
-    tuner = tune.Tuner.restore(path, _tune_trainable(session, trainable, resources), resume_unfinished=True,
+    tuner = tune.Tuner.restore(path, _tune_trainable(session, trainable, param_space, resources),
+                               resume_unfinished=True,
                                resume_errored=True, storage_filesystem=fs,
                                param_space=param_space)
     local = getattr(tuner, "_local_tuner", None)  # the restored config holds unpickled copies of old callbacks

@@ -86,6 +86,7 @@ class TrialRecorder(Callback):
             with trial.checkpoint.as_directory() as folder:  # the model first: a record means all is stored
                 self.keeper.offer(record, Path(folder) / MODEL_DIR)
         self.write(record, predictions)
+        remove_checkpoints(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tid = trial_id_of(trial)
@@ -131,6 +132,20 @@ class TrialRecorder(Callback):
         resume runs them."""
         return [tid for tid in self.trials
                 if tid not in self.written and not self.store.exists(self.paths.trial(tid, "record.json"))]
+
+
+def remove_checkpoints(trial) -> None:
+    """Delete the Tune checkpoints of a finished trial whose record (and kept model) is stored: nothing reads
+    them again (a study resumes from its records, a search's restore skips finished trials)."""
+    import pyarrow.fs
+
+    try:
+        fs, folder = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+        for info in fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True)):
+            if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"):
+                fs.delete_dir(info.path)
+    except Exception:  # storage trouble here loses nothing: the record is stored
+        pass
 
 
 def requested_device(trial: TrialConfig) -> DeviceInfo:
