@@ -20,10 +20,13 @@ def test_one_calibration_trial_per_setting_whatever_the_epochs_and_repeats():
     spec = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn", "cnn_lstm"], "epochs": [1, 3], "repeats": 2,
                                            "node_types": ["cpu", "gpu"]}))
     trials = expand_grid(spec)
-    wanted = calibration_trials(trials, epochs=2)
+    wanted = calibration_trials(trials, epochs=2, steps=50)
     assert len(trials) == 16 and len(wanted) == 4  # (architecture, node type); epochs and repeats do not matter
     assert {(t.architecture, t.node_type, t.epochs, t.repeat) for t in wanted.values()} == {
         (a, n, 2, 0) for a in ("cnn", "cnn_lstm") for n in ("cpu", "gpu")}
+    assert all(t.overrides == {"steps_per_epoch": 50} for t in wanted.values())
+    # the calibration trial's record is found again under its setting's key (the step bound is not part of it)
+    assert {calibration_key(t) for t in wanted.values()} == set(wanted)
     cpu = next(t for t in trials if t.node_type == "cpu")
     pinned = cpu.replace(resources={**cpu.resources, "node_kind_cpu": 0.001})  # what placement adds on a cluster
     assert calibration_key(pinned) == calibration_key(cpu)
@@ -37,7 +40,7 @@ def test_calibrated_figures_win_over_earlier_measurements_and_the_reference():
     def record(ips, steady, total, walls, n_train=100):
         return {"status": "completed", "config": trial.replace(epochs=2).to_dict(), "data": {"n_train": n_train},
                 "timings": {"images_per_s": ips, "steady_epoch_s": steady, "total_s": total},
-                "history": [{"epoch": i + 1, "wall_s": w} for i, w in enumerate(walls)]}
+                "history": [{"epoch": i + 1, "wall_s": w, "epoch_train_s": steady} for i, w in enumerate(walls)]}
 
     earlier = record(10.0, 10.0, 40.0, [25.0, 35.0])
     # calibration: training alone ran at 50 images/s (2 s an epoch), but an epoch with its validation and
@@ -52,6 +55,19 @@ def test_calibrated_figures_win_over_earlier_measurements_and_the_reference():
     assert row["cost_usd"] == pytest.approx(trial.price_per_hour * (5 + 12) / 3600)
     without = plan.estimate_study([trial], pools, [earlier], plan.load_reference())["rows"][0]
     assert without["throughput_source"].startswith("measured")
+
+
+def test_a_calibration_cut_to_a_few_steps_estimates_the_whole_split_per_image():
+    spec = parse_spec(tiny_spec_dict(grid={"architectures": ["cnn"], "epochs": [3], "node_types": ["cpu"]}))
+    trial = expand_grid(spec)[0]
+    # 64 images an epoch (the cut) trained in 2 s; validation and checkpoint took 1 s more; the split has 640
+    calibration = {"status": "completed", "config": trial.replace(epochs=2, overrides={"steps_per_epoch": 2}).to_dict(),
+                   "data": {"n_train": 64, "n_train_split": 640}, "timings": {"total_s": 10.0},
+                   "history": [{"epoch": 1, "wall_s": 6.0, "epoch_train_s": 4.0},
+                               {"epoch": 2, "wall_s": 9.0, "epoch_train_s": 2.0}]}
+    est = plan.estimate_study([trial], plan.local_pools(), [], plan.load_reference(), calibration=[calibration])
+    # start-up 10 - 2 x 3 = 4 s; each of 3 epochs: 640 images at 32 images/s + 1 s
+    assert est["rows"][0]["trial_hours"] * 3600 == pytest.approx(4 + 3 * (640 / 32 + 1))
 
 
 def test_estimate_vs_actual_shows_the_error_per_node_type():

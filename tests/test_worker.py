@@ -34,6 +34,15 @@ def test_cnn_learns_the_synthetic_set_well_above_chance():
     assert record.history[-1]["accuracy"] > record.history[0]["accuracy"]
 
 
+def test_a_step_bound_cuts_each_epoch_to_that_many_batches():
+    """A calibration trial's ``overrides.steps_per_epoch``: every epoch trains on that many batches of the split."""
+    trial = _trial(grid={"architectures": ["cnn"], "epochs": [2]}, training={"batch_size": 4})
+    full = run_trial(trial).record.data
+    cut = run_trial(trial.replace(overrides={"steps_per_epoch": 2})).record.data
+    assert full["n_train"] == full["n_train_split"] > 8
+    assert cut["n_train"] == 8 and cut["n_train_split"] == full["n_train_split"]
+
+
 def test_record_has_timings_device_and_predictions():
     trial = _trial(grid={"architectures": ["cnn"], "epochs": [3]})
     seen = []

@@ -210,6 +210,9 @@ class ModelSpec(_Strict):
         return self
 
 
+STEPS_PER_EPOCH = "steps_per_epoch"  # an ``overrides`` key: each epoch trains on that many batches at most (calibration)
+
+
 class TrialConfig(_Strict):
     """Everything a worker needs to run one trial (the spec's typed parts plus the grid point)."""
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from workers.config import TrialConfig, uses_random_layers
+from workers.config import STEPS_PER_EPOCH, TrialConfig, uses_random_layers
 from workers.records import DeviceInfo, Timings, TrialRecord, TrialStatus
 from workers.device import (activate_backend, device_problem, device_record, expected_kind, resolve_backend,
                             restrict_devices)
@@ -253,8 +253,9 @@ class _Trained:
     start_epoch: int
     save_checkpoint: Callable[[str], None]
     settings: dict
-    n_train: int
+    n_train: int  # training rows each epoch trains on
     clock_base: float = 0.0  # seconds on the trial's clock before this attempt (a resumed trial's checkpoint)
+    n_split: int = 0  # training rows of the split (all but those left out for sharding)
 
 
 def compile_model(keras, config: TrialConfig, model, plan: DevicePlan) -> dict:
@@ -298,6 +299,11 @@ def _train(keras, config, data, plan: DevicePlan, device, timings, on_epoch, res
     trained = _build(keras, config, data, plan, device, weights_path, resume_dir)
     timings["build_s"] = time.perf_counter() - t
     rows = shardable_rows(len(data.y_train), plan.count, config.seed)  # every batch splits over the devices
+    trained.n_split = int(len(rows))
+    cap = config.overrides.get(STEPS_PER_EPOCH)  # a calibration trial's bound: that many steps of each epoch
+    if cap and int(cap) * plan.global_batch < len(rows):
+        rows = rows[np.random.default_rng(config.seed).permutation(len(rows))[: int(cap) * plan.global_batch]]
+        rows.sort()
     trained.n_train = int(len(rows))
     clock_base = float(trained.history[-1].get("wall_s") or 0.0) if trained.history else 0.0
     trained.clock_base = clock_base
@@ -352,7 +358,8 @@ def _data_summary(data, trained: _Trained) -> dict[str, Any]:
     keys = ("synthetic", "n_loaded", "train_counts", "train_counts_before_augmentation", "n_val", "n_test",
             "augmented_images", "augmentor", "grouped_split", "grouped_by_lesion", "leakage", "split_warnings")
     return {k: data.meta.get(k) for k in keys} | {
-        "n_train": trained.n_train, "train_rows_left_out_for_sharding": int(len(data.y_train)) - trained.n_train,
+        "n_train": trained.n_train, "train_rows_left_out_for_sharding": int(len(data.y_train)) - trained.n_split,
+        "n_train_split": trained.n_split,
         "skipped_images": len(data.meta.get("skipped_images") or [])}
 
 

@@ -3,7 +3,8 @@ study will run on, so the plan (``execution/plan.py``) estimates from the machin
 reference figures or an earlier run on a differently loaded machine.
 
 A calibration trial is the setting's own trial cut to ``plan.calibration_epochs`` epochs (2 by default: the first
-holds compilation, the second gives the steady throughput) with its validation and test passes; it runs as a
+holds compilation, the second gives the steady throughput) of at most ``plan.calibration_steps`` training batches
+each (200 by default), with its validation and test passes; it runs as a
 study of its own (run id ``<time>-calibration``) on the same Ray, and its record is cached in the store under
 ``calibration/<key>.json``, the key a hash of everything that sets its speed (architecture, node type and its
 resources, framework and the driver's Keras/backend versions, data, training settings, model). A later study of
@@ -14,16 +15,17 @@ from __future__ import annotations
 from typing import Callable
 
 from orchestrator.execution.calibration_cache import cache_path, cached_calibrations, calibration_key
-from workers.config import TrialConfig
+from workers.config import STEPS_PER_EPOCH, TrialConfig
 
 
-def calibration_trials(trials: list[TrialConfig], epochs: int) -> dict[str, TrialConfig]:
-    """key -> the calibration trial of each distinct setting among ``trials``."""
+def calibration_trials(trials: list[TrialConfig], epochs: int, steps: int) -> dict[str, TrialConfig]:
+    """key -> the calibration trial of each distinct setting among ``trials``: ``epochs`` epochs of at most
+    ``steps`` training batches."""
     out: dict[str, TrialConfig] = {}
     for t in trials:
         key = calibration_key(t)
         if key not in out:
-            out[key] = t.replace(epochs=epochs, repeat=0,
+            out[key] = t.replace(epochs=epochs, repeat=0, overrides={**t.overrides, STEPS_PER_EPOCH: steps},
                                  trial_id=f"calibration-{t.architecture}-{t.node_type}-{key[:8]}")
     return out
 
@@ -36,11 +38,11 @@ def calibrate(spec, trials: list[TrialConfig], *, address: str | None = None, nu
     from orchestrator.execution.study_runner import execute_study
 
     store = open_run_store(spec)
-    wanted = calibration_trials(trials, spec.plan.calibration_epochs)
+    wanted = calibration_trials(trials, spec.plan.calibration_epochs, spec.plan.calibration_steps)
     cached = {calibration_key(TrialConfig.from_dict(r["config"])) for r in cached_calibrations(store, trials)}
     missing = {k: t for k, t in wanted.items() if k not in cached}
     notify(f"Calibration: {len(wanted)} setting(s), {len(wanted) - len(missing)} cached, {len(missing)} to run "
-           f"({spec.plan.calibration_epochs} epochs each)")
+           f"({spec.plan.calibration_epochs} epochs of at most {spec.plan.calibration_steps} steps each)")
     if missing:
         quiet = spec.model_copy(update={
             "tracking": type(spec.tracking)(tensorboard=False),

@@ -7,7 +7,7 @@ import json
 from importlib import metadata
 
 from orchestrator.spec.node_types import NODE_KIND_PREFIX
-from workers.config import TrialConfig
+from workers.config import STEPS_PER_EPOCH, TrialConfig
 from workers.storage import StorageError
 
 CACHE_PREFIX = "calibration"
@@ -28,10 +28,11 @@ def stack(framework: str) -> dict[str, str | None]:
 
 def calibration_key(trial: TrialConfig) -> str:
     """The cache key of a trial's setting: every field that sets its speed, not its epochs, repeat or seed (nor
-    the node-kind share placement adds to its resources)."""
+    the node-kind share placement adds to its resources, nor a calibration trial's cut of its epochs)."""
     cfg = trial.to_dict()
     setting = {k: cfg[k] for k in ("architecture", "node_type", "dataset", "split", "augmentation",
                                    "augmentation_settings", "training", "model", "overrides")}
+    setting["overrides"] = {k: v for k, v in cfg["overrides"].items() if k != STEPS_PER_EPOCH}  # the cut
     setting["resources"] = {k: v for k, v in cfg["resources"].items() if not k.startswith(NODE_KIND_PREFIX)}
     setting["stack"] = stack(trial.framework)
     return hashlib.sha256(json.dumps(setting, sort_keys=True, default=str).encode()).hexdigest()[:16]

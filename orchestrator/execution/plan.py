@@ -42,6 +42,7 @@ class Throughput:
     images_per_s: float
     startup_s: float
     source: str
+    epoch_fixed_s: float = 0.0  # per epoch beside training images: validation, checkpoint, report (calibrated)
 
 
 def load_reference(path: str | Path = REFERENCE_FILE) -> dict:
@@ -136,7 +137,8 @@ def train_images(trial: TrialConfig, measured_n: dict[tuple, int]) -> int | None
 def measured_train_images(records: list[dict]) -> dict[tuple, int]:
     out = {}
     for r in records:
-        cfg, n = r.get("config") or {}, (r.get("data") or {}).get("n_train")
+        data = r.get("data") or {}
+        cfg, n = r.get("config") or {}, data.get("n_train_split") or data.get("n_train")
         if n and cfg.get("dataset") is not None:
             out[(json.dumps(cfg["dataset"], sort_keys=True), json.dumps(cfg.get("split"), sort_keys=True),
                  cfg.get("augmentation"))] = int(n)
@@ -165,7 +167,7 @@ def makespan(durations: list[float], slots: int) -> float:
 
 def trial_seconds(trial: TrialConfig, rate: Throughput, n_train: int) -> float:
     """Start-up (data load, build, compile, evaluation) plus every epoch at the throughput given."""
-    return rate.startup_s + trial.epochs * n_train / rate.images_per_s
+    return rate.startup_s + trial.epochs * (n_train / rate.images_per_s + rate.epoch_fixed_s)
 
 
 def _node_type_row(node_type: str, trials: list[TrialConfig], pools: list[NodePool], rates: dict, n_train: dict,
@@ -199,28 +201,32 @@ def _node_type_row(node_type: str, trials: list[TrialConfig], pools: list[NodePo
 
 
 def calibrated_throughput(records: list[dict]) -> dict[tuple[str, str, str], Throughput]:
-    """Throughput from calibration records, per (architecture, node type, image size): an epoch counts as its
-    whole wall time (training, validation, checkpoint and report: the ``wall_s`` difference of the calibration's
-    later epochs, so ``images_per_s`` is training images over that), start-up as the rest of the trial's time."""
-    samples: dict[tuple, list[tuple[float, float]]] = {}
+    """Throughput from calibration records, per (architecture, node type, image size), from their later epochs
+    (the first holds compilation): ``images_per_s`` is the images an epoch trained (a calibration epoch may be cut
+    to ``plan.calibration_steps`` batches) over its training pass, ``epoch_fixed_s`` the rest of the epoch's wall
+    time (validation of the whole validation split, checkpoint, report), start-up the rest of the trial's time."""
+    samples: dict[tuple, list[tuple[float, float, float]]] = {}
     for r in records:
         cfg, t, history = r.get("config") or {}, r.get("timings") or {}, r.get("history") or []
         walls = [float(h["wall_s"]) for h in history if h.get("wall_s") is not None]
         n_train = (r.get("data") or {}).get("n_train")
-        if r.get("status") != "completed" or len(walls) < 2 or not n_train or not t.get("total_s"):
+        if r.get("status") != "completed" or len(walls) != len(history) or len(walls) < 2 or not n_train \
+                or not t.get("total_s"):
             continue
-        steps = sorted(b - a for a, b in zip(walls, walls[1:]))
-        epoch_s = steps[len(steps) // 2]
-        if epoch_s <= 0:
+        later = range(1, len(history))
+        train_s = sorted(float(history[i].get("epoch_train_s") or 0.0) for i in later)[(len(history) - 1) // 2]
+        epoch_s = sorted(walls[i] - walls[i - 1] for i in later)[(len(history) - 1) // 2]
+        if train_s <= 0 or epoch_s <= 0:
             continue
         startup = max(0.0, float(t["total_s"]) - len(history) * epoch_s)
         key = (cfg.get("architecture"), cfg.get("node_type"), _size_key(cfg.get("dataset") or {}))
-        samples.setdefault(key, []).append((float(n_train) / epoch_s, startup))
+        samples.setdefault(key, []).append((float(n_train) / train_s, max(0.0, epoch_s - train_s), startup))
     out = {}
     for key, values in samples.items():
-        ips, starts = sorted(v[0] for v in values), sorted(v[1] for v in values)
-        out[key] = Throughput(ips[len(ips) // 2], starts[len(starts) // 2],
-                              f"calibrated: {len(values)} calibration trial(s) just before the run")
+        ips, fixed, starts = (sorted(v[i] for v in values) for i in range(3))
+        mid = len(values) // 2
+        out[key] = Throughput(ips[mid], starts[mid], f"calibrated: {len(values)} calibration trial(s) just before "
+                              "the run", epoch_fixed_s=fixed[mid])
     return out
 
 

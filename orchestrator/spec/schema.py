@@ -192,6 +192,9 @@ class PlanSpec(_Strict):
         "cluster (cached in the store by setting) and estimate from those measurements; `submit --calibrate`"))
     calibration_epochs: int = Field(default=2, ge=2, le=5, description=(
         "epochs of a calibration trial: the first holds compilation, the later ones give the steady throughput"))
+    calibration_steps: int = Field(default=200, ge=5, le=100000, description=(
+        "training steps per calibration epoch at most (each still validates on the whole validation split); a "
+        "bigger training split is estimated from the images per second those steps ran at"))
 
 
 class StorageSpec(_Strict):
