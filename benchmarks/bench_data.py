@@ -197,10 +197,12 @@ def run(args) -> str:
     meta = runs[0]["index"]["meta"]
     base = runs[0]
     rows = [[f"{r['cpus']} Ray CPU(s)", f"{r['wall_s']:.1f}", f"{r['index']['meta']['load_s']:.1f}",
+             f"{r['index']['meta'].get('leakage_s', float('nan')):.1f}",
              f"{r['index']['meta']['augment_s']:.1f}", f"{r['index']['meta']['write_s']:.1f}",
              f"{r['peak_pss_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{base['wall_s'] / r['wall_s']:.2f}x",
              f"{base['index']['meta']['load_s'] / r['index']['meta']['load_s']:.2f}x"] for r in runs]
-    prep_table = md_table(["preparation", "wall s", "decode-and-resize s", "Augmentor s", "shard writing s",
+    prep_table = md_table(["preparation", "wall s", "decode-and-resize s", "duplicate search s", "Augmentor s",
+                           "shard writing s",
                            "peak PSS MB (sum)", "peak RSS MB (sum)", "speed-up (wall)", "speed-up (decode)"], rows)
     n_images = meta["n_loaded"] + len(meta.get("skipped_images") or [])
     bare_rows = []
@@ -226,8 +228,8 @@ def run(args) -> str:
                   for name, t in (("ISIC-2019-shaped", big_trial), ("quick-start data", small_trial))]
     trial_table = md_table(["trial data", "training images", "fit s (1 epoch)", "peak RSS MB"], trial_rows)
     return "\n".join([
-        f"- Load before: `{uptime_before}`; after: load average {load_average()} (shared 2-vCPU machine: other "
-        "agents' tests and trainings ran at the same time, so times are upper bounds).",
+        f"- Load before: `{uptime_before}`; after: load average {load_average()} (on a shared machine, times are "
+        "upper bounds).",
         f"- Data: ISIC-2019-shaped folder ({meta['n_loaded']} JPEGs at 600x450, 8 classes with ISIC 2019's "
         f"counts) prepared at {args.size}x{args.size}; split 70/10/20; Augmentor top_up to {args.target}: "
         f"{meta['augmented_images']} images generated; train counts {meta['train_counts']}; "
@@ -235,7 +237,9 @@ def run(args) -> str:
         f"- Shards identical for every CPU count (sha256 of every file): **{identical}**.",
         "", prep_table,
         "Stages: decode-and-resize = listing plus decoding every JPEG to the target size in Ray tasks of 256 "
-        "images (the product's `decode_image`: reduced-size JPEG decoding, then a bilinear resize); Augmentor = "
+        "images (the product's `decode_image`: reduced-size JPEG decoding, then a bilinear resize); duplicate "
+        "search = perceptual and exact hashes of every decoded image (a Ray task per block) and the grouped split "
+        "(`workers/data/leakage.py`); Augmentor = "
         "generating the top-up images of the training split (after the split); shard writing = one Ray task per "
         "shard gathering its rows and writing its file, pinned to the driver's node, the index written last by "
         "the driver. Ray start-up is not included.", "",

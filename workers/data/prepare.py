@@ -452,7 +452,9 @@ def run_preparation(dataset: dict, split: dict, augmentation: str, augmentation_
     cat = decode_stage(ex, dataset, notify)
     data = cat.data
     t_load = time.perf_counter() - t0
+    t_leak = time.perf_counter()
     (train, val, test), split_facts = leakage_split(ex, cat, split, dataset, notify)
+    t_leak = time.perf_counter() - t_leak
     _check_split(split, train, val, test, data)
     seed = int(split.get("seed", 0))
     ids = np.asarray(data.ids, dtype=object)
@@ -481,7 +483,7 @@ def run_preparation(dataset: dict, split: dict, augmentation: str, augmentation_
         "train_counts_before_augmentation": before,
         "train_counts": np.bincount(train_labels, minlength=len(data.class_names)).tolist(),
         "n_val": int(len(val)), "n_test": int(len(test)), "grouped_split": data.groups is not None,
-        "load_s": t_load, "augment_s": t_aug, "write_s": t_write, "augmented_images": int(len(aug_labels)),
+        "load_s": t_load, "leakage_s": t_leak, "augment_s": t_aug, "write_s": t_write, "augmented_images": int(len(aug_labels)),
         "augmentor": augmentor_meta(augmentation, augmentation_settings),
         "prepare_workers": getattr(ex, "workers", None), "prepare_s": time.perf_counter() - t0,
         **split_facts,
