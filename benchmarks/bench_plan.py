@@ -7,6 +7,7 @@ then run; the error of each plan against the actual trial-hours and cost, per no
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -26,13 +27,25 @@ def main(argv=None) -> int:
     p.add_argument("--file", default="experiments/quickstart.yaml")
     p.add_argument("--out", default="benchmarks/results/plan.md")
     p.add_argument("--note", default="", help="a line about the machine's load, written with the result")
+    p.add_argument("--address", help="a running Ray cluster (e.g. infra/local_cluster.sh's GCS address); default: "
+                   "an embedded local Ray")
+    p.add_argument("--architectures", help="comma-separated: run only these of the file's grid architectures")
     args = p.parse_args(argv)
 
     from orchestrator import Study
     from orchestrator.report.tables import trial_table
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        study = Study.from_file(args.file, store=str(Path(tmp) / "store"))
+        file = args.file
+        if args.architectures:
+            import yaml
+
+            spec = yaml.safe_load(Path(args.file).read_text())
+            spec["grid"]["architectures"] = args.architectures.split(",")
+            file = Path(tmp) / Path(args.file).name
+            file.write_text(yaml.safe_dump(spec))
+        study = Study.from_file(file, store=str(Path(tmp) / "store"), address=args.address)
         reference = study.plan().estimate
         t = time.perf_counter()
         study.calibrate(notify=lambda m: None)
@@ -56,9 +69,13 @@ def main(argv=None) -> int:
                      f"{e_ref:+.0f} %" if e_ref is not None else "-", cal_row["trial_hours"],
                      f"{e_cal:+.0f} %" if e_cal is not None else "-",
                      f"cost {cost:.5f} USD est {cal_row['cost_usd']:.5f} ({_error(cal_row['cost_usd'], cost):+.0f} %)"])
-    body = (f"`{args.file}` on the embedded local Ray. Calibration took {calibration_s:.0f} s "
-            f"({calibrated.get('calibrated', 0)} setting(s), {study.spec.plan.calibration_epochs} epochs each); "
-            f"the study {run_s:.0f} s.\n\n"
+    where = f"the Ray cluster at {args.address}" if args.address else "the embedded local Ray"
+    grid = f" (architectures {args.architectures} only)" if args.architectures else ""
+    body = (f"`{args.file}`{grid} on {where}. Calibration took {calibration_s:.0f} s "
+            f"({calibrated.get('calibrated', 0)} setting(s), {study.spec.plan.calibration_epochs} epochs of at most "
+            f"{study.spec.plan.calibration_steps} steps each); the study {run_s:.0f} s. Load average (1, 5, 15 min) "
+            f"before: {' / '.join(f'{v:.1f}' for v in load_before)}, after: "
+            f"{' / '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs.\n\n"
             + md_table(["node type", "trials", "ran", "actual trial h", "reference est h", "reference error",
                         "calibrated est h", "calibrated error", "cost (calibrated)"], rows)
             + "\nError = (estimate - actual) / actual, trial-hours summed over the trials that ran. "
