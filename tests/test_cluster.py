@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_spec_dict
+from tests.support.tune_trials import study_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = ROOT / "infra" / "local_cluster.sh"
@@ -277,6 +278,8 @@ def test_metrics_callback_records_epochs_and_finished_trials(monkeypatch):
 
     from orchestrator.execution import metrics_export
     from orchestrator.execution.metrics_export import MetricsExportCallback
+    from orchestrator.spec.grid import expand_grid
+    from orchestrator.spec.schema import parse_spec
 
     recorded: list[tuple] = []
 
@@ -296,8 +299,7 @@ def test_metrics_callback_records_epochs_and_finished_trials(monkeypatch):
     trials = [SimpleNamespace(trial_id="t1", node_type="gpu", epochs=4)]
     monkeypatch.setattr(metrics_export, "_ray_metrics", lambda: backend)  # Ray's metrics module, recorded
     cb = MetricsExportCallback("exp", "run1", trials)
-    task = SimpleNamespace(resolve=lambda sample, tune_trial_id: SimpleNamespace(trial_id="t1"))
-    trial = SimpleNamespace(trial_id="tune_00000", config={"trial": {"task": task}})
+    trial = study_trial(expand_grid(parse_spec(tiny_spec_dict()))[0].replace(trial_id="t1"), "tune_00000")
     cb.on_trial_result(1, [], trial, {"epoch": 2, "val_accuracy": 0.75, "loss": float("nan")})
     cb.on_trial_result(3, [], trial, {"done": True, "record": "{}"})
     cb.on_trial_complete(3, [], trial)
@@ -479,7 +481,6 @@ def test_resource_watch_fails_trials_no_node_can_run_any_more_and_ends_the_study
 
     from orchestrator.execution.recorder import TrialRecorder
     from orchestrator.execution.resource_watch import ResourceWatch, WatchStopper
-    from orchestrator.execution.trainable import TrialTask
     from orchestrator.run_store import RunPaths
     from orchestrator.spec.grid import expand_grid
     from orchestrator.spec.node_types import NodeCapacity
@@ -497,8 +498,8 @@ def test_resource_watch_fails_trials_no_node_can_run_any_more_and_ends_the_study
     clock = [100.0]
     watch = ResourceWatch(recorder, lambda: nodes, timeout_s=10, notify=said.append, on_queue=queued.append)
     stopper = WatchStopper(watch)
-    running = SimpleNamespace(status="RUNNING", trial_id="t1", config={"trial": {"task": TrialTask(trials["cpu"], {})}})
-    waiting = SimpleNamespace(status="PENDING", trial_id="t2", config={"trial": {"task": TrialTask(trials["gpu"], {})}})
+    running = study_trial(trials["cpu"], "t1", status="RUNNING")
+    waiting = study_trial(trials["gpu"], "t2", status="PENDING")
     watch.check([running, waiting], clock[0])
     assert said == []  # trials run: nothing to say
     assert [q.describe() for q in queued] == ["running (1 trial(s) running, 1 waiting)"]  # run.json knows

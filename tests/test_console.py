@@ -8,20 +8,16 @@ from types import SimpleNamespace
 from rich.console import Console
 
 from orchestrator.execution.console import LiveTrials, RunNotifier, estimate_remaining
+from orchestrator.spec.grid import expand_grid
+from orchestrator.spec.schema import parse_spec
+from tests.conftest import tiny_spec_dict
+from tests.support.tune_trials import study_trial
 
-
-class _Task:
-    """What the run engine puts in a Tune trial's config (a study's task resolves to itself)."""
-
-    def __init__(self, tid: str):
-        self.trial_id = tid
-
-    def resolve(self, sample, tune_trial_id):
-        return self
+_TRIAL = expand_grid(parse_spec(tiny_spec_dict()))[0]
 
 
 def _trial(tid: str):
-    return SimpleNamespace(config={"trial": {"task": _Task(tid), "id": tid}}, trial_id=f"tune-{tid}")
+    return study_trial(_TRIAL.replace(trial_id=tid), f"tune-{tid}")
 
 
 def _configs(n: int, epochs: int) -> list:

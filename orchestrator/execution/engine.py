@@ -99,11 +99,16 @@ def _entry(task: TrialTask, key: str, trial_id: str | None) -> dict:
     return {"key": key, "id": trial_id, "bundle": trial_bundle(task.trial.resources)}
 
 
+def study_config(task: TrialTask) -> dict:
+    """The Tune config of the study trial of ``task`` (what each point of ``grid_space`` resolves to)."""
+    return {TRIAL_KEY: _entry(task, task.trial_id, task.trial_id)}
+
+
 def grid_space(tasks: list[TrialTask]) -> dict:
     """A study's param space: one Tune trial per task."""
     from ray import tune
 
-    return {TRIAL_KEY: tune.grid_search([_entry(t, t.trial_id, t.trial_id) for t in tasks])}
+    return {TRIAL_KEY: tune.grid_search([study_config(t)[TRIAL_KEY] for t in tasks])}
 
 
 def sample_space(template: TrialTask, domains: dict) -> dict:
