@@ -200,3 +200,17 @@ def test_optuna_search_runs_and_saves_its_searcher_state(ray_session, tiny_spec)
     assert outcome.best_trial["hyperparameters"]["optimizer"] in ("adam", "rmsprop")
     tune_dir = Path(spec.storage.uri) / spec.name / outcome.paths.run_id / "tune"
     assert list(tune_dir.glob("searcher-state-*.pkl"))  # what --resume restores Optuna's study from
+
+
+def test_a_search_stopped_before_tasks_left_the_configs_still_finds_its_tasks():
+    """Tune state written by the earlier engine holds the task object in each trial's config; a restored trial
+    reads it from there (the current engine's configs name a task by key)."""
+    from orchestrator.execution import engine
+    from orchestrator.execution.trainable import TrialTask
+    from orchestrator.spec.grid import expand_grid
+    from tests.support.tune_trials import FakeTrial, study_trial
+
+    trial = expand_grid(parse_spec(tiny_spec_dict()))[0]
+    old = FakeTrial(trial_id="tune_0", config={"trial": {"task": TrialTask(trial, {}), "id": None}})
+    assert engine.trial_id_of(old) == trial.trial_id
+    assert engine.trial_id_of(study_trial(trial, "tune_1")) == trial.trial_id

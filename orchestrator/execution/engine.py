@@ -34,7 +34,9 @@ _KNOWN: dict[str, TrialTask] = {}
 def task_of(config: dict, tune_trial_id: str, tasks: dict[str, TrialTask] | None = None) -> TrialTask:
     """The task of the Tune trial ``tune_trial_id`` whose resolved config is ``config`` (``tasks``: the run's
     tasks by key, as a worker gets them; by default the coordinator's table)."""
-    task = (_KNOWN if tasks is None else tasks)[config[TRIAL_KEY]["key"]]
+    entry = config[TRIAL_KEY]
+    # a search stopped before the tasks moved out of the configs holds its task in each restored config
+    task = entry["task"] if "task" in entry else (_KNOWN if tasks is None else tasks)[entry["key"]]
     return task.resolve(config.get(SAMPLE_KEY) or {}, tune_trial_id)
 
 
