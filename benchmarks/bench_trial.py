@@ -97,6 +97,31 @@ def streamed_vs_in_memory(args) -> int:
     return 0
 
 
+def worker_vs_plain(keras, trial, worker_data, plain_data, args, lr: float) -> tuple[list[float], list[float], str]:
+    """Steady epoch times (the first epoch of each run dropped) of the worker path (``run_trial`` on
+    ``worker_data``) and of a plain ``fit`` (on ``plain_data``), alternating for ``args.rounds`` rounds, and the
+    device the worker ran on."""
+    from workers.train import run_trial
+
+    worker_times, plain_times, device = [], [], None
+    for _ in range(args.rounds):
+        plain_times += plain_fit_epoch_times(keras, trial.architecture, plain_data, args.batch, args.epochs, lr)
+        record = run_trial(trial, data=worker_data).record
+        device = record.device.used["name"]
+        worker_times += [row["epoch_train_s"] for row in record.history[1:]]
+    return worker_times, plain_times, device
+
+
+def ratio_row(trial, args, n: int, worker_times: list[float], plain_times: list[float], device: str, *,
+              median_digits: int) -> list:
+    """One result row: images/s of each path's best epoch, their ratio, and the medians' ratio."""
+    worker, plain = n / min(worker_times), n / min(plain_times)
+    worker_med, plain_med = n / statistics.median(worker_times), n / statistics.median(plain_times)
+    return [trial.architecture, args.framework, device, args.size, args.batch, n, len(worker_times),
+            round(worker, 1), round(plain, 1), round(worker / plain, 3),
+            f"{worker_med:.{median_digits}f} / {plain_med:.{median_digits}f} = {worker_med / plain_med:.2f}"]
+
+
 def streamed_isic_vs_plain(args) -> int:
     """Worker path streaming shards of an ISIC-2019-shaped folder vs a plain ``model.fit`` of the same rows."""
     import tempfile
@@ -107,7 +132,6 @@ def streamed_isic_vs_plain(args) -> int:
     from workers.data import open_sharded, prepare_shards
     from workers.data.prepare import in_memory as prepared_in_memory
     from workers.device import activate_backend, restrict_devices
-    from workers.train import run_trial
 
     restrict_devices({"GPU": 1} if args.node_type == "gpu" else {"TPU": 1} if args.node_type == "tpu" else {})
     keras = activate_backend(args.framework)
@@ -117,7 +141,7 @@ def streamed_isic_vs_plain(args) -> int:
                        "grid": {"architectures": args.architectures, "epochs": [args.epochs],
                                 "node_types": [args.node_type], "frameworks": [args.framework]}})
     trials = expand_grid(spec)
-    rows, device = [], None
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         prepare_shards(*trials[0].preparation_args(), Path(tmp) / "d")
@@ -126,18 +150,8 @@ def streamed_isic_vs_plain(args) -> int:
         in_memory = prepared_in_memory(sharded)
         n = len(sharded.y_train)
         for trial in trials:
-            lr = float(trial.hparam("learning_rate"))
-            worker_times, plain_times = [], []
-            for _ in range(args.rounds):
-                plain_times += plain_fit_epoch_times(keras, trial.architecture, in_memory, args.batch, args.epochs, lr)
-                record = run_trial(trial, data=sharded).record
-                device = record.device.used["name"]
-                worker_times += [row["epoch_train_s"] for row in record.history[1:]]
-            worker, plain = n / min(worker_times), n / min(plain_times)
-            worker_med, plain_med = n / statistics.median(worker_times), n / statistics.median(plain_times)
-            rows.append([trial.architecture, args.framework, device, args.size, args.batch, n, len(worker_times),
-                         round(worker, 1), round(plain, 1), round(worker / plain, 3),
-                         f"{worker_med:.1f} / {plain_med:.1f} = {worker_med / plain_med:.2f}"])
+            times = worker_vs_plain(keras, trial, sharded, in_memory, args, float(trial.hparam("learning_rate")))
+            rows.append(ratio_row(trial, args, n, *times, median_digits=1))
             print(rows[-1], flush=True)
     load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     body = md_table(["architecture", "backend", "device", "size", "batch", "train images", "steady epochs each",
@@ -182,7 +196,6 @@ def main(argv=None) -> int:
     from orchestrator.spec.schema import parse_spec
     from workers.data import prepare_data
     from workers.device import activate_backend, restrict_devices
-    from workers.train import run_trial
 
     restrict_devices({"GPU": 1} if args.node_type == "gpu" else {"TPU": 1} if args.node_type == "tpu" else {})
     keras = activate_backend(args.framework)
@@ -192,22 +205,12 @@ def main(argv=None) -> int:
                                 "frameworks": [args.framework]}})
     trials = expand_grid(spec)
     data = prepare_data(*trials[0].replace(augmentation="none").preparation_args())
-    rows, device = [], None
+    rows = []
     for trial in trials:
         # Alternate the two paths over several rounds and take the median steady epoch of each, so that order
         # effects and the occasional slow epoch on a shared CPU do not decide the ratio.
-        worker_times, plain_times = [], []
-        for _ in range(args.rounds):
-            plain_times += plain_fit_epoch_times(keras, trial.architecture, data, args.batch, args.epochs, 1e-3)
-            record = run_trial(trial, data=data).record
-            device = record.device.used["name"]
-            worker_times += [row["epoch_train_s"] for row in record.history[1:]]
-        n = len(data.y_train)
-        worker, plain = n / min(worker_times), n / min(plain_times)
-        worker_med, plain_med = n / statistics.median(worker_times), n / statistics.median(plain_times)
-        rows.append([trial.architecture, args.framework, device, args.size, args.batch, n, len(worker_times),
-                     round(worker, 1), round(plain, 1), round(worker / plain, 3),
-                     f"{worker_med:.0f} / {plain_med:.0f} = {worker_med / plain_med:.2f}"])
+        rows.append(ratio_row(trial, args, len(data.y_train), *worker_vs_plain(keras, trial, data, data, args, 1e-3),
+                              median_digits=0))
         print(rows[-1], flush=True)
     body = md_table(["architecture", "backend", "device", "size", "batch", "train images", "steady epochs each",
                      "worker img/s (best epoch)", "plain fit img/s (best epoch)", "ratio", "medians: worker / plain"], rows)
