@@ -31,8 +31,8 @@ def calibration_key(trial: TrialConfig) -> str:
     the node-kind share placement adds to its resources, nor a calibration trial's cut of its epochs)."""
     cfg = trial.to_dict()
     setting = {k: cfg[k] for k in ("architecture", "node_type", "dataset", "split", "augmentation",
-                                   "augmentation_settings", "training", "model", "overrides")}
-    setting["overrides"] = {k: v for k, v in cfg["overrides"].items() if k != STEPS_PER_EPOCH}  # the cut
+                                   "augmentation_settings", "training", "model")}
+    setting["overrides"] = {k: v for k, v in cfg["overrides"].items() if k != STEPS_PER_EPOCH}  # not the cut
     setting["resources"] = {k: v for k, v in cfg["resources"].items() if not k.startswith(NODE_KIND_PREFIX)}
     setting["stack"] = stack(trial.framework)
     return hashlib.sha256(json.dumps(setting, sort_keys=True, default=str).encode()).hexdigest()[:16]
