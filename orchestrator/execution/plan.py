@@ -19,6 +19,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median_high
 
 from orchestrator.spec.node_types import NodeCapacity, placement_request
 from workers.accelerators import CPU, accelerator, kind_of
@@ -88,9 +89,7 @@ def measured_throughput(records: list[dict]) -> dict[tuple[str, str, str], Throu
         samples.setdefault(key, []).append((float(t["images_per_s"]), startup, str(cfg.get("experiment"))))
     out = {}
     for key, values in samples.items():
-        ips = sorted(v[0] for v in values)
-        starts = sorted(v[1] for v in values)
-        out[key] = Throughput(ips[len(ips) // 2], starts[len(starts) // 2],
+        out[key] = Throughput(median_high(v[0] for v in values), median_high(v[1] for v in values),
                               f"measured: median of {len(values)} earlier trial(s) in this store")
     return out
 
@@ -214,8 +213,8 @@ def calibrated_throughput(records: list[dict]) -> dict[tuple[str, str, str], Thr
                 or not t.get("total_s"):
             continue
         later = range(1, len(history))
-        train_s = sorted(float(history[i].get("epoch_train_s") or 0.0) for i in later)[(len(history) - 1) // 2]
-        epoch_s = sorted(walls[i] - walls[i - 1] for i in later)[(len(history) - 1) // 2]
+        train_s = median_high(float(history[i].get("epoch_train_s") or 0.0) for i in later)
+        epoch_s = median_high(walls[i] - walls[i - 1] for i in later)
         if train_s <= 0 or epoch_s <= 0:
             continue
         startup = max(0.0, float(t["total_s"]) - len(history) * epoch_s)
@@ -223,10 +222,9 @@ def calibrated_throughput(records: list[dict]) -> dict[tuple[str, str, str], Thr
         samples.setdefault(key, []).append((float(n_train) / train_s, max(0.0, epoch_s - train_s), startup))
     out = {}
     for key, values in samples.items():
-        ips, fixed, starts = (sorted(v[i] for v in values) for i in range(3))
-        mid = len(values) // 2
-        out[key] = Throughput(ips[mid], starts[mid], f"calibrated: {len(values)} calibration trial(s) just before "
-                              "the run", epoch_fixed_s=fixed[mid])
+        ips, fixed, starts = (median_high(v[i] for v in values) for i in range(3))
+        out[key] = Throughput(ips, starts, f"calibrated: {len(values)} calibration trial(s) just before the run",
+                              epoch_fixed_s=fixed)
     return out
 
 
