@@ -210,7 +210,8 @@ class ModelSpec(_Strict):
         return self
 
 
-STEPS_PER_EPOCH = "steps_per_epoch"  # an ``overrides`` key: each epoch trains on that many batches at most (calibration)
+# an ``overrides`` key: each epoch trains on that many batches at most (a calibration trial)
+STEPS_PER_EPOCH = "steps_per_epoch"
 
 
 class TrialConfig(_Strict):

@@ -182,7 +182,8 @@ def build_tuner(session: RunSession, trainable: Trainable, param_space: dict, re
             name="tune", storage_path=storage_path, storage_filesystem=fs,
             failure_config=tune.FailureConfig(max_failures=session.spec.execution.max_retries),
             stop=_ending_at_final_report(stop),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS), callbacks=callbacks, verbose=0, log_to_file=True,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS), callbacks=callbacks, verbose=0,
+            log_to_file=True,
         ),
     )
 
@@ -197,8 +198,7 @@ def restore_tuner(session: RunSession, trainable: Trainable, param_space: dict, 
     if not tune.Tuner.can_restore(path, storage_filesystem=fs):
         return None
     tuner = tune.Tuner.restore(path, _tune_trainable(session, trainable, param_space, resources),
-                               resume_unfinished=True,
-                               resume_errored=True, storage_filesystem=fs,
+                               resume_unfinished=True, resume_errored=True, storage_filesystem=fs,
                                param_space=param_space)
     local = getattr(tuner, "_local_tuner", None)  # the restored config holds unpickled copies of old callbacks
     if local is not None:
