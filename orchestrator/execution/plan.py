@@ -144,8 +144,8 @@ def measured_train_images(records: list[dict]) -> dict[tuple, int]:
     return out
 
 
-def slots_on(request: dict[str, float], pool: NodePool) -> int:
-    """How many trials asking for ``request`` one node of ``pool`` runs at once (0: none fits)."""
+def slots_on(request: dict[str, float], pool: NodePool | NodeCapacity) -> int:
+    """How many trials asking for ``request`` one node of ``pool`` (or the node) runs at once (0: none fits)."""
     wanted = {k: v for k, v in request.items() if v > 0}
     if not wanted:
         return 0

@@ -71,6 +71,7 @@ def _algorithm_and_concurrency(spec: ExperimentSpec, bases: list[TrialConfig], n
     from ray.tune.search import BasicVariantGenerator
 
     from orchestrator.execution.placement import trial_bundle
+    from orchestrator.execution.plan import slots_on
 
     search = spec.search
     concurrency = search.max_concurrent_trials or spec.execution.max_concurrent_trials
@@ -83,8 +84,7 @@ def _algorithm_and_concurrency(spec: ExperimentSpec, bases: list[TrialConfig], n
     if concurrency is None:  # a model-based searcher needs results before it suggests more
         slots = 0
         for base in bases:
-            wanted = trial_bundle(base.resources)
-            slots = max(slots, sum(int(min(n.resources.get(k, 0) // v for k, v in wanted.items())) for n in nodes))
+            slots = max(slots, sum(slots_on(trial_bundle(base.resources), n) for n in nodes))
         concurrency = max(1, min(slots, search.num_samples))
     metrics, modes = search.objective_metrics, search.objective_modes
     if len(metrics) == 1:
