@@ -86,6 +86,25 @@ def test_near_and_exact_duplicates_planted_across_the_split_are_found():
     assert exact.sum() == COPIES // 2 and (~exact).sum() >= COPIES // 2
 
 
+def test_flat_images_match_only_exact_copies_and_flatness_is_the_pixels_standard_deviation():
+    from workers.data.leakage import FLAT_STD, duplicate_pairs, hash_chunk, is_flat
+
+    grey, darker = np.full((28, 28, 3), 120, np.uint8), np.full((28, 28, 3), 90, np.uint8)
+    edge = np.zeros((10, 10, 3), np.uint8)
+    edge[:5] = 4  # every channel's standard deviation is exactly 2: not below FLAT_STD
+    one_channel = grey.copy()
+    one_channel[::2, :, 1] = 126  # only green varies (std 3)
+    hashes = hash_chunk(np.stack([grey, darker, grey.copy(), one_channel]))
+    assert hashes[:, 2].tolist() == [1, 1, 1, 0]
+    pairs, exact = duplicate_pairs(hashes[:, 0], hashes[:, 1], 4, hashes[:, 2].astype(bool))
+    assert pairs.tolist() == [[0, 2]] and exact.tolist() == [True]  # equal flat hashes alone pair nothing
+    assert not is_flat(edge) and is_flat(edge // 2)
+    rng = np.random.default_rng(5)
+    for spread in (0, 1, 2, 3, 4, 6):
+        img = np.clip(100 + rng.integers(-spread, spread + 1, (19, 23, 3)), 0, 255).astype(np.uint8)
+        assert is_flat(img) == (float(np.std(img.reshape(-1, 3), axis=0).max()) < FLAT_STD)
+
+
 def _prepare(tmp_path, monkeypatch, duplicates: str):
     """The leaky set as a DermaMNIST .npz (every image in its train arrays), split at random."""
     from workers.data import prepare_data

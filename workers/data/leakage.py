@@ -27,9 +27,27 @@ def hash_chunk(images: np.ndarray) -> np.ndarray:
         phash[i] = np.packbits(bits).view(">u8")[0]
         exact[i] = np.frombuffer(hashlib.blake2b(np.ascontiguousarray(img).tobytes(), digest_size=8).digest(),
                                  dtype=np.uint64)[0]
-    flat = np.array([float(np.std(img.reshape(-1, img.shape[-1]), axis=0).max()) < FLAT_STD for img in images],
-                    dtype=np.uint64)
+    flat = np.array([is_flat(img) for img in images], dtype=np.uint64)
     return np.stack([phash, exact, flat], 1)
+
+
+_LEVELS = np.arange(256, dtype=np.int64)
+
+
+def is_flat(img: np.ndarray) -> bool:
+    """Whether every channel's standard deviation over ``img`` (H, W, C) is below ``FLAT_STD``. For 8-bit images
+    it is computed exactly in integers from each channel's histogram (n * sum(x^2) - sum(x)^2 < FLAT_STD^2 * n^2),
+    several times faster than a float64 standard deviation over every pixel."""
+    pixels = img.reshape(-1, img.shape[-1])
+    if pixels.dtype != np.uint8:
+        return float(np.std(pixels, axis=0).max()) < FLAT_STD
+    n = len(pixels)
+    for c in range(pixels.shape[1]):
+        hist = np.bincount(pixels[:, c], minlength=256)
+        total, squares = int(hist @ _LEVELS), int(hist @ (_LEVELS * _LEVELS))
+        if n * squares - total * total >= FLAT_STD ** 2 * n * n:
+            return False
+    return True
 
 
 def duplicate_pairs(phash: np.ndarray, exact: np.ndarray, max_distance: int,
