@@ -223,6 +223,29 @@ def test_isic2019_drops_empty_columns_and_dropped_classes(tmp_path):
     assert np.bincount(binary.labels).tolist() == [11, 4]
 
 
+def test_isic2019_finds_each_image_once_in_path_order_skipping_hidden_files_and_linked_folders(tmp_path):
+    from workers.data.sources import list_dataset
+
+    root = tmp_path / "isic2019"
+    make_isic2019(root, {"MEL": 2, "NV": 2})
+    images = root / "ISIC_2019_Training_Input"
+    first = images / "ISIC_0000001.jpg"
+    for copy in (root / "A-c" / "ISIC_0000001.JPG", root / "A" / "b" / "ISIC_0000001.jpg"):
+        write_image(copy, seed=9, size=(20, 20))  # "A/b" comes before "A-c" in path order (not in string order)
+    write_image(images / ".ISIC_0000002.jpg", seed=8, size=(20, 20))
+    (root / "ISIC_0000003.jpg").mkdir()  # a folder named like an image
+    (tmp_path / "elsewhere").mkdir()
+    write_image(tmp_path / "elsewhere" / "ISIC_0000000_downsampled.jpg", seed=7, size=(20, 20))
+    (root / "0linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    listing = list_dataset({"source": "isic2019", "path": str(root), "image_size": SIZE})
+    found = dict(zip(listing.ids, (Path(p) for p in listing.paths)))
+    assert found["ISIC_0000001"] == root / "A" / "b" / "ISIC_0000001.jpg"
+    assert found["ISIC_0000000_downsampled"] == images / "ISIC_0000000_downsampled.jpg"
+    assert found["ISIC_0000002"] == images / "ISIC_0000002.jpg"
+    assert found["ISIC_0000003"] == images / "ISIC_0000003.jpg" and first.is_file()
+    assert listing.skip_names[1] == "A/b/ISIC_0000001.jpg (unreadable)"
+
+
 def test_isic2019_without_lesion_ids_warns_that_the_split_is_not_grouped(tmp_path, caplog):
     root = tmp_path / "isic2019"
     make_isic2019(root, {"MEL": 8, "NV": 8})

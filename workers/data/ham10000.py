@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from workers.data.sources import DatasetError, ImageListing, find_file, index_images, register_source
+from workers.data.sources import (DatasetError, ImageListing, find_file, index_images, register_source,
+                                  relative_name)
 
 HAM10000_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 HAM10000_CLASS_DESCRIPTIONS = {
@@ -100,7 +101,7 @@ def load_ham10000(settings: dict[str, Any]) -> ImageListing:
     return ImageListing(
         paths=[p for _, p in wanted], labels=np.asarray([HAM10000_CLASSES.index(r["dx"]) for r, _ in wanted], dtype=np.int64),
         class_names=list(HAM10000_CLASSES), ids=[r["image_id"] for r, _ in wanted], size=size, root=root,
-        skip_names=[f"{p.relative_to(root)} (unreadable)" for _, p in wanted],
+        skip_names=[f"{relative_name(p, root)} (unreadable)" for _, p in wanted],
         none_readable=f"dataset.path: none of the {len(seen)} images listed in the metadata could be read "
                       f"under '{root}' ({len(skipped) + len(wanted)} missing or unreadable)",
         skipped=skipped, groups=np.asarray([r.get("lesion_id") or r["image_id"] for r, _ in wanted], dtype=str),

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from workers.data.sources import DatasetError, ImageListing, find_file, index_images, register_source
+from workers.data.sources import (DatasetError, ImageListing, find_file, index_images, register_source,
+                                  relative_name)
 
 ISIC2019_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
 GROUND_TRUTH_NAMES = ("ISIC_2019_Training_GroundTruth.csv",)
@@ -139,7 +140,7 @@ def load_isic2019(settings: dict[str, Any]) -> ImageListing:
     return ImageListing(
         paths=[w[2] for w in wanted], labels=np.asarray([w[1] for w in wanted], dtype=np.int64),
         class_names=class_names, ids=[w[0] for w in wanted], size=size, root=root,
-        skip_names=[f"{w[2].relative_to(root)} (unreadable)" for w in wanted],
+        skip_names=[f"{relative_name(w[2], root)} (unreadable)" for w in wanted],
         none_readable=f"dataset.path: none of the {len(seen)} images in the ground-truth CSV could be read "
                       f"under '{root}' ({len(skipped) + len(wanted)} missing, unlabelled or unreadable)",
         skipped=skipped,

@@ -31,7 +31,7 @@ from workers.data.leakage import (PHASH_METHOD, crossing_pairs, duplicate_group_
 from workers.data.shards import (SHUFFLE_BLOCK, SPLITS, ShardedDataset, ShardWriter, open_sharded, shard_name,
                                  write_shard)
 from workers.data.sources import (DatasetError, ImageListing, LoadedDataset, check_classes, decode_image, keep_decoded,
-                                  list_dataset, local_root, source_entry)
+                                  list_dataset, local_root, relative_name, source_entry)
 
 PREPARATION_VERSION = 4  # 3: reduced-size JPEG decoding changes the pixels; 4: duplicates grouped or refused
 DECODE_CHUNK = 256  # images decoded by one task
@@ -200,7 +200,7 @@ def list_task(dataset: dict) -> tuple[Any, np.ndarray | None]:
     if isinstance(data, LoadedDataset):
         check_classes(data)
         return replace(data, images=np.zeros((0, *data.images.shape[1:]), np.uint8)), data.images
-    data.paths = [str(Path(p).relative_to(data.root)) for p in data.paths]
+    data.paths = [relative_name(p, data.root) for p in data.paths]
     return data, None
 
 

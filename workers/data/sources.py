@@ -237,11 +237,11 @@ def decode_image(path: Path | str, size: tuple[int, int], raw: bytes | None = No
 
 
 def to_rgb(img: "Image.Image") -> "Image.Image":
-    """An 8-bit RGB image as the eye sees ``img``: EXIF orientation applied, 16-bit and 32-bit grey levels
-    scaled to 0-255 (not clipped to white), an alpha channel dropped."""
+    """An 8-bit RGB image as the eye sees ``img``: EXIF orientation applied (to ``img`` itself), 16-bit and 32-bit
+    grey levels scaled to 0-255 (not clipped to white), an alpha channel dropped; ``img`` itself when it is RGB."""
     from PIL import ImageOps
 
-    img = ImageOps.exif_transpose(img)
+    ImageOps.exif_transpose(img, in_place=True)
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         grey = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or (img.mode == "I" and grey.max(initial=0) <= 65535) else \
@@ -251,7 +251,7 @@ def to_rgb(img: "Image.Image") -> "Image.Image":
         img = Image.fromarray(np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def decode_many(paths: list[Path], size: tuple[int, int], workers: int | None = None) -> list[np.ndarray | None]:
@@ -264,12 +264,28 @@ def decode_many(paths: list[Path], size: tuple[int, int], workers: int | None = 
 
 
 def index_images(root: Path) -> dict[str, Path]:
-    """Image stem -> path for every image file under ``root`` (recursively; the first in sorted order wins)."""
+    """Image stem -> path for every image file under ``root`` (recursively, not into linked folders; the first in
+    path order wins, as ``sorted(root.rglob("*"))`` orders paths)."""
+    found = []
+    for folder, _, names in os.walk(root):
+        rel = os.path.relpath(folder, root)
+        parts = () if rel == os.curdir else tuple(rel.split(os.sep))
+        for name in names:
+            stem, suffix = os.path.splitext(name)
+            if suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                found.append((parts + (name,), folder, name, stem))
+    found.sort()
     out: dict[str, Path] = {}
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.name.startswith("."):
-            out.setdefault(path.stem, path)
+    for _, folder, name, stem in found:
+        if stem not in out and os.path.isfile(path := os.path.join(folder, name)):
+            out[stem] = Path(path)
     return out
+
+
+def relative_name(path: Path | str, root: Path | str) -> str:
+    """``path`` relative to ``root`` (a folder above it), as a string."""
+    text, prefix = str(path), os.path.join(str(root), "")
+    return text[len(prefix):] if text.startswith(prefix) else str(Path(path).relative_to(root))
 
 
 def find_file(root: Path, explicit: str | None, names: Iterable[str], pattern: str, what: str) -> Path:
