@@ -1,9 +1,9 @@
-"""Heterogeneous cluster execution: `ray up` config, KubeRay manifest, node kinds, Ray Jobs submission, and an
-end-to-end run on a local heterogeneous cluster (infra/local_cluster.sh) through the Ray Jobs API.
+"""Heterogeneous cluster execution: `ray up` config, KubeRay manifest, node kinds, Ray Jobs submission, and the
+local heterogeneous cluster (infra/local_cluster.sh) that tests/test_cluster_trust.py runs studies on.
 
-The end-to-end test starts its OWN multi-node Ray cluster in subprocesses (own temp dir, own free ports, own auth
-token) and talks to it only over HTTP (CLI, JobSubmissionClient, dashboard API): it never calls ray.init here,
-so it coexists with the embedded Ray other tests of the session use.
+``running_local_cluster`` starts its OWN multi-node Ray cluster in subprocesses (own temp dir, own free ports, own
+auth token); the tests talk to it only over HTTP (CLI, JobSubmissionClient, dashboard API) and never call
+ray.init, so it coexists with the embedded Ray other tests of the session use.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -345,13 +344,6 @@ def running_local_cluster(**settings: str):
         shutil.rmtree(lc_dir, ignore_errors=True)
 
 
-@pytest.fixture
-def local_cluster():
-    """infra/local_cluster.sh up in a short private temp dir with free ports; always torn down."""
-    with running_local_cluster() as cluster:
-        yield cluster
-
-
 def _orchestrator(args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
     client_env = {k: v for k, v in env.items() if not k.startswith("LC_")}
     client_env["RAY_AUTH_TOKEN_PATH"] = env["LC_AUTH_TOKEN_PATH"]
@@ -365,94 +357,6 @@ def _get(url: str, headers: dict, timeout: float = 10):
     r = requests.get(url, headers=headers, timeout=timeout)
     r.raise_for_status()
     return r
-
-
-@pytest.mark.slow
-def test_study_runs_on_local_heterogeneous_cluster_through_ray_jobs(local_cluster, tmp_path):
-    from ray.job_submission import JobSubmissionClient
-
-    url, env, headers = local_cluster["url"], local_cluster["env"], local_cluster["headers"]
-    store = tmp_path / "store"
-    spec = tiny_spec_dict(
-        name="hetero", store=str(store),
-        grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["cpu", "gpu", "tpu", "fpga"],
-              "frameworks": ["tensorflow"]},
-        # cpu is pinned to cpu nodes (node_kind_cpu): with plain {"CPU": 1} it could land on the gpu/tpu nodes,
-        # which also have CPUs. gpu/tpu need GPU/TPU, which only their own nodes offer.
-        node_types={"cpu": {"resources": {"CPU": 1, "node_kind_cpu": 0.001}},
-                    "fpga": {"resources": {"CPU": 1, "FPGA": 1}}},
-    )
-    spec_file = tmp_path / "hetero.yaml"
-    spec_file.write_text(yaml.safe_dump(spec))
-
-    sub = _orchestrator(["submit", str(spec_file), "--address", url], env)
-    assert sub.returncode == 0, sub.stdout + sub.stderr
-    job_id, run_id = re.search(r"Submitted job (\S+) to \S+ \(run (\S+)\)", sub.stdout).groups()
-
-    # A second, concurrent job on the same cluster exports study metrics from the head node's driver.
-    client = JobSubmissionClient(url, headers=headers)
-    metrics_code = ("import ray, time; ray.init(address='auto'); from orchestrator.execution.metrics_export import TrialMetrics; "
-                    "m = TrialMetrics('hetero', 'probe'); m.epoch('t-probe', 1, total_epochs=2, node_type='gpu', "
-                    "metrics={'val_accuracy': 0.5}); m.finish('t-done', 'completed'); time.sleep(45)")
-    metrics_job = client.submit_job(entrypoint=f'python -c "{metrics_code}"',
-                                    runtime_env={"working_dir": str(ROOT), "excludes": ["results", ".git"]})
-
-    listed = _orchestrator(["list", "--address", url], env)
-    assert listed.returncode == 0 and job_id in listed.stdout and metrics_job in listed.stdout, listed.stdout
-    assert run_id in listed.stdout, listed.stdout  # the run id is known from submission on
-    listed = _orchestrator(["list", "--address", url, "--json"], env)
-    assert listed.returncode == 0, listed.stderr
-    by_id = {j["job_id"]: j for j in json.loads(listed.stdout)["jobs"]}
-    assert by_id[job_id]["experiment"] == "hetero" and metrics_job in by_id
-
-    jobs_api = _get(f"{url}/api/jobs/", headers).json()
-    assert job_id in {j.get("submission_id") for j in jobs_api}
-    assert next(j for j in jobs_api if j.get("submission_id") == job_id)["metadata"]["experiment"] == "hetero"
-
-    # Ray metrics of the study reach the head node's Prometheus endpoint.
-    summary = _get(f"{url}/nodes?view=summary", headers).json()["data"]["summary"]
-    head = next(n for n in summary if any("InternalHead" in k or "internal_head" in k
-                                          for k in n["raylet"].get("resourcesTotal", {})))
-    metrics_url = f"http://127.0.0.1:{head['raylet']['metricsExportPort']}/metrics"
-    deadline, text = time.monotonic() + 90, ""
-    while time.monotonic() < deadline and "ray_skinlesion_trial_epoch{" not in text:
-        time.sleep(3)
-        try:
-            text = _get(metrics_url, {}).text
-        except Exception:
-            text = ""
-    assert 'trial="t-probe"' in text and "ray_skinlesion_trials_finished_total{" in text, text[-2000:]
-
-    status = _orchestrator(["status", job_id, "--wait", "--timeout", "420", "--address", url], env, timeout=480)
-    logs = _orchestrator(["logs", job_id, "--address", url], env)
-    assert status.returncode == 0 and "SUCCEEDED" in status.stdout, status.stdout + status.stderr + logs.stdout[-4000:]
-    status_json = json.loads(_orchestrator(["status", job_id, "--json", "--address", url], env).stdout)
-    assert status_json["status"] == "SUCCEEDED" and status_json["experiment"] == "hetero"
-    assert "completed: 3" in logs.stdout and "infeasible: 1" in logs.stdout, logs.stdout[-4000:]
-    # status reads the run's state from its run.json in the store, not from the log
-    assert re.search(rf"run: +{run_id} \(finished \(completed: 3, infeasible: 1\)\)", status.stdout), status.stdout
-
-    # Which node is which: the dashboard's node list with each node's node_kind resource.
-    nodes = _get(f"{url}/api/v0/nodes?detail=1&limit=100", headers).json()["data"]["result"]["result"]
-    kind_of = {n["node_id"]: next((k[len("node_kind_"):] for k in n["resources_total"] if k.startswith("node_kind_")), None)
-               for n in nodes}
-    assert sorted(kind_of.values()) == ["cpu", "gpu", "head", "tpu"]
-
-    records = [json.loads(p.read_text()) for p in store.glob(f"hetero/{run_id}/trials/*/record.json")]
-    by_type = {r["config"]["node_type"]: r for r in records}
-    assert set(by_type) == {"cpu", "gpu", "tpu", "fpga"}, [r["trial_id"] for r in records]
-    for node_type in ("cpu", "gpu", "tpu"):
-        r = by_type[node_type]
-        assert r["status"] == "completed", r
-        assert kind_of[r["node_id"]] == node_type, (node_type, r["node_id"], kind_of)
-        simulated = r["device"]["simulated"]
-        assert simulated == (None if node_type == "cpu" else node_type), r["device"]
-        assert r["device"]["used"]["kind"] == "cpu"  # nothing here really has a GPU or TPU, and it says so
-    fpga = by_type["fpga"]
-    assert fpga["status"] == "infeasible" and "FPGA" in fpga["error"], fpga
-
-    cancel = _orchestrator(["cancel", metrics_job, "--address", url], env)
-    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
 
 
 def test_log_tail_leaves_out_framework_noise():

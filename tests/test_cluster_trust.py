@@ -1,6 +1,9 @@
 """Cluster runs a user can trust (issue 19), on ONE local heterogeneous cluster (infra/local_cluster.sh with two
 cpu nodes, a simulated gpu and a simulated tpu node) shared by the tests of this module, in this order:
 
+0. a study over cpu, gpu, tpu and an fpga no node has, submitted through Ray Jobs: each trial on its node kind
+   (simulated devices say so), the fpga trial infeasible; ``list`` / ``status`` / ``logs`` / ``cancel`` and the
+   dashboard's job and node APIs; study metrics reach the head node's Prometheus endpoint
 1. the quick start's node types with their default frameworks run without a failed trial; trial actors are named
    by trial in Ray's views; trials_sharing_node counts per node (not per IP); two studies that need the same
    prepared data run at once; a study waiting for a busy node says so in ``status``/``list``; run.json and the
@@ -11,7 +14,7 @@ cpu nodes, a simulated gpu and a simulated tpu node) shared by the tests of this
 4. node loss: a lost cpu node's trial resumes from its checkpoint on the other cpu node; losing the only gpu node
    fails its trials with the reason and the study ends (last: it stops nodes)
 
-Like tests/test_cluster.py, the tests talk to the cluster over HTTP and subprocesses only (no ray.init here).
+The tests talk to the cluster over HTTP and subprocesses only (no ray.init here).
 """
 from __future__ import annotations
 
@@ -94,6 +97,93 @@ def _node_ids_by_name(lc_dir: str) -> dict[str, str]:
         if node_id and name:
             out[name.group(1)] = node_id.group(1)
     return out
+
+
+def test_study_runs_on_local_heterogeneous_cluster_through_ray_jobs(cluster, tmp_path):
+    from ray.job_submission import JobSubmissionClient
+
+    url, env, headers = cluster["url"], cluster["env"], cluster["headers"]
+    store = tmp_path / "store"
+    spec = tiny_spec_dict(
+        name="hetero", store=str(store),
+        grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["cpu", "gpu", "tpu", "fpga"],
+              "frameworks": ["tensorflow"]},
+        # cpu is pinned to cpu nodes (node_kind_cpu): with plain {"CPU": 1} it could land on the gpu/tpu nodes,
+        # which also have CPUs. gpu/tpu need GPU/TPU, which only their own nodes offer.
+        node_types={"cpu": {"resources": {"CPU": 1, "node_kind_cpu": 0.001}},
+                    "fpga": {"resources": {"CPU": 1, "FPGA": 1}}},
+    )
+    spec_file = tmp_path / "hetero.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+
+    sub = _orchestrator(["submit", str(spec_file), "--address", url], env)
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    job_id, run_id = re.search(r"Submitted job (\S+) to \S+ \(run (\S+)\)", sub.stdout).groups()
+
+    # A second, concurrent job on the same cluster exports study metrics from the head node's driver.
+    client = JobSubmissionClient(url, headers=headers)
+    metrics_code = ("import ray, time; ray.init(address='auto'); from orchestrator.execution.metrics_export import TrialMetrics; "
+                    "m = TrialMetrics('hetero', 'probe'); m.epoch('t-probe', 1, total_epochs=2, node_type='gpu', "
+                    "metrics={'val_accuracy': 0.5}); m.finish('t-done', 'completed'); time.sleep(45)")
+    metrics_job = client.submit_job(entrypoint=f'python -c "{metrics_code}"',
+                                    runtime_env={"working_dir": str(ROOT), "excludes": ["results", ".git"]})
+
+    listed = _orchestrator(["list", "--address", url], env)
+    assert listed.returncode == 0 and job_id in listed.stdout and metrics_job in listed.stdout, listed.stdout
+    assert run_id in listed.stdout, listed.stdout  # the run id is known from submission on
+    listed = _orchestrator(["list", "--address", url, "--json"], env)
+    assert listed.returncode == 0, listed.stderr
+    by_id = {j["job_id"]: j for j in json.loads(listed.stdout)["jobs"]}
+    assert by_id[job_id]["experiment"] == "hetero" and metrics_job in by_id
+
+    jobs_api = _get(f"{url}/api/jobs/", headers).json()
+    assert job_id in {j.get("submission_id") for j in jobs_api}
+    assert next(j for j in jobs_api if j.get("submission_id") == job_id)["metadata"]["experiment"] == "hetero"
+
+    # Ray metrics of the study reach the head node's Prometheus endpoint.
+    summary = _get(f"{url}/nodes?view=summary", headers).json()["data"]["summary"]
+    head = next(n for n in summary if any("InternalHead" in k or "internal_head" in k
+                                          for k in n["raylet"].get("resourcesTotal", {})))
+    metrics_url = f"http://127.0.0.1:{head['raylet']['metricsExportPort']}/metrics"
+    deadline, text = time.monotonic() + 90, ""
+    while time.monotonic() < deadline and "ray_skinlesion_trial_epoch{" not in text:
+        time.sleep(3)
+        try:
+            text = _get(metrics_url, {}).text
+        except Exception:
+            text = ""
+    assert 'trial="t-probe"' in text and "ray_skinlesion_trials_finished_total{" in text, text[-2000:]
+
+    status = _orchestrator(["status", job_id, "--wait", "--timeout", "420", "--address", url], env, timeout=480)
+    logs = _orchestrator(["logs", job_id, "--address", url], env)
+    assert status.returncode == 0 and "SUCCEEDED" in status.stdout, status.stdout + status.stderr + logs.stdout[-4000:]
+    status_json = json.loads(_orchestrator(["status", job_id, "--json", "--address", url], env).stdout)
+    assert status_json["status"] == "SUCCEEDED" and status_json["experiment"] == "hetero"
+    assert "completed: 3" in logs.stdout and "infeasible: 1" in logs.stdout, logs.stdout[-4000:]
+    # status reads the run's state from its run.json in the store, not from the log
+    assert re.search(rf"run: +{run_id} \(finished \(completed: 3, infeasible: 1\)\)", status.stdout), status.stdout
+
+    # Which node is which: the dashboard's node list with each node's node_kind resource.
+    nodes = _get(f"{url}/api/v0/nodes?detail=1&limit=100", headers).json()["data"]["result"]["result"]
+    kind_of = {n["node_id"]: next((k[len("node_kind_"):] for k in n["resources_total"] if k.startswith("node_kind_")), None)
+               for n in nodes}
+    assert sorted(kind_of.values()) == ["cpu", "cpu", "gpu", "head", "tpu"]
+
+    records = [json.loads(p.read_text()) for p in store.glob(f"hetero/{run_id}/trials/*/record.json")]
+    by_type = {r["config"]["node_type"]: r for r in records}
+    assert set(by_type) == {"cpu", "gpu", "tpu", "fpga"}, [r["trial_id"] for r in records]
+    for node_type in ("cpu", "gpu", "tpu"):
+        r = by_type[node_type]
+        assert r["status"] == "completed", r
+        assert kind_of[r["node_id"]] == node_type, (node_type, r["node_id"], kind_of)
+        simulated = r["device"]["simulated"]
+        assert simulated == (None if node_type == "cpu" else node_type), r["device"]
+        assert r["device"]["used"]["kind"] == "cpu"  # nothing here really has a GPU or TPU, and it says so
+    fpga = by_type["fpga"]
+    assert fpga["status"] == "infeasible" and "FPGA" in fpga["error"], fpga
+
+    cancel = _orchestrator(["cancel", metrics_job, "--address", url], env)
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
 
 
 def test_quick_start_node_types_run_named_counted_and_queued(cluster, tmp_path):
