@@ -22,11 +22,13 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--target", type=int, default=500, help="Augmentor images per class")
+    p.add_argument("--architectures", default="cnn,cnn_lstm")
     p.add_argument("--out", default="benchmarks/results/data.md")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     if args.smoke:
-        args.size, args.samples, args.target = 16, 10, 12
+        args.size, args.samples, args.target, args.architectures = 16, 10, 12, "cnn"
+    architectures = args.architectures.split(",")
 
     from orchestrator import Study
     from orchestrator.execution.ray_runtime import connect_ray
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
         spec = parse_spec({
             "name": "cachebench", "dataset": {"image_size": [args.size, args.size], "samples_per_class": args.samples},
             "augmentation": {"augmentor": {"samples_per_class": args.target}},
-            "grid": {"architectures": ["cnn", "cnn_lstm"], "epochs": [1], "augmentation": ["augmentor"], "repeats": 2},
+            "grid": {"architectures": architectures, "epochs": [1], "augmentation": ["augmentor"], "repeats": 2},
             "execution": {"cpus_per_trial": 1}, "storage": {"uri": f"{tmp}/store"}})
         connect_ray(None, num_cpus=2)
         for n in (1, 2):
@@ -50,8 +52,9 @@ def main(argv=None) -> int:
                          sum(not c["hit"] for c in cache), round(sum(c["seconds"] for c in cache), 2),
                          round(sum(c.get("saved_s") or 0 for c in cache), 2), round(wall, 1)])
     body = md_table(["submission", "trials", "cache hits", "prepared", "prepare s", "saved s", "wall s"], rows)
-    body += (f"\nStudy: cnn + cnn_lstm x 2 repeats, 1 epoch, {args.size}x{args.size} synthetic, Augmentor to "
-             f"{args.target} per class; 4 trials share one prepared setting in each submission.\n")
+    body += (f"\nStudy: {' + '.join(architectures)} x 2 repeats, 1 epoch, {args.size}x{args.size} synthetic, "
+             f"Augmentor to {args.target} per class; {2 * len(architectures)} trials share one prepared setting in "
+             "each submission.\n")
     print(body)
     append_result(args.out, f"Cache effect on a two-submission study{' (smoke)' if args.smoke else ''}", body)
     return 0 if rows[1][3] == 0 else 1
