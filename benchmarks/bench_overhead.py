@@ -8,7 +8,9 @@ to raw Tune (a `Tuner` of a function that sleeps and reports once, `reuse_actors
 call to the last trial's end (study and search: `Study.run` / `Search.run` until the last record is stored: store,
 placement, device probe, data cache, Tuner, records); the whole call, with the report after the last trial, is
 shown beside it. The data of the sleep trials is prepared once before the timed runs (its cold preparation is shown), so
-every path meets a warm cache, as a repeated study does. Fixed costs: the device probe of the embedded run
+every path meets a warm cache, as a repeated study does; each path first runs ``--warmup`` trials untimed, so that
+one-time imports of a process (raw Tune's before its clock starts, the library's inside its first call) count for
+none of them (their times are shown). Fixed costs: the device probe of the embedded run
 (`preflight`) and a prepared-data cache hit (`prepare_shared_data` of already prepared data).
 """
 from __future__ import annotations
@@ -51,8 +53,8 @@ def library_call(run, records: Path) -> tuple[float, float, object]:
     return max(p.stat().st_mtime for p in records.glob("*/trials/*/record.json")) - t, whole, result
 
 
-def spec_dict(trials: int, sleep: float, store: str, search: bool) -> dict:
-    spec = {"name": "overhead-search" if search else "overhead", "dataset": {"image_size": [8, 8], "samples_per_class": 4},
+def spec_dict(trials: int, sleep: float, store: str, search: bool, name: str = "overhead") -> dict:
+    spec = {"name": f"{name}-search" if search else name, "dataset": {"image_size": [8, 8], "samples_per_class": 4},
             "models": {"cnn": {"params": {"seconds": sleep}}},
             "execution": {"cpus_per_trial": 1, "max_retries": 0}, "storage": {"uri": store},
             "tracking": {"tensorboard": False}}
@@ -100,10 +102,12 @@ def main(argv=None) -> int:
     p.add_argument("--sleep", type=float, default=1.0)
     p.add_argument("--slots", type=int, default=2, help="CPUs of the embedded Ray = parallel trial slots")
     p.add_argument("--out", default="benchmarks/results/overhead.md")
+    p.add_argument("--warmup", type=int, default=4,
+                   help="trials of an untimed first run of each path before the timed ones (0: none)")
     p.add_argument("--smoke", action="store_true", help="tiny settings (a few seconds per path)")
     args = p.parse_args(argv)
     if args.smoke:
-        args.trials, args.sleep = 6, 0.2
+        args.trials, args.sleep, args.warmup = 6, 0.2, 2
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from benchmarks.sleep_trainable import sleep_trainable
@@ -117,6 +121,15 @@ def main(argv=None) -> int:
         connect_ray(None, num_cpus=args.slots)
         study_spec = parse_spec(spec_dict(args.trials, args.sleep, f"{tmp}/store", search=False))
         cold_s = prepare(study_spec)
+        first = {}  # the first call of each path in this process: one-time imports and first-Tuner costs
+        if args.warmup:
+            first["raw Tune"] = raw_tune(args.warmup, args.sleep, f"{tmp}/raw-first")[1]
+            for search, label in ((False, "study"), (True, "search")):
+                spec = parse_spec(spec_dict(args.warmup, args.sleep, f"{tmp}/store", search, name="first"))
+                t = time.time()
+                (Search(spec, trainable=sleep_trainable).run(notify=lambda m: None) if search else
+                 Study(spec, trainable=sleep_trainable).run(show_progress=False, notify=lambda m: None))
+                first[label] = time.time() - t
         raw, raw_whole = raw_tune(args.trials, args.sleep, f"{tmp}/raw")
         study_s, study_whole, study = library_call(
             lambda: Study(study_spec, trainable=sleep_trainable).run(show_progress=False, notify=lambda m: None),
@@ -148,6 +161,13 @@ def main(argv=None) -> int:
              "report (a fixed cost per run, in the last column). Sleep "
              "trials hand their record over in a final checkpoint like every trial "
              "(`benchmarks/sleep_trainable.py`).\n")
+    if first:
+        body += (f"\nFirst call of each path in this process ({args.warmup} trials, before the timed runs above): "
+                 + ", ".join(f"{k} {v:.1f} s" for k, v in first.items()) + ". It holds one-time costs of a process: "
+                 "raw Tune's `ray.tune` import comes before its clock starts; the library's first Tuner with callbacks "
+                 "imports Ray's MLflow/W&B/Comet/Aim integrations for Ray's usage tags (`tag_callbacks`).\n")
+    else:
+        body += "\nNo warm-up: each path's first call in this process is the timed one.\n"
     print(body)
     append_result(args.out, f"Orchestration overhead{' (smoke)' if args.smoke else ''}", body)
     return 0 if ok else 1
