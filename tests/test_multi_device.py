@@ -195,3 +195,31 @@ def test_multi_device_probe_results_name_trials_and_header_lines():
     assert all("backend 'jax' sees no gpu" in reason for reason in bad.values())
     assert probe_summary(probes[0]) == "cpu / jax: ok - jax sees 2 cpu: Xeon"
     assert probe_summary(probes[1]) == "gpu / jax: FAILED - backend 'jax' sees no gpu"
+
+
+def test_a_state_api_that_does_not_answer_leaves_the_probes_waiting_note_out(monkeypatch):
+    """Ray's ``list_tasks`` retries for about 40 s when the cluster has no reachable dashboard; the probes' waiting
+    note gives up after ``STATE_QUERY_S`` and says nothing, and a prompt answer is counted."""
+    import threading
+    from types import SimpleNamespace
+
+    import ray.util.state
+
+    from orchestrator.execution import device_probe
+
+    released = threading.Event()
+    pending = SimpleNamespace(task_id="ab12")
+
+    def late_list_tasks(**_):
+        released.wait(30)  # answers only once the caller has moved on (or after 30 s)
+        return [pending]
+
+    monkeypatch.setattr(device_probe, "STATE_QUERY_S", 0.2)
+    monkeypatch.setattr(ray.util.state, "list_tasks", late_list_tasks)
+    refs = [SimpleNamespace(task_id=lambda: SimpleNamespace(hex=lambda: "ab12"))]
+    try:
+        assert device_probe._waiting_for_a_node(refs) == 0
+    finally:
+        released.set()
+    monkeypatch.setattr(ray.util.state, "list_tasks", lambda **_: [pending])
+    assert device_probe._waiting_for_a_node(refs) == 1

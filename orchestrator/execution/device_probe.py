@@ -76,16 +76,31 @@ def _wait_all(refs: list, timeout_s: float, notify: Callable[[str], None] | None
     return ready
 
 
+STATE_QUERY_S = 5.0  # the longest the probes wait for Ray's state API to say which of them wait for a node
+
+
 def _waiting_for_a_node(refs: list) -> int:
-    """How many of the probe tasks ``refs`` Ray has not placed on a node yet (their resources are taken)."""
+    """How many of the probe tasks ``refs`` Ray has not placed on a node yet (their resources are taken); 0 when
+    Ray's state API does not answer within ``STATE_QUERY_S``. The API needs the cluster's dashboard: without
+    one (or with its port taken by another Ray on the machine) ``list_tasks`` retries for about 40 s whatever its
+    own ``timeout``, so it is asked in a daemon thread that is left behind when it is late."""
+    import threading
+
     from ray.util.state import list_tasks
 
-    ids = {ref.task_id().hex() for ref in refs}
-    try:
-        tasks = list_tasks(filters=[("state", "=", "PENDING_NODE_ASSIGNMENT")], timeout=5, raise_on_missing_output=False)
-    except Exception:  # the state API needs the dashboard; without it nothing is said
-        return 0
-    return sum(1 for t in tasks if t.task_id in ids)
+    ids, found = {ref.task_id().hex() for ref in refs}, []
+
+    def query() -> None:
+        try:
+            found.append(list_tasks(filters=[("state", "=", "PENDING_NODE_ASSIGNMENT")], timeout=STATE_QUERY_S,
+                                    raise_on_missing_output=False))
+        except Exception:  # noqa: BLE001 - no state API: nothing is said
+            pass
+
+    thread = threading.Thread(target=query, name="probe-state-query", daemon=True)
+    thread.start()
+    thread.join(STATE_QUERY_S)
+    return sum(1 for t in found[0] if t.task_id in ids) if found else 0
 
 
 def local_cpu_probe(trial: TrialConfig) -> dict | None:
