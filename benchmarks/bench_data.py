@@ -148,24 +148,31 @@ def run_trial_here(directory: str, args) -> None:
                       "total_s": record.timings.total_s, "accuracy": record.metrics["accuracy"]}))
 
 
-def _bare_pixels(job: tuple[list[str], int, bool]):
-    """Decode and resize every file of ``job`` as plain Pillow does; the (n, size, size, 3) images."""
+def _bare_image(path: str, size: int, draft: bool):
+    """Decode and resize one file as plain Pillow does."""
     import numpy as np
     from PIL import Image
 
+    with Image.open(path) as img:
+        if draft:
+            img.draft("RGB", (size, size))
+        return np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
+
+
+def _bare_pixels(job: tuple[list[str], int, bool]):
+    """``_bare_image`` over every file of ``job``; the (n, size, size, 3) images."""
+    import numpy as np
+
     paths, size, draft = job
-    out = []
-    for path in paths:
-        with Image.open(path) as img:
-            if draft:
-                img.draft("RGB", (size, size))
-            out.append(np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR)))
-    return np.stack(out)
+    return np.stack([_bare_image(path, size, draft) for path in paths])
 
 
 def _bare_decode(job: tuple[list[str], int, bool]) -> int:
-    """(pool worker) ``_bare_pixels``; returns the count."""
-    return len(_bare_pixels(job))
+    """(pool worker) ``_bare_image`` over every file of ``job``, keeping nothing; returns the count."""
+    paths, size, draft = job
+    for path in paths:
+        _bare_image(path, size, draft)
+    return len(paths)
 
 
 def _jobs(folder: Path, size: int, draft: bool, chunk: int) -> list:
