@@ -19,6 +19,7 @@ from workers.data.sources import (DatasetError, ImageListing, find_file, index_i
 ISIC2019_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
 GROUND_TRUTH_NAMES = ("ISIC_2019_Training_GroundTruth.csv",)
 METADATA_NAMES = ("ISIC_2019_Training_Metadata.csv",)
+_ONE_HOT = {"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0}
 
 
 def read_ground_truth(path: Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -53,13 +54,15 @@ def read_ground_truth(path: Path) -> tuple[list[str], list[str], np.ndarray]:
             raise DatasetError(f"{where} has no image name")
         cells = []
         for j in class_cols:
-            cell = row[j].strip()
-            try:
-                value = float(cell)
-            except ValueError:
-                value = None
-            if value not in (0.0, 1.0):
-                raise DatasetError(f"{where}: {header[j]} is {cell!r}; class cells are 0 or 1 (one-hot)")
+            value = _ONE_HOT.get(row[j])  # the usual spellings at once; any other through float()
+            if value is None:
+                cell = row[j].strip()
+                try:
+                    value = float(cell)
+                except ValueError:
+                    value = None
+                if value not in (0.0, 1.0):
+                    raise DatasetError(f"{where}: {header[j]} is {cell!r}; class cells are 0 or 1 (one-hot)")
             cells.append(value)
         if sum(cells) != 1:
             raise DatasetError(f"{where}: the class cells of {name} sum to {sum(cells):g}; each image needs exactly "
@@ -124,18 +127,18 @@ def load_isic2019(settings: dict[str, Any]) -> ImageListing:
         raise DatasetError(f"dataset.path: no images under '{root}' (expected <image>.jpg files)")
 
     wanted, skipped, seen = [], [], set()
-    for name, row in zip(names, positive):
+    hits, first = positive.sum(axis=1).tolist(), positive.argmax(axis=1).tolist()
+    for name, n_hits, label in zip(names, hits, first):
         if not name or name in seen:
             continue
         seen.add(name)
-        hits = np.flatnonzero(row)
-        if len(hits) != 1:
-            skipped.append(f"{name} ({'no' if len(hits) == 0 else 'several'} class labels)")
+        if n_hits != 1:
+            skipped.append(f"{name} ({'no' if n_hits == 0 else 'several'} class labels)")
             continue
         if name not in files:
             skipped.append(f"{name} (missing)")
             continue
-        wanted.append((name, int(hits[0]), files[name]))
+        wanted.append((name, label, files[name]))
 
     return ImageListing(
         paths=[w[2] for w in wanted], labels=np.asarray([w[1] for w in wanted], dtype=np.int64),

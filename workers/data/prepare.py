@@ -288,14 +288,18 @@ class Catalog:
     data: Any  # ImageListing / LoadedDataset without pixels: labels, ids, groups, source_split, skipped
     loc: np.ndarray
     blocks: list = field(default_factory=list)
+    list_s: float = 0.0  # seconds until the listing reached the driver (the decode stage's serial start)
 
 
 def decode_stage(ex: Executor, dataset: dict, notify: Callable[[str], None]) -> Catalog:
     """List the data set, then decode it in chunks of ``DECODE_CHUNK`` images per class."""
+    t0 = time.perf_counter()
     listing_h, pixels_h = ex.submit(list_task, dataset, num_returns=2)
     data = ex.get([listing_h])[0]
+    list_s = time.perf_counter() - t0
     if not isinstance(data, ImageListing):
-        return Catalog(data, np.stack([np.zeros(len(data.labels), np.int64), np.arange(len(data.labels))], 1), [pixels_h])
+        return Catalog(data, np.stack([np.zeros(len(data.labels), np.int64), np.arange(len(data.labels))], 1),
+                       [pixels_h], list_s)
     loc = np.zeros((len(data.labels), 2), dtype=np.int64)
     blocks, oks = [], []
     for cls in range(len(data.class_names)):
@@ -311,7 +315,7 @@ def decode_stage(ex: Executor, dataset: dict, notify: Callable[[str], None]) -> 
     ok = np.zeros(len(data.labels), dtype=bool)
     for (part, _), chunk_ok in zip(oks, ex.get([h for _, h in oks], _progress(notify, "decoded chunks"))):
         ok[part] = chunk_ok
-    return Catalog(keep_decoded(data, ok), loc[ok], blocks)
+    return Catalog(keep_decoded(data, ok), loc[ok], blocks, list_s)
 
 
 def augment_stage(ex: Executor, cat: Catalog, train: np.ndarray, settings: AugmentorSpec, seed: int,
@@ -483,7 +487,7 @@ def run_preparation(dataset: dict, split: dict, augmentation: str, augmentation_
         "train_counts_before_augmentation": before,
         "train_counts": np.bincount(train_labels, minlength=len(data.class_names)).tolist(),
         "n_val": int(len(val)), "n_test": int(len(test)), "grouped_split": data.groups is not None,
-        "load_s": t_load, "leakage_s": t_leak, "augment_s": t_aug, "write_s": t_write,
+        "load_s": t_load, "list_s": cat.list_s, "leakage_s": t_leak, "augment_s": t_aug, "write_s": t_write,
         "augmented_images": int(len(aug_labels)),
         "augmentor": augmentor_meta(augmentation, augmentation_settings),
         "prepare_workers": getattr(ex, "workers", None), "prepare_s": time.perf_counter() - t0,

@@ -338,11 +338,13 @@ def csv_data_rows(path: Path, rows: list[list[str]]) -> Iterable[tuple[str, list
     """``(where, cells)`` for each data row of a label CSV read by ``read_csv_rows`` (``where`` names the file and
     line for errors): blank rows are skipped, a repeated header is refused (``DatasetError``)."""
     header = [c.strip().lower() for c in rows[0]] if rows else []
+    first = header[0] if header else None
+    prefix = f"dataset.metadata_csv: '{path}' line "
     for line, cells in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in cells):
             continue
-        where = f"dataset.metadata_csv: '{path}' line {line}"
-        if [c.strip().lower() for c in cells] == header:
+        where = prefix + str(line)
+        if cells[0].strip().lower() == first and [c.strip().lower() for c in cells] == header:
             raise DatasetError(f"{where} repeats the header; keep one header line")
         yield where, cells
 
