@@ -1,5 +1,7 @@
 """Orchestration overhead: N trials whose work is a fixed sleep, through raw Ray Tune, the study path and the
-search path, in one run on one embedded Ray (so machine noise is shared), plus the fixed costs per run.
+search path, in one run on one embedded Ray (so machine noise is shared), plus the fixed costs per run. Each path
+runs ``--rounds`` times in alternating order (raw, study, search, then search, study, raw, ...), so a drift of the
+machine's state over the run favours none; the table holds medians and each round's ratio.
 
     python benchmarks/bench_overhead.py --trials 200 --sleep 1 --out benchmarks/results/overhead.md
 
@@ -7,24 +9,30 @@ Per path: makespan against the ideal (trials x sleep / slots), the overhead per 
 to raw Tune (a `Tuner` of a function that sleeps and reports once, `reuse_actors=True`). The makespan runs from the
 call to the last trial's end (study and search: `Study.run` / `Search.run` until the last record is stored: store,
 placement, device probe, data cache, Tuner, records); the whole call, with the report after the last trial, is
-shown beside it. The data of the sleep trials is prepared once before the timed runs (its cold preparation is shown), so
-every path meets a warm cache, as a repeated study does; each path first runs ``--warmup`` trials untimed, so that
-one-time imports of a process (raw Tune's before its clock starts, the library's inside its first call) count for
-none of them (their times are shown). Fixed costs: the device probe of the embedded run
-(`preflight`) and a prepared-data cache hit (`prepare_shared_data` of already prepared data).
+shown beside it, and the driver's CPU time per trial (where a path's own work would show). The data of the sleep
+trials is prepared once before the timed runs (its cold preparation is shown), so every path meets a warm cache,
+as a repeated study does; each path first runs ``--warmup`` trials untimed, so that one-time imports of a process
+(raw Tune's before its clock starts, the library's inside its first call) count for none of them (their times are
+shown). Fixed costs: the device probe of the embedded run (`preflight`) and a prepared-data cache hit
+(`prepare_shared_data` of already prepared data).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import append_result, md_table  # noqa: E402
+
+PATHS = ("raw", "study", "search")
+LABELS = ("raw Ray Tune (reuse_actors=True)", "study path (Study.run)", "search path (Search.run)")
 
 
 def raw_tune(trials: int, sleep: float, storage: str) -> tuple[float, float]:
@@ -46,11 +54,18 @@ def raw_tune(trials: int, sleep: float, storage: str) -> tuple[float, float]:
 
 
 def library_call(run, records: Path) -> tuple[float, float, object]:
-    """(makespan: start to the last trial's record stored, whole call, result) of a study or search ``run()``."""
+    """(makespan: start to the last trial's record stored, whole call, result) of a study or search ``run()``
+    (earlier calls' records under ``records`` are older, so the newest is this call's last)."""
     t = time.time()
     result = run()
     whole = time.time() - t
     return max(p.stat().st_mtime for p in records.glob("*/trials/*/record.json")) - t, whole, result
+
+
+def driver_cpu_s() -> float:
+    """CPU seconds this process (the driver: Tune's loop, callbacks, the library) has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def spec_dict(trials: int, sleep: float, store: str, search: bool, name: str = "overhead") -> dict:
@@ -104,10 +119,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results/overhead.md")
     p.add_argument("--warmup", type=int, default=4,
                    help="trials of an untimed first run of each path before the timed ones (0: none)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="timed calls of each path, in alternating order (medians are reported)")
     p.add_argument("--smoke", action="store_true", help="tiny settings (a few seconds per path)")
     args = p.parse_args(argv)
     if args.smoke:
-        args.trials, args.sleep, args.warmup = 6, 0.2, 2
+        args.trials, args.sleep, args.warmup, args.rounds = 6, 0.2, 2, 2
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from benchmarks.sleep_trainable import sleep_trainable
@@ -130,31 +147,48 @@ def main(argv=None) -> int:
                 (Search(spec, trainable=sleep_trainable).run(notify=lambda m: None) if search else
                  Study(spec, trainable=sleep_trainable).run(show_progress=False, notify=lambda m: None))
                 first[label] = time.time() - t
-        raw, raw_whole = raw_tune(args.trials, args.sleep, f"{tmp}/raw")
-        study_s, study_whole, study = library_call(
-            lambda: Study(study_spec, trainable=sleep_trainable).run(show_progress=False, notify=lambda m: None),
-            Path(tmp, "store", study_spec.name))
         search_spec = parse_spec(spec_dict(args.trials, args.sleep, f"{tmp}/store", search=True))
-        search_s, search_whole, search = library_call(
-            lambda: Search(search_spec, trainable=sleep_trainable).run(notify=lambda m: None),
-            Path(tmp, "store", search_spec.name))
+        calls = {
+            "raw": lambda r: raw_tune(args.trials, args.sleep, f"{tmp}/raw-{r}") + (None,),
+            "study": lambda r: library_call(
+                lambda: Study(study_spec, trainable=sleep_trainable).run(show_progress=False, notify=lambda m: None),
+                Path(tmp, "store", study_spec.name)),
+            "search": lambda r: library_call(
+                lambda: Search(search_spec, trainable=sleep_trainable).run(notify=lambda m: None),
+                Path(tmp, "store", search_spec.name)),
+        }
+        runs = {name: [] for name in PATHS}  # per path, per round: (makespan, whole call, driver CPU s, result)
+        for r in range(args.rounds):  # forward, then backward, ...: a drift of the machine state cancels out
+            for name in (PATHS if r % 2 == 0 else PATHS[::-1]):
+                cpu = driver_cpu_s()
+                makespan, whole, result = calls[name](r)
+                runs[name].append((makespan, whole, driver_cpu_s() - cpu, result))
         costs = fixed_costs(study_spec)
-    for path, makespan, whole, completed in (
-            ("raw Ray Tune (reuse_actors=True)", raw, raw_whole, args.trials),
-            ("study path (Study.run)", study_s, study_whole, study.counts.get("completed", 0)),
-            ("search path (Search.run)", search_s, search_whole, search.counts.get("completed", 0))):
-        ok &= completed == args.trials
-        rows.append([path, args.trials, args.sleep, args.slots, completed, round(makespan, 1), round(ideal, 1),
+    raw = median(m for m, *_ in runs["raw"])
+    for name, label in zip(PATHS, LABELS):
+        done = [args.trials if res is None else res.counts.get("completed", 0) for *_, res in runs[name]]
+        ok &= all(c == args.trials for c in done)
+        makespan = median(m for m, *_ in runs[name])
+        whole = median(w for _, w, *_ in runs[name])
+        rows.append([label, args.trials, args.sleep, args.slots, min(done), round(makespan, 1), round(ideal, 1),
                      f"{(makespan / ideal - 1) * 100:.1f} %", round((makespan - ideal) * args.slots / args.trials, 3),
-                     f"{makespan / raw:.3f}", round(whole, 1), round(whole - makespan, 1)])
+                     f"{makespan / raw:.3f}", " / ".join(f"{m / raw_m:.3f}" for (m, *_), (raw_m, *_)
+                                                          in zip(runs[name], runs["raw"])),
+                     round(whole, 1), round(whole - makespan, 1),
+                     round(median(c for _, _, c, _ in runs[name]) * 1000 / args.trials, 1)])
     body = md_table(["path", "trials", "sleep s", "slots", "completed", "makespan s", "ideal s", "over ideal",
-                     "overhead s/trial", "ratio to raw Tune", "whole call s", "after the last trial s"], rows)
+                     "overhead s/trial", "ratio to raw Tune", "ratio per round", "whole call s",
+                     "after the last trial s", "driver CPU ms/trial"], rows)
     probe = costs["probe"]
     body += (f"\nFixed costs of a run: device probe of the embedded run {costs['probe_s']:.2f} s "
              f"({probe.get('kind')} / {probe.get('backend')}, {'in process' if probe.get('in_process') else 'Ray task'}); "
              f"prepared-data cache {'hit' if costs['hit'] else 'MISS'} {costs['hit_s']:.2f} s (the cold preparation "
              f"before the timed runs: {cold_s:.1f} s).\n"
-             "\nThe three paths ran one after another on one embedded Ray (same machine state). Makespan: from the "
+             f"\nThe three paths ran one after another on one embedded Ray (same machine state), {args.rounds} "
+             "round(s) in alternating order (raw, study, search; then search, study, raw; ...), so a drift of the "
+             "machine's state over the run cancels out; figures are medians over the rounds, the ratio per round "
+             "compares each round's call with raw Tune's of the same round. Driver CPU: the benchmark process's CPU "
+             "time (every thread of the driver: Tune's loop, callbacks, the library) during the whole call, the study's and the search's report included. Makespan: from the "
              "call to the last trial's end (raw Tune: the last sleep's end as the trial reports it; study and search: the last "
              "record stored), so it holds the library's work before and during the trials (store, placement, probe, "
              "data cache, Tuner, records); after the last trial come the teardown and, for study and search, the "
