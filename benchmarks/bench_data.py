@@ -236,7 +236,7 @@ def run(args) -> str:
     meta = runs[0]["index"]["meta"]
     base = runs[0]
     rows = [[f"{r['cpus']} Ray CPU(s)", f"{r['wall_s']:.1f}", f"{r['index']['meta']['load_s']:.1f}",
-             f"{r['index']['meta'].get('list_s', float('nan')):.1f}",
+             f"{r['index']['meta']['list_s']:.1f}",
              f"{r['index']['meta'].get('leakage_s', float('nan')):.1f}",
              f"{r['index']['meta']['augment_s']:.1f}", f"{r['index']['meta']['write_s']:.1f}",
              f"{r['peak_pss_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{base['wall_s'] / r['wall_s']:.2f}x",
@@ -249,7 +249,7 @@ def run(args) -> str:
     bare_rows = []
     for r in runs:
         stage = n_images / r["index"]["meta"]["load_s"]
-        decoding = n_images / (r["index"]["meta"]["load_s"] - r["index"]["meta"].get("list_s", 0.0))
+        decoding = n_images / (r["index"]["meta"]["load_s"] - r["index"]["meta"]["list_s"])
         with_draft, without = bare[(r["cpus"], True)], bare[(r["cpus"], False)]
         counts, pixels = r["in_ray"]["count"]["rate"], r["in_ray"]["pixels"]["rate"]
         bare_rows.append([r["cpus"], n_images, f"{stage:.0f}",
@@ -286,8 +286,8 @@ def run(args) -> str:
         f"- Shards identical for every CPU count (sha256 of every file): **{identical}**.",
         "", prep_table,
         "Stages: decode-and-resize = listing (reading the labels and indexing the files, one Ray task, until the "
-        "listing reaches the driver: the stage's serial start, shown apart) plus decoding every JPEG to the target size in Ray tasks of 256 "
-        "images (the product's `decode_image`: reduced-size JPEG decoding, then a bilinear resize); duplicate "
+        "listing reaches the driver: the stage's serial start, shown apart) plus decoding every JPEG to the target "
+        "size in Ray tasks of 256 images (the product's `decode_image`: reduced-size JPEG decoding, then a bilinear resize); duplicate "
         "search = perceptual and exact hashes of every decoded image (a Ray task per block) and the grouped split "
         "(`workers/data/leakage.py`); Augmentor = "
         "generating the top-up images of the training split (after the split); shard writing = one Ray task per "
@@ -295,8 +295,8 @@ def run(args) -> str:
         "the driver. Ray start-up is not included.", "",
         "Decode-and-resize stage against a bare loop (same files, same size, same number of processes, same run; "
         "the bare loop is a fork pool of plain Pillow calls, chunks of 256 files, run right before and right after "
-        "the preparation, mean of the two (each in brackets); goal: stage / bare (draft) >= 0.9; the bare loop lists its "
-        "files before its clock starts, so the stage without its listing is shown beside it). The same bare loop "
+        "the preparation, mean of the two (each in brackets); goal: stage / bare (draft) >= 0.9; the bare loop "
+        "lists its files before its clock starts, so the stage without its listing is shown beside it). The same bare loop "
         "(with draft) then ran as Ray tasks of 256 files on the preparation's Ray, once returning counts and once "
         "returning the decoded pixels (kept in the object store until all are done, as the decode stage's are); "
         "the last column splits the stage's ratio into those three factors (their product):", "", bare_table,
