@@ -194,7 +194,7 @@ def main(argv=None) -> int:
              "record stored), so it holds the library's work before and during the trials (store, placement, probe, "
              "data cache, Tuner, records); after the last trial come the teardown and, for study and search, the "
              "report (a fixed cost per run, in the last column). Sleep "
-             "trials hand their record over in a final checkpoint like every trial "
+             "trials hand their record over in their final result like every trial "
              "(`benchmarks/sleep_trainable.py`).\n")
     if first:
         body += (f"\nFirst call of each path in this process ({args.warmup} trials, before the timed runs above): "

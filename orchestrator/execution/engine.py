@@ -70,7 +70,7 @@ def tune_name(trial) -> str:
 # Tune snapshots its whole experiment state (every trial's state: O(trials)) whenever a trial has saved
 # ``num_to_keep`` checkpoints since the last snapshot; with 1 that is after every checkpoint, so every trial's final
 # record alone cost a snapshot and a study's snapshots grew with the square of its trials. With 2, a trial that
-# reports only its final checkpoint forces none, one reporting epochs forces one every second epoch, and the
+# reports only a final checkpoint (its kept model) forces none, one reporting epochs forces one every second epoch, and the
 # snapshot still never points at a deleted checkpoint. The recorder removes a finished trial's checkpoints once
 # its record is stored (``TrialRecorder``), so finished trials keep none.
 KEPT_CHECKPOINTS = 2

@@ -7,7 +7,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from orchestrator.execution.engine import trial_id_of, trial_task
-from orchestrator.execution.trainable import MODEL_DIR, NODE_ID_KEY, read_checkpoint_record
+from orchestrator.execution.trainable import MODEL_DIR, NODE_ID_KEY, take_final_record
 from orchestrator.run_store import RunPaths, write_trial_record
 from workers.config import TrialConfig
 from workers.error_text import last_line
@@ -18,7 +18,9 @@ from workers.storage import Store
 class TrialRecorder(Callback):
     """Stores every finished or failed trial at once.
 
-    A completed trial's record comes from its final checkpoint (``report_trial_record``); the recorder adds
+    A completed trial's record comes in its final result (``report_trial_record``), which the recorder takes out
+    before Tune stores the result (Tune lets callbacks change a result in place; the recorder is the run's first
+    callback), and its kept model in its final checkpoint; the recorder adds
     what only the coordinator knows (retries, the Ray node of every attempt, how many trials shared the node)
     and writes it. Nodes are told apart by their Ray node id (several nodes can share one IP address). On a
     single-node (embedded) run ``local_node`` = (node id, address) names the node without asking each actor.
@@ -37,6 +39,7 @@ class TrialRecorder(Callback):
         self.shared_with: dict[str, set[str]] = {}  # trial id -> other trials seen on its node while it ran
         self.node_ip: dict[str, str] = {}
         self.attempt_nodes: dict[str, list[str]] = {}  # trial id -> node id of each attempt, in order
+        self.finals: dict[str, tuple[TrialRecord, dict[str, str]]] = {}  # trial id -> its final result's record
 
     def _note_node(self, tid: str, node_id: str | None, node_ip: str | None = None) -> None:
         if not node_id:
@@ -69,24 +72,29 @@ class TrialRecorder(Callback):
         self.retries[tid] = self.retries.get(tid, 0) + 1
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._note_node(trial_id_of(trial), result.get(NODE_ID_KEY), result.get("node_ip"))
+        tid = trial_id_of(trial)
+        self._note_node(tid, result.get(NODE_ID_KEY), result.get("node_ip"))
+        final = take_final_record(result)
+        if final is not None:
+            self.finals[tid] = final
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         tid = trial_id_of(trial)
         self._forget(tid)
         if tid in self.written:
             return
-        final = read_checkpoint_record(trial.checkpoint)
+        final = self.finals.pop(tid, None)
         if final is None:
             self.write(self.without_final(trial))
             return
         record, predictions = final
         record = self.completed(trial, record)
-        if self.keeper is not None and record.status is TrialStatus.COMPLETED:
+        if self.keeper is not None and record.status is TrialStatus.COMPLETED and trial.checkpoint is not None:
             with trial.checkpoint.as_directory() as folder:  # the model first: a record means all is stored
                 self.keeper.offer(record, Path(folder) / MODEL_DIR)
         self.write(record, predictions)
-        remove_checkpoints(trial)
+        if trial.checkpoint is not None:
+            remove_checkpoints(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tid = trial_id_of(trial)

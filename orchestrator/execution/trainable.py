@@ -5,9 +5,11 @@ The run engine (``orchestrator.execution.engine``) calls ``trainable(task)`` wit
 for a search, the time-to-target target of its objectives: with a target every result also carries the trial's
 time and cost to target so far (``orchestrator.search.objectives``), which a searcher optimises.
 Per epoch ``trial_trainable`` reports the epoch's metrics with a checkpoint (so a killed worker resumes from its
-last epoch). At the end ``report_trial_record`` reports the final
-metrics with a checkpoint holding ``record.json``, ``predictions.csv`` and ``val_predictions.csv``; the
-coordinator's recorder stores them. Tune's results carry metrics only, never the record itself.
+last epoch). At the end ``report_trial_record`` reports the final metrics with the record and its prediction files
+under ``RECORD_KEY`` (``record.json``, ``predictions.csv``, ``val_predictions.csv``) and, only when the model is
+kept, a checkpoint holding it. The coordinator's recorder takes the record out of that result before Tune stores
+it (``take_final_record``), so Tune's stored results and experiment state carry metrics only, and a trial without
+a kept model ends without a final checkpoint (which would cost Tune a save round trip to the actor per trial).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ PREDICTIONS_FILE = "predictions.csv"
 VAL_PREDICTIONS_FILE = "val_predictions.csv"
 MODEL_DIR = "model"  # the trained model in the final checkpoint (``workers.model_files``), when models are kept
 FINAL_KEY = "final_report"  # marks the last result of a trial (Tune itself sets "done" when it stops a trial)
+RECORD_KEY = "trial_record"  # the final result's record and prediction files: {file name: text}
 NODE_ID_KEY = "node_id"  # added to every result by ``named_trial_class``: the Ray node the attempt runs on
 
 
@@ -59,38 +62,35 @@ def numeric(row: dict) -> dict:
 
 def report_trial_record(record: TrialRecord, predictions_csv: str | None = None,
                         val_predictions_csv: str | None = None, model=None, extra: dict | None = None) -> None:
-    """Final report of a trial: the last epoch's and the test metrics (and ``extra`` metrics), plus a checkpoint
-    holding the record, its test and validation predictions and, when given, the trained Keras ``model`` as
-    ``model/model.keras`` with its ``model.json``."""
+    """Final report of a trial: the last epoch's and the test metrics (and ``extra`` metrics), the record with its
+    test and validation predictions (``RECORD_KEY``) and, when given, a checkpoint holding the trained Keras
+    ``model`` as ``model/model.keras`` with its ``model.json``."""
     from ray import tune
 
     last = numeric(record.history[-1]) if record.history else {}
-    final = {**last, **(extra or {}), **{f"test_{k}": v for k, v in numeric(record.metrics).items()}, FINAL_KEY: True}
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / RECORD_FILE).write_text(record.model_dump_json())
-        for name, text in ((PREDICTIONS_FILE, predictions_csv), (VAL_PREDICTIONS_FILE, val_predictions_csv)):
-            if text:
-                (Path(tmp) / name).write_text(text)
-        if model is not None:
-            from workers.model_files import model_meta, save_model
+    files = {RECORD_FILE: record.model_dump_json(), PREDICTIONS_FILE: predictions_csv,
+             VAL_PREDICTIONS_FILE: val_predictions_csv}
+    final = {**last, **(extra or {}), **{f"test_{k}": v for k, v in numeric(record.metrics).items()}, FINAL_KEY: True,
+             RECORD_KEY: {name: text for name, text in files.items() if text}}
+    if model is None:
+        tune.report(final)
+        return
+    from workers.model_files import model_meta, save_model
 
-            save_model(model, Path(tmp) / MODEL_DIR,
-                       model_meta(record.config, record.class_names or [], tuple(model.input_shape[1:])))
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(model, Path(tmp) / MODEL_DIR,
+                   model_meta(record.config, record.class_names or [], tuple(model.input_shape[1:])))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
-def read_checkpoint_record(checkpoint) -> tuple[TrialRecord, dict[str, str]] | None:
-    """(record, prediction files by name: ``predictions.csv``, ``val_predictions.csv``) from a trial's final
-    checkpoint (what ``orchestrator.run_store.write_trial_record`` takes); None for an epoch checkpoint."""
-    if checkpoint is None:
+def take_final_record(result: dict) -> tuple[TrialRecord, dict[str, str]] | None:
+    """(record, prediction files by name: ``predictions.csv``, ``val_predictions.csv``) of a trial's final result,
+    removed from ``result`` (what ``orchestrator.run_store.write_trial_record`` takes); None for an epoch's result."""
+    files = result.pop(RECORD_KEY, None)
+    if not files:
         return None
-    with checkpoint.as_directory() as folder:
-        path = Path(folder) / RECORD_FILE
-        if not path.exists():
-            return None
-        files = {name: (Path(folder) / name).read_text() for name in (PREDICTIONS_FILE, VAL_PREDICTIONS_FILE)
-                 if (Path(folder) / name).exists()}
-        return TrialRecord.model_validate_json(path.read_text()), files
+    files = dict(files)
+    return TrialRecord.model_validate_json(files.pop(RECORD_FILE)), files
 
 
 def named_trial_class(trainable, study: str):

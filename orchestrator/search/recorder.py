@@ -27,7 +27,7 @@ def _requested(trial) -> dict[str, float]:
 class SearchRecorder(TrialRecorder):
     """Writes every search trial's record as it ends, including the ones no final report ever comes from.
 
-    * a trial that runs all epochs leaves its record in its final checkpoint: stored with its search entry;
+    * a trial that runs all epochs hands its record over in its final result: stored with its search entry;
     * a trial the scheduler stops is stored from its last result: status ``stopped_early``;
     * a sample of a node type no node can run is stored as ``infeasible`` (it returned without training);
     * a failed trial is stored as ``failed``; after the run, trials cut by the time budget become
