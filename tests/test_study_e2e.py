@@ -53,6 +53,15 @@ def test_submit_runs_the_grid_and_writes_the_report(tmp_path, ray_session, capsy
     assert set(cpu["timing"]) <= {"isolated", "shared node"} and cpu["stack"].str.startswith("jax, float32").all()
     assert list((report / "plots").glob("confusion_*.png"))
 
+    # the record reached the store through the final result; Tune's own stored state holds metrics only, and
+    # finished trials (no model kept here) leave no checkpoint behind
+    tune_files = [p for p in (run_dir / "tune").rglob("*") if p.is_file()]
+    assert any(p.name.startswith("experiment_state") for p in tune_files)
+    for p in tune_files:
+        text = p.read_text(errors="replace")
+        assert "trial_record" not in text and '"confusion_matrix"' not in text, p
+    assert not list((run_dir / "tune").rglob("checkpoint_*"))
+
 
 def test_strict_refuses_a_study_with_unrunnable_trials(tmp_path, ray_session, capsys):
     path = tmp_path / "strict.yaml"

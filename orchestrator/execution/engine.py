@@ -6,7 +6,8 @@ A run's ``param_space`` is ``{"trial": {"key": ..., "id": ..., "bundle": ...}}``
 ``TrialTask``); a search has one task template whose ``resolve`` applies the sampled values (``sample_space``); a
 search whose samples ask for different resources (over node types) gets a bundle per sample
 (``sampled_resources``). The tasks themselves travel once, beside the configs (``tune.with_parameters`` to the
-workers; this module's table on the coordinator), so Tune's per-trial state and every snapshot of it hold plain
+workers, pickled once and unpickled once per worker process: ``PackedTasks``; this module's table on the
+coordinator), so Tune's per-trial state and every snapshot of it hold plain
 values only. Worker and coordinator both get a trial's task from ``task_of`` (the same inputs, so the same trial
 id), and the trainable is called with that ``TrialTask``, never with a dict. This module is the only reader of
 these keys.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from orchestrator.execution.trainable import FINAL_KEY, TrialTask
@@ -84,11 +86,11 @@ def tune_function(trainable: Trainable) -> Callable[[dict], None]:
     only if that happens within ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` (read in the actor), else the next trial fails
     with "Trainable runner reuse requires reset_config()". The actor is told to wait for the epoch instead."""
 
-    def run(config: dict, tasks: dict[str, TrialTask]) -> None:
+    def run(config: dict, tasks: "PackedTasks") -> None:
         from ray import tune
 
         os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", REUSE_WAIT_S)
-        trainable(task_of(config, tune.get_context().get_trial_id(), tasks))
+        trainable(task_of(config, tune.get_context().get_trial_id(), tasks.unpack()))
 
     run.__name__ = getattr(trainable, "__name__", "trial")
     return run
@@ -125,6 +127,38 @@ def _tasks_in(param_space: dict) -> dict[str, TrialTask]:
     return {e["key"]: _KNOWN[e["key"]] for e in entries}
 
 
+_UNPACKED: dict[str, dict[str, TrialTask]] = {}  # in a worker: the tasks of the run it serves, by their digest
+
+
+@dataclass(frozen=True)
+class PackedTasks:
+    """A run's tasks as the workers get them (through ``tune.with_parameters``): pickled once on the driver and
+    unpickled once per worker process. ``with_parameters`` hands every trial its value afresh, and unpickling a
+    study's whole table (200 tasks: 15 ms on a 2-core machine) on a reused actor before each trial cost every trial
+    time in proportion to the size of the study; bytes cost nothing to hand over."""
+
+    digest: str
+    payload: bytes
+
+    @classmethod
+    def of(cls, tasks: dict[str, TrialTask]) -> "PackedTasks":
+        import hashlib
+
+        import cloudpickle
+
+        payload = cloudpickle.dumps(tasks)
+        return cls(hashlib.sha256(payload).hexdigest(), payload)
+
+    def unpack(self) -> dict[str, TrialTask]:
+        tasks = _UNPACKED.get(self.digest)
+        if tasks is None:
+            import pickle
+
+            _UNPACKED.clear()  # a worker serves one run at a time
+            tasks = _UNPACKED[self.digest] = pickle.loads(self.payload)
+        return tasks
+
+
 def trial_resources(tasks: list[TrialTask]):
     """What ``tune.with_resources`` gets: one static request when every trial asks for the same (which lets Tune
     reuse actors cheaply), else a function of the trial's config."""
@@ -153,7 +187,7 @@ def _tune_trainable(session: RunSession, trainable: Trainable, param_space: dict
 
     from orchestrator.execution.trainable import named_trial_class
 
-    with_tasks = tune.with_parameters(tune_function(trainable), tasks=_tasks_in(param_space))
+    with_tasks = tune.with_parameters(tune_function(trainable), tasks=PackedTasks.of(_tasks_in(param_space)))
     return named_trial_class(tune.with_resources(with_tasks, resources), session.spec.name)
 
 

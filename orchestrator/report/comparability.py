@@ -95,8 +95,10 @@ def trial_columns(record: dict) -> dict:
 
 
 def isolated(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose timings come from a node the trial had to itself (unknown sharing counts as isolated)."""
-    return df[df["timing"] != TIMING_SHARED]
+    """Rows whose timings come from a node the trial had to itself (unknown sharing counts as isolated); slices of
+    ``df`` when that is every row or none (no copy: reports call this once per group)."""
+    alone = df["timing"] != TIMING_SHARED
+    return df if alone.all() else df.iloc[:0] if not alone.any() else df[alone]
 
 
 def timing_label(g: pd.DataFrame) -> str:
@@ -124,14 +126,24 @@ def key_of(row, factors=COMPARED) -> tuple:
     return tuple(_value(row[f]) if f in row else None for f in factors)
 
 
-def comparison(row: dict, reference_rows: list[dict], reference: str | None) -> tuple[str, dict | None]:
+def first_by_key(rows: list[dict]) -> dict[tuple, dict]:
+    """``rows`` by ``key_of``, the first row of each key."""
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        out.setdefault(key_of(r), r)
+    return out
+
+
+def comparison(row: dict, reference_rows: list[dict], reference: str | None,
+               by_key: dict[tuple, dict] | None = None) -> tuple[str, dict | None]:
     """(``yes`` and the matching reference row) or (``not comparable: ...`` naming the factor, None) for one
-    group of trials against the reference node type's groups."""
+    group of trials against the reference node type's groups (``by_key``: those rows by ``key_of``, the first of
+    each key, when the caller compares many rows with the same reference rows)."""
     if reference is None:
         return "not comparable: no CPU reference node type completed a trial", None
-    same = [r for r in reference_rows if key_of(r) == key_of(row)]
-    if same:
-        return COMPARABLE, same[0]
+    same = (by_key if by_key is not None else first_by_key(reference_rows)).get(key_of(row))
+    if same is not None:
+        return COMPARABLE, same
     near = [r for r in reference_rows if all(_value(r.get(f)) == _value(row.get(f))
                                              for f in ("architecture", "epochs", "augmentation"))]
     if not near:
@@ -148,14 +160,14 @@ def add_speedups(groups: pd.DataFrame, reference: str | None, columns: dict[str,
     out = groups.copy()
     ref_rows = [r for r in out.to_dict("records") if r.get("node_type") == reference
                 and r.get("timing") == TIMING_ISOLATED]
-    verdicts, values = [], {name: [] for name in columns}
+    verdicts, values, by_key = [], {name: [] for name in columns}, first_by_key(ref_rows)
     for row in out.to_dict("records"):
         if row.get("timing") != TIMING_ISOLATED:
             verdict, ref = "not comparable: shared node (timings taken while other trials ran on the node)", None
         elif reference is not None and not ref_rows and row.get("node_type") != reference:
             verdict, ref = f"not comparable: '{reference}' has no isolated timing", None
         else:
-            verdict, ref = comparison(row, ref_rows, reference)
+            verdict, ref = comparison(row, ref_rows, reference, by_key)
         verdicts.append(verdict)
         for name, (source, direction) in columns.items():
             mine, theirs = (row.get(source), ref.get(source)) if ref else (None, None)
