@@ -214,3 +214,21 @@ def test_a_search_stopped_before_tasks_left_the_configs_still_finds_its_tasks():
     old = FakeTrial(trial_id="tune_0", config={"trial": {"task": TrialTask(trial, {}), "id": None}})
     assert engine.trial_id_of(old) == trial.trial_id
     assert engine.trial_id_of(study_trial(trial, "tune_1")) == trial.trial_id
+
+
+def test_workers_unpickle_a_runs_task_table_once_however_often_it_is_handed_over():
+    """``tune.with_parameters`` hands every trial the run's tasks afresh; what a worker gets is bytes, and the
+    table itself is unpickled once per worker process (a new run's table replaces it)."""
+    import pickle
+
+    from orchestrator.execution import engine
+    from orchestrator.execution.trainable import TrialTask
+    from orchestrator.spec.grid import expand_grid
+
+    trials = expand_grid(parse_spec(tiny_spec_dict()))
+    packed = engine.PackedTasks.of({t.trial_id: TrialTask(t, {"uri": "/tmp/store"}) for t in trials})
+    first, second = (pickle.loads(pickle.dumps(packed)).unpack() for _ in range(2))
+    assert first is second and sorted(first) == sorted(t.trial_id for t in trials)
+    assert first[trials[0].trial_id].trial == trials[0]
+    other = engine.PackedTasks.of({trials[0].trial_id: TrialTask(trials[0], {"uri": "/tmp/elsewhere"})})
+    assert other.unpack()[trials[0].trial_id].store == {"uri": "/tmp/elsewhere"}
