@@ -99,6 +99,7 @@ class TrialRecorder(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         tid = trial_id_of(trial)
         self._forget(tid)
+        self.finals.pop(tid, None)
         if tid not in self.written:
             self.write(self.failed(trial, error_text(trial)))
 
