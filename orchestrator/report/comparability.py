@@ -98,7 +98,11 @@ def isolated(df: pd.DataFrame) -> pd.DataFrame:
     """Rows whose timings come from a node the trial had to itself (unknown sharing counts as isolated); slices of
     ``df`` when that is every row or none (no copy: reports call this once per group)."""
     alone = df["timing"] != TIMING_SHARED
-    return df if alone.all() else df.iloc[:0] if not alone.any() else df[alone]
+    if alone.all():
+        return df
+    if not alone.any():
+        return df.iloc[:0]
+    return df[alone]
 
 
 def timing_label(g: pd.DataFrame) -> str:
@@ -134,18 +138,16 @@ def first_by_key(rows: list[dict]) -> dict[tuple, dict]:
     return out
 
 
-def comparison(row: dict, reference_rows: list[dict], reference: str | None,
-               by_key: dict[tuple, dict] | None = None) -> tuple[str, dict | None]:
+def comparison(row: dict, reference_rows: dict[tuple, dict], reference: str | None) -> tuple[str, dict | None]:
     """(``yes`` and the matching reference row) or (``not comparable: ...`` naming the factor, None) for one
-    group of trials against the reference node type's groups (``by_key``: those rows by ``key_of``, the first of
-    each key, when the caller compares many rows with the same reference rows)."""
+    group of trials against the reference node type's groups (``first_by_key`` of them: built once per table)."""
     if reference is None:
         return "not comparable: no CPU reference node type completed a trial", None
-    same = (by_key if by_key is not None else first_by_key(reference_rows)).get(key_of(row))
+    same = reference_rows.get(key_of(row))
     if same is not None:
         return COMPARABLE, same
-    near = [r for r in reference_rows if all(_value(r.get(f)) == _value(row.get(f))
-                                             for f in ("architecture", "epochs", "augmentation"))]
+    near = [r for r in reference_rows.values() if all(_value(r.get(f)) == _value(row.get(f))
+                                                      for f in ("architecture", "epochs", "augmentation"))]
     if not near:
         return (f"not comparable: node type '{reference}' has no trial of this architecture, epochs and "
                 "augmentation"), None
@@ -167,7 +169,7 @@ def add_speedups(groups: pd.DataFrame, reference: str | None, columns: dict[str,
         elif reference is not None and not ref_rows and row.get("node_type") != reference:
             verdict, ref = f"not comparable: '{reference}' has no isolated timing", None
         else:
-            verdict, ref = comparison(row, ref_rows, reference, by_key)
+            verdict, ref = comparison(row, by_key, reference)
         verdicts.append(verdict)
         for name, (source, direction) in columns.items():
             mine, theirs = (row.get(source), ref.get(source)) if ref else (None, None)
