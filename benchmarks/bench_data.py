@@ -11,7 +11,8 @@ What is measured:
     (decode-and-resize, Augmentor, shard writing) timed apart, and the peak memory of the preparing processes
     (this driver, Ray's raylet / object store and workers), sampled every 2 s as the sum of PSS (shared pages
     split between the processes that map them) and the sum of RSS; the runs' shards are compared by checksum
-    (they must be identical);
+    (they must be identical); before it, the decode stage alone, first on that fresh Ray (cold object store,
+    workers not yet started), timed apart;
   * in the same run, a bare decode-and-resize loop over the same files to the same size in the same number of
     processes (a fork pool, plain Pillow: open, reduced-size ``draft``, convert, resize; and without ``draft``):
     the decode stage's images/s against it is the pipeline's efficiency (goal >= 0.9);
@@ -106,6 +107,7 @@ def prepare_with_ray(dataset: dict, aug: dict, target: Path, cpus: int) -> dict:
 
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
+        cold = cold_decode_stage(dataset)
         with TreeMemory() as memory:
             t = time.perf_counter()
             index = prepare_shards(dataset, SPLIT, "augmentor", aug, target, executor=RayExecutor(),
@@ -116,7 +118,23 @@ def prepare_with_ray(dataset: dict, aug: dict, target: Path, cpus: int) -> dict:
     finally:
         ray.shutdown()
     return {"cpus": cpus, "wall_s": wall, "peak_pss_mb": memory.peak_pss, "peak_rss_mb": memory.peak_rss, "index": index,
-            "in_ray": in_ray}
+            "in_ray": in_ray, "cold": cold}
+
+
+def cold_decode_stage(dataset: dict) -> dict:
+    """The product's decode stage alone, first on the fresh Ray (its object store's memory not yet touched, its
+    workers not yet started), its images freed afterwards; images/s. The timed preparation then meets the
+    warm Ray that the Ray-task loops after it meet too (equal terms), and this shows what a first preparation
+    on a fresh Ray (every embedded run) pays on top."""
+    from orchestrator.execution.data_preparation import RayExecutor
+    from workers.data.prepare import decode_stage
+
+    t = time.perf_counter()
+    catalog = decode_stage(RayExecutor(), dataset, notify=lambda line: None)
+    rate = (len(catalog.data.labels) + len(catalog.data.skipped or [])) / (time.perf_counter() - t)
+    del catalog
+    time.sleep(2)  # the freed objects leave the store before the timed preparation
+    return {"rate": rate}
 
 
 def trial_peak_rss(directory: Path, args) -> dict:
@@ -175,6 +193,25 @@ def _bare_decode(job: tuple[list[str], int, bool]) -> int:
     return len(paths)
 
 
+def _bare_keep(job: tuple[list[str], int, bool, str, int, int]) -> int:
+    """(pool worker) ``_bare_image`` over every file of ``job``, each written to its row of the shared-memory
+    array ``name`` (``total`` rows) from row ``first`` on; returns the count."""
+    from multiprocessing import shared_memory
+
+    import numpy as np
+
+    paths, size, draft, name, first, total = job
+    shm = shared_memory.SharedMemory(name=name)
+    try:
+        rows = np.ndarray((total, size, size, 3), np.uint8, buffer=shm.buf)
+        for i, path in enumerate(paths):
+            rows[first + i] = _bare_image(path, size, draft)
+        del rows
+    finally:
+        shm.close()
+    return len(paths)
+
+
 def _jobs(folder: Path, size: int, draft: bool, chunk: int) -> list:
     paths = sorted(str(p) for p in folder.rglob("*.jpg"))
     return [(paths[k:k + chunk], size, draft) for k in range(0, len(paths), chunk)]
@@ -197,16 +234,33 @@ def ray_bare_loop(folder: Path, size: int, returns: str, chunk: int = 256) -> di
     return {"rate": rate}
 
 
-def bare_loop(folder: Path, size: int, processes: int, draft: bool, chunk: int = 256) -> dict:
-    """A bare decode-and-resize loop over every JPEG under ``folder`` in a fork pool of ``processes``."""
-    import multiprocessing as mp
+BARE_VARIANTS = {"draft": (True, False), "full decode": (False, False), "draft, kept": (True, True)}
 
+
+def bare_loop(folder: Path, size: int, processes: int, variant: str, chunk: int = 256) -> dict:
+    """A bare decode-and-resize loop over every JPEG under ``folder`` in a fork pool of ``processes``, as
+    ``BARE_VARIANTS[variant]`` = (reduced-size decoding, keep the pixels): kept pixels are written to one
+    shared-memory array created just before the clock starts (its pages touched for the first time, as a fresh
+    object store's are), otherwise each image is dropped once decoded."""
+    import multiprocessing as mp
+    from multiprocessing import shared_memory
+
+    draft, keep = BARE_VARIANTS[variant]
     jobs = _jobs(folder, size, draft, chunk)
-    t = time.perf_counter()
-    with mp.get_context("fork").Pool(processes) as pool:
-        done = sum(pool.imap_unordered(_bare_decode, jobs))
-    wall = time.perf_counter() - t
-    return {"processes": processes, "draft": draft, "images": done, "wall_s": wall, "rate": done / wall}
+    total = sum(len(j[0]) for j in jobs)
+    shm = shared_memory.SharedMemory(create=True, size=total * size * size * 3) if keep else None
+    if keep:
+        jobs = [(*job, shm.name, k * chunk, total) for k, job in enumerate(jobs)]
+    try:
+        t = time.perf_counter()
+        with mp.get_context("fork").Pool(processes) as pool:
+            done = sum(pool.imap_unordered(_bare_keep if keep else _bare_decode, jobs))
+        wall = time.perf_counter() - t
+    finally:
+        if shm is not None:
+            shm.close()
+            shm.unlink()
+    return {"processes": processes, "variant": variant, "images": done, "wall_s": wall, "rate": done / wall}
 
 
 def files_of(index: dict) -> dict:
@@ -226,12 +280,12 @@ def run(args) -> str:
     aug = {"augmentor": {"mode": "top_up", "samples_per_class": args.target}}
     runs, bare = [], {}
     for cpus in args.cpus:  # bare loops right before and after each preparation (rates averaged): the same load
-        loops = [bare_loop(Path(args.isic2019), args.size, cpus, draft) for draft in (True, False)]
+        loops = [bare_loop(Path(args.isic2019), args.size, cpus, variant) for variant in BARE_VARIANTS]
         runs.append(prepare_with_ray(dataset, aug, work / f"prepared-{cpus}cpu", cpus))
-        loops += [bare_loop(Path(args.isic2019), args.size, cpus, draft) for draft in (True, False)]
-        for draft in (True, False):
-            rates = [loop["rate"] for loop in loops if loop["draft"] == draft]
-            bare[(cpus, draft)] = {"rate": sum(rates) / len(rates), "rates": rates}
+        loops += [bare_loop(Path(args.isic2019), args.size, cpus, variant) for variant in BARE_VARIANTS]
+        for variant in BARE_VARIANTS:
+            rates = [loop["rate"] for loop in loops if loop["variant"] == variant]
+            bare[(cpus, variant)] = {"rate": sum(rates) / len(rates), "rates": rates}
     identical = all(files_of(r["index"]) == files_of(runs[0]["index"]) for r in runs)
     meta = runs[0]["index"]["meta"]
     base = runs[0]
@@ -250,19 +304,22 @@ def run(args) -> str:
     for r in runs:
         stage = n_images / r["index"]["meta"]["load_s"]
         decoding = n_images / (r["index"]["meta"]["load_s"] - r["index"]["meta"]["list_s"])
-        with_draft, without = bare[(r["cpus"], True)], bare[(r["cpus"], False)]
+        with_draft, without, kept = (bare[(r["cpus"], v)] for v in BARE_VARIANTS)
         counts, pixels = r["in_ray"]["count"]["rate"], r["in_ray"]["pixels"]["rate"]
-        bare_rows.append([r["cpus"], n_images, f"{stage:.0f}",
-                          f"{with_draft['rate']:.0f} ({' / '.join(f'{v:.0f}' for v in with_draft['rates'])})",
-                          f"{without['rate']:.0f} ({' / '.join(f'{v:.0f}' for v in without['rates'])})",
-                          f"{counts:.0f}", f"{pixels:.0f}",
+        cold = r["cold"]["rate"]
+        spread = {name: f"{loop['rate']:.0f} ({' / '.join(f'{v:.0f}' for v in loop['rates'])})"
+                  for name, loop in (("draft", with_draft), ("full", without), ("kept", kept))}
+        bare_rows.append([r["cpus"], n_images, f"{stage:.0f}", f"{cold:.0f}", spread["draft"], spread["full"],
+                          spread["kept"], f"{counts:.0f}", f"{pixels:.0f}",
                           f"**{stage / with_draft['rate']:.2f}**", f"{decoding / with_draft['rate']:.2f}",
-                          f"{stage / without['rate']:.2f}",
+                          f"{stage / without['rate']:.2f}", f"**{cold / kept['rate']:.2f}**",
                           f"{counts / with_draft['rate']:.2f} / {pixels / counts:.2f} / {stage / pixels:.2f}"])
-    bare_table = md_table(["processes", "images", "decode stage img/s", "bare loop img/s (draft)",
-                           "bare loop img/s (full decode)", "bare loop in Ray tasks, counts img/s",
-                           "bare loop in Ray tasks, pixels img/s", "stage / bare (draft)",
-                           "stage without its listing / bare (draft)", "stage / bare (full decode)",
+    bare_table = md_table(["processes", "images", "decode stage img/s", "decode stage first on a fresh Ray img/s",
+                           "bare loop img/s (draft)", "bare loop img/s (full decode)",
+                           "bare loop img/s (draft, pixels kept in fresh shared memory)",
+                           "bare loop in Ray tasks, counts img/s", "bare loop in Ray tasks, pixels img/s",
+                           "stage / bare (draft)", "stage without its listing / bare (draft)",
+                           "stage / bare (full decode)", "stage first on a fresh Ray / bare (draft, kept)",
                            "where the ratio goes: Ray tasks / pixels through the object store / product code"],
                           bare_rows)
     shard_bytes = sum(e["bytes"] for e in runs[0]["index"]["files"].values())
@@ -296,7 +353,14 @@ def run(args) -> str:
         "Decode-and-resize stage against a bare loop (same files, same size, same number of processes, same run; "
         "the bare loop is a fork pool of plain Pillow calls, chunks of 256 files, run right before and right after "
         "the preparation, mean of the two (each in brackets); goal: stage / bare (draft) >= 0.9; the bare loop "
-        "lists its files before its clock starts, so the stage without its listing is shown beside it). The same bare loop "
+        "lists its files before its clock starts, so the stage without its listing is shown beside it). The bare "
+        "loop drops each image once decoded, while the stage keeps every image for the later stages; the kept "
+        "variant writes each image to its row of one shared-memory array created just before its clock starts, "
+        "so it pays, as the stage on a fresh Ray does, the first touch of that memory. Before the "
+        "timed preparation, the decode stage ran once alone on the fresh Ray, its images then freed: that run "
+        "pays the first touch of the object store's memory and the workers' start (what a first preparation on a "
+        "fresh Ray, as in every embedded run, pays on top) and is shown apart; the timed preparation and the "
+        "Ray-task loops after it meet the same warm Ray. The same bare loop "
         "(with draft) then ran as Ray tasks of 256 files on the preparation's Ray, once returning counts and once "
         "returning the decoded pixels (kept in the object store until all are done, as the decode stage's are); "
         "the last column splits the stage's ratio into those three factors (their product):", "", bare_table,
