@@ -130,6 +130,7 @@ def test_a_tpu_trial_refuses_a_backend_that_cannot_drive_a_tpu(monkeypatch):
     assert not record.metrics and not record.history  # nothing was trained
 
 
+@pytest.mark.slow  # trains a trial (about 14 s)
 def test_multi_device_mismatch_is_misconfigured_unless_the_spec_allows_it(monkeypatch):
     monkeypatch.delenv("SKINLESION_SIMULATED_DEVICE", raising=False)
     grid = {"architectures": ["cnn"], "epochs": [1], "node_types": ["gpu"], "frameworks": ["tensorflow"]}
