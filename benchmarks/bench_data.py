@@ -14,7 +14,8 @@ What is measured:
     (they must be identical); before it, the decode stage alone, first on that fresh Ray (cold object store,
     workers not yet started), timed apart;
   * in the same run, a bare decode-and-resize loop over the same files to the same size in the same number of
-    processes (a fork pool, plain Pillow: open, reduced-size ``draft``, convert, resize; and without ``draft``):
+    processes (a fork pool, plain Pillow: open, reduced-size ``draft``, convert, resize; and without ``draft``;
+    and with ``draft``, keeping every image in fresh shared memory as the stage keeps its own):
     the decode stage's images/s against it is the pipeline's efficiency (goal >= 0.9);
   * peak RSS (``ru_maxrss``) of one trial (``--architecture`` with ``--filters``, batch 32, one epoch, CPU)
     training on those shards, and of the same trial on the quick-start data set prepared at the same image
@@ -307,10 +308,9 @@ def run(args) -> str:
         with_draft, without, kept = (bare[(r["cpus"], v)] for v in BARE_VARIANTS)
         counts, pixels = r["in_ray"]["count"]["rate"], r["in_ray"]["pixels"]["rate"]
         cold = r["cold"]["rate"]
-        spread = {name: f"{loop['rate']:.0f} ({' / '.join(f'{v:.0f}' for v in loop['rates'])})"
-                  for name, loop in (("draft", with_draft), ("full", without), ("kept", kept))}
-        bare_rows.append([r["cpus"], n_images, f"{stage:.0f}", f"{cold:.0f}", spread["draft"], spread["full"],
-                          spread["kept"], f"{counts:.0f}", f"{pixels:.0f}",
+        spread = [f"{loop['rate']:.0f} ({' / '.join(f'{v:.0f}' for v in loop['rates'])})"
+                  for loop in (with_draft, without, kept)]
+        bare_rows.append([r["cpus"], n_images, f"{stage:.0f}", f"{cold:.0f}", *spread, f"{counts:.0f}", f"{pixels:.0f}",
                           f"**{stage / with_draft['rate']:.2f}**", f"{decoding / with_draft['rate']:.2f}",
                           f"{stage / without['rate']:.2f}", f"**{cold / kept['rate']:.2f}**",
                           f"{counts / with_draft['rate']:.2f} / {pixels / counts:.2f} / {stage / pixels:.2f}"])
