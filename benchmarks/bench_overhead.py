@@ -41,8 +41,9 @@ def raw_tune(trials: int, sleep: float, storage: str) -> tuple[float, float]:
     from ray import tune
 
     def trainable(config):
+        started = time.time()
         time.sleep(sleep)
-        tune.report({"ended": time.time()})
+        tune.report({"started": started, "ended": time.time()})
 
     t = time.time()
     grid = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
@@ -50,16 +51,37 @@ def raw_tune(trials: int, sleep: float, storage: str) -> tuple[float, float]:
                       tune_config=tune.TuneConfig(reuse_actors=True),
                       run_config=tune.RunConfig(name="raw", storage_path=storage, verbose=0)).fit()
     whole = time.time() - t
-    return max(r.metrics["ended"] for r in grid) - t, whole
+    spans = [(r.metrics["started"], r.metrics["ended"], r.metrics["pid"]) for r in grid]
+    return max(e for _, e, _ in spans) - t, whole, timeline(spans, t, max(e for _, e, _ in spans), sleep)
 
 
-def library_call(run, records: Path) -> tuple[float, float, object]:
-    """(makespan: start to the last trial's record stored, whole call, result) of a study or search ``run()``
-    (earlier calls' records under ``records`` are older, so the newest is this call's last)."""
+def timeline(spans: list[tuple[float, float, int]], t0: float, end: float, sleep: float) -> dict:
+    """Where a call's slot time beyond the sleeps went, in seconds summed over the actors that ran trials:
+    ``lead`` (call start to each actor's first sleep), ``gaps`` (one trial's end to the next one's start on the same
+    actor: result, stop, callbacks, reset, the next task), ``end`` (each actor's last sleep to the makespan's end:
+    the last record stored, and a slot left idle while the other finishes), ``late`` (the sleeps' own excess over
+    ``sleep``: a busy or disturbed machine wakes sleepers late). ``spans``: (start, end, pid) of each trial's sleep;
+    ``end``: the makespan's end."""
+    by_actor: dict[int, list[tuple[float, float]]] = {}
+    for start, stop, pid in sorted(spans):
+        by_actor.setdefault(pid, []).append((start, stop))
+    gaps = [b[0] - a[1] for runs in by_actor.values() for a, b in zip(runs, runs[1:])]
+    return {"actors": len(by_actor), "lead": sum(runs[0][0] - t0 for runs in by_actor.values()),
+            "gaps": sum(gaps), "gap_ms": median(gaps) * 1000 if gaps else float("nan"),
+            "end": sum(end - runs[-1][1] for runs in by_actor.values()),
+            "late": sum(stop - start - sleep for start, stop, _ in spans)}
+
+
+def library_call(run, records: Path, sleep: float) -> tuple[float, float, dict, object]:
+    """(makespan: start to the last trial's record stored, whole call, timeline, result) of a study or search
+    ``run()`` of ``sleep`` s trials (earlier calls' records under ``records`` are older, so the newest is this
+    call's last)."""
     t = time.time()
     result = run()
     whole = time.time() - t
-    return max(p.stat().st_mtime for p in records.glob("*/trials/*/record.json")) - t, whole, result
+    last = max(p.stat().st_mtime for p in records.glob("*/trials/*/record.json"))
+    spans = [(r.timings.started, r.timings.ended, r.pid) for r in result.records if r.timings is not None]
+    return last - t, whole, timeline(spans, t, last, sleep), result
 
 
 def driver_cpu_s() -> float:
@@ -124,7 +146,7 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny settings (a few seconds per path)")
     args = p.parse_args(argv)
     if args.smoke:
-        args.trials, args.sleep, args.warmup, args.rounds = 6, 0.2, 2, 2
+        args.trials, args.sleep, args.warmup, args.rounds = 6, 0.2, 0, 2
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from benchmarks.sleep_trainable import sleep_trainable
@@ -152,17 +174,19 @@ def main(argv=None) -> int:
             "raw": lambda r: raw_tune(args.trials, args.sleep, f"{tmp}/raw-{r}") + (None,),
             "study": lambda r: library_call(
                 lambda: Study(study_spec, trainable=sleep_trainable).run(show_progress=False, notify=lambda m: None),
-                Path(tmp, "store", study_spec.name)),
+                Path(tmp, "store", study_spec.name), args.sleep),
             "search": lambda r: library_call(
                 lambda: Search(search_spec, trainable=sleep_trainable).run(notify=lambda m: None),
-                Path(tmp, "store", search_spec.name)),
+                Path(tmp, "store", search_spec.name), args.sleep),
         }
         runs = {name: [] for name in PATHS}  # per path, per round: (makespan, whole call, driver CPU s, result)
+        lines = {name: [] for name in PATHS}  # per path, per round: its timeline
         for r in range(args.rounds):  # forward, then backward, ...: a drift of the machine state cancels out
             for name in (PATHS if r % 2 == 0 else PATHS[::-1]):
                 cpu = driver_cpu_s()
-                makespan, whole, result = calls[name](r)
+                makespan, whole, line, result = calls[name](r)
                 runs[name].append((makespan, whole, driver_cpu_s() - cpu, result))
+                lines[name].append(line)
         costs = fixed_costs(study_spec)
     raw = median(m for m, *_ in runs["raw"])
     for name, label in zip(PATHS, LABELS):
@@ -179,6 +203,24 @@ def main(argv=None) -> int:
     body = md_table(["path", "trials", "sleep s", "slots", "completed", "makespan s", "ideal s", "over ideal",
                      "overhead s/trial", "ratio to raw Tune", "ratio per round", "whole call s",
                      "after the last trial s", "driver CPU ms/trial"], rows)
+    per_trial = lambda name, key: median(line[key] for line in lines[name]) / args.trials  # noqa: E731
+    split = [[label, " / ".join(str(line["actors"]) for line in lines[name]),
+              round(per_trial(name, "lead"), 4), round(per_trial(name, "gaps"), 4),
+              round(median(line["gap_ms"] for line in lines[name]), 1), round(per_trial(name, "end"), 4),
+              round(per_trial(name, "late"), 4),
+              round(sum(per_trial(name, key) for key in ("lead", "gaps", "end", "late")), 4)]
+             for name, label in zip(PATHS, LABELS)]
+    body += ("\nWhere each path's slot time beyond the sleeps went, seconds per trial (medians over the rounds; from "
+             "each sleep's start and end and the process that ran it): before each actor's first trial (the call's "
+             "work before the Tuner, actor start, the first task), between one trial's end and the next one's start "
+             "on the same actor (result, stop, callbacks and record, reset, the next task; its median gap beside), "
+             "after each actor's last trial until the makespan's end (the last record; a slot idle while the "
+             "other finishes), and the sleeps' own lateness (a busy or disturbed machine wakes sleepers late: no "
+             "path's work, but it shows a disturbed round). With as many actors as slots the four add up to the "
+             "overhead per trial of each round (their medians nearly add up to the median above).\n\n")
+    body += md_table(["path", "actors (per round)", "before the first trial s/trial", "between trials s/trial",
+                      "median gap ms", "after the last trial s/trial", "sleeps late s/trial", "sum s/trial"],
+                     split)
     probe = costs["probe"]
     body += (f"\nFixed costs of a run: device probe of the embedded run {costs['probe_s']:.2f} s "
              f"({probe.get('kind')} / {probe.get('backend')}, {'in process' if probe.get('in_process') else 'Ray task'}); "

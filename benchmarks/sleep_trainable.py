@@ -8,13 +8,16 @@ import time
 import cloudpickle
 
 from orchestrator.execution.trainable import TrialTask, report_trial_record
-from workers.records import TrialRecord, TrialStatus
+from workers.records import Timings, TrialRecord, TrialStatus
 
 cloudpickle.register_pickle_by_value(__import__(__name__, fromlist=["_"]))  # workers need not import benchmarks/
 
 
 def sleep_trainable(task: TrialTask) -> None:
-    """Sleeps ``models.<arch>.params.seconds`` (default 1 s) and completes with its record."""
+    """Sleeps ``models.<arch>.params.seconds`` (default 1 s) and completes with its record, whose timings hold
+    the sleep's wall-clock start and end (``started``, ``ended``: the benchmark's timeline)."""
+    started = time.time()
     time.sleep(float(task.trial.model.params.get("seconds", 1.0)))
     report_trial_record(TrialRecord(trial_id=task.trial_id, config=task.trial.to_dict(),
-                                    status=TrialStatus.COMPLETED, pid=os.getpid()))
+                                    status=TrialStatus.COMPLETED, pid=os.getpid(),
+                                    timings=Timings(started=started, ended=time.time())))
