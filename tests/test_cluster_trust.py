@@ -262,6 +262,11 @@ def test_remote_inputs_are_checked_on_the_cluster_strict_refuses_and_failures_ar
     missing = tiny_spec_dict(name="elsewhere", store=str(store))
     missing["dataset"] = {"source": "isic_folder", "path": "/data/isic-9class-not-here", "image_size": [16, 16]}
     job = _submit(cluster, _write_spec(tmp_path, missing))
+    # A trial that fails on a node, submitted at once so both jobs run together: its record names the node and
+    # the device it asked for (item 8).
+    broken = tiny_spec_dict(name="broken", store=str(store), models={"cnn": {"params": {"filters": -3}}},
+                            execution={"max_retries": 0})
+    broken_job = _submit(cluster, _write_spec(tmp_path, broken))
     status = _wait(cluster, job, timeout=180)
     assert status.returncode == 1 and "FAILED" in status.stdout, status.stdout
     tail = status.stdout.split("log tail:", 1)[1].splitlines()
@@ -281,11 +286,7 @@ def test_remote_inputs_are_checked_on_the_cluster_strict_refuses_and_failures_ar
     assert refused.stderr.count("\n") == 1 and "Submitted job" not in refused.stdout
     assert _orchestrator(["list", "--address", url], env).stdout.count("fpga_study") == before == 0
 
-    # A trial that fails on a node: its record names the node and the device it asked for (item 8).
-    broken = tiny_spec_dict(name="broken", store=str(store), models={"cnn": {"params": {"filters": -3}}},
-                            execution={"max_retries": 0})
-    job = _submit(cluster, _write_spec(tmp_path, broken))
-    assert "FAILED" in _wait(cluster, job).stdout
+    assert "FAILED" in _wait(cluster, broken_job).stdout
     (record,) = _records(store, "broken").values()
     assert record["status"] == "failed" and record["error"]
     assert _node_kinds(cluster)[record["node_id"]] == "cpu" and record["attempt_nodes"] == [record["node_id"]]
