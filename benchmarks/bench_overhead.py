@@ -9,7 +9,9 @@ Per path: makespan against the ideal (trials x sleep / slots), the overhead per 
 to raw Tune (a `Tuner` of a function that sleeps and reports once, `reuse_actors=True`). The makespan runs from the
 call to the last trial's end (study and search: `Study.run` / `Search.run` until the last record is stored: store,
 placement, device probe, data cache, Tuner, records); the whole call, with the report after the last trial, is
-shown beside it, and the driver's CPU time per trial (where a path's own work would show). The data of the sleep
+shown beside it, and the driver's CPU time per trial (where a path's own work would show); a second table splits
+each path's slot time beyond the sleeps (``timeline``: before each actor's first trial, between trials on one
+actor, after the last, the sleeps' own lateness). The data of the sleep
 trials is prepared once before the timed runs (its cold preparation is shown), so every path meets a warm cache,
 as a repeated study does; each path first runs ``--warmup`` trials untimed, so that one-time imports of a process
 (raw Tune's before its clock starts, the library's inside its first call) count for none of them (their times are
@@ -35,9 +37,9 @@ PATHS = ("raw", "study", "search")
 LABELS = ("raw Ray Tune (reuse_actors=True)", "study path (Study.run)", "search path (Search.run)")
 
 
-def raw_tune(trials: int, sleep: float, storage: str) -> tuple[float, float]:
-    """(makespan: start to the last trial's end, whole call) of a plain Tuner over ``trials`` sleeps (grid
-    search, actor reuse, one result per trial)."""
+def raw_tune(trials: int, sleep: float, storage: str) -> tuple[float, float, dict]:
+    """(makespan: start to the last trial's end, whole call, timeline) of a plain Tuner over ``trials`` sleeps
+    (grid search, actor reuse, one result per trial)."""
     from ray import tune
 
     def trainable(config):
