@@ -54,7 +54,8 @@ def raw_tune(trials: int, sleep: float, storage: str) -> tuple[float, float, dic
                       run_config=tune.RunConfig(name="raw", storage_path=storage, verbose=0)).fit()
     whole = time.time() - t
     spans = [(r.metrics["started"], r.metrics["ended"], r.metrics["pid"]) for r in grid]
-    return max(e for _, e, _ in spans) - t, whole, timeline(spans, t, max(e for _, e, _ in spans), sleep)
+    last = max(e for _, e, _ in spans)
+    return last - t, whole, timeline(spans, t, last, sleep)
 
 
 def timeline(spans: list[tuple[float, float, int]], t0: float, end: float, sleep: float) -> dict:
@@ -205,13 +206,12 @@ def main(argv=None) -> int:
     body = md_table(["path", "trials", "sleep s", "slots", "completed", "makespan s", "ideal s", "over ideal",
                      "overhead s/trial", "ratio to raw Tune", "ratio per round", "whole call s",
                      "after the last trial s", "driver CPU ms/trial"], rows)
-    per_trial = lambda name, key: median(line[key] for line in lines[name]) / args.trials  # noqa: E731
-    split = [[label, " / ".join(str(line["actors"]) for line in lines[name]),
-              round(per_trial(name, "lead"), 4), round(per_trial(name, "gaps"), 4),
-              round(median(line["gap_ms"] for line in lines[name]), 1), round(per_trial(name, "end"), 4),
-              round(per_trial(name, "late"), 4),
-              round(sum(per_trial(name, key) for key in ("lead", "gaps", "end", "late")), 4)]
-             for name, label in zip(PATHS, LABELS)]
+    split = []
+    for name, label in zip(PATHS, LABELS):
+        part = {key: median(line[key] for line in lines[name]) / args.trials for key in ("lead", "gaps", "end", "late")}
+        split.append([label, " / ".join(str(line["actors"]) for line in lines[name]), round(part["lead"], 4),
+                      round(part["gaps"], 4), round(median(line["gap_ms"] for line in lines[name]), 1),
+                      round(part["end"], 4), round(part["late"], 4), round(sum(part.values()), 4)])
     body += ("\nWhere each path's slot time beyond the sleeps went, seconds per trial (medians over the rounds; from "
              "each sleep's start and end and the process that ran it): before each actor's first trial (the call's "
              "work before the Tuner, actor start, the first task), between one trial's end and the next one's start "

@@ -659,9 +659,14 @@ def test_the_embedded_ray_refuses_a_connection_without_the_runs_token(tmp_path, 
                                    "the run's token": {"RAY_AUTH_MODE": "token",
                                                        "RAY_AUTH_TOKEN_PATH": str(token_path)}}.items()}
     outcomes = {}
-    for name, proc in clients.items():  # the three clients try at once (a refused one waits out Ray's retries)
-        out, err = proc.communicate(timeout=180)
-        outcomes[name] = out.strip().splitlines()[-1] if out.strip() else err[-300:]
+    try:
+        for name, proc in clients.items():  # the three clients try at once (a refused one waits out Ray's retries)
+            out, err = proc.communicate(timeout=180)
+            outcomes[name] = out.strip().splitlines()[-1] if out.strip() else err[-300:]
+    finally:
+        for proc in clients.values():  # none outlives the test, as subprocess.run's timeout ensured
+            proc.kill()
+            proc.wait()
     assert outcomes["no token"].startswith("REFUSED"), outcomes
     assert outcomes["wrong token"].startswith("REFUSED"), outcomes
     assert outcomes["the run's token"] == "CONNECTED", outcomes
