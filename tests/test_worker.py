@@ -43,7 +43,10 @@ def test_a_step_bound_cuts_each_epoch_to_that_many_batches():
     assert cut["n_train"] == 8 and cut["n_train_split"] == full["n_train_split"]
 
 
-def test_record_has_timings_device_and_predictions():
+def test_record_has_timings_device_and_predictions(monkeypatch):
+    # run in this process, the trial sets its accelerator's isolation variables here; monkeypatch puts them back
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     trial = _trial(grid={"architectures": ["cnn"], "epochs": [3]})
     seen = []
     result = run_trial(trial, on_epoch=lambda row, save: seen.append(row["epoch"]))
