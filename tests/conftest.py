@@ -1,4 +1,4 @@
-"""Shared fixtures: one Ray cluster per test session, a real S3 HTTP endpoint (moto server), tiny specs."""
+"""Shared fixtures: one Ray cluster per test process (session), a real S3 HTTP endpoint (moto server), tiny specs."""
 from __future__ import annotations
 
 import os
