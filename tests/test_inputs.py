@@ -572,6 +572,49 @@ def test_a_store_that_cannot_be_written_any_more_falls_back_to_local_disk(tmp_pa
     assert {"run/trials/a/record.json", "run/trials/b/record.json"} <= set(store.list("run/trials/"))
 
 
+def test_an_unreachable_object_store_is_asked_once_then_the_run_reads_its_local_copy(tmp_path):
+    from orchestrator.execution.fallback_store import FallbackStore
+    from workers.storage import LocalStore, Store, StorageError
+
+    class Unreachable(Store):  # an object store that went down: every call fails (after its own retries)
+        uri = "s3://bucket/studies"
+
+        def __init__(self):
+            self.calls = []
+
+        def _fail(self, name):
+            self.calls.append(name)
+            raise StorageError(f"{name} failed on {self.uri}: connection refused")
+
+        def put_bytes(self, key, data, content_type=None):
+            self._fail("put_bytes")
+
+        def get_bytes(self, key):
+            self._fail("get_bytes")
+
+        def exists(self, key):
+            self._fail("exists")
+
+        def list(self, prefix=""):
+            self._fail("list")
+
+        def delete(self, key):
+            self._fail("delete")
+
+    primary = Unreachable()
+    store = FallbackStore(primary, LocalStore(tmp_path / "local"))
+    store.put_text("run/trials/a/record.json", "{}")
+    assert store.degraded and primary.calls == ["put_bytes"]
+    store.put_text("run/trials/b/record.json", "{}")
+    assert store.list("run/trials/") == ["run/trials/a/record.json", "run/trials/b/record.json"]
+    assert store.exists("run/trials/a/record.json") and not store.exists("run/report/index.html")
+    assert store.get_text("run/trials/b/record.json") == "{}"
+    with pytest.raises(StorageError, match="connection refused"):
+        store.get_bytes("run/spec.yaml")  # written by nobody in this run: the outage's error, at once
+    store.delete("run/trials/a/record.json")
+    assert primary.calls == ["put_bytes"]  # the outage was paid for once
+
+
 # ------------------------------------------------------------------------ faults and Ray's ports (start Ray)
 
 

@@ -17,7 +17,11 @@ class FallbackStore(Store):
     ``journal`` (remote stores): every write also goes to ``fallback`` first. Without it (a local store whose
     disk may fill up or turn read-only mid-run) writes go to ``fallback`` only once ``primary`` has failed:
     what was written before stays in ``primary``, readable; the store's own local paths are used while it is
-    sound (``local_path``, ``root``)."""
+    sound (``local_path``, ``root``).
+
+    A journaled (remote) primary that failed is not asked again in this run: reads answer from the local copy,
+    which holds every write of the run, so an outage costs its retries with backoff once, not on every later
+    list or read. A local primary that refused a write stays readable and is still read."""
 
     def __init__(self, primary: Store, fallback: LocalStore, journal: bool = True):
         self.primary, self.fallback, self.journal = primary, fallback, journal
@@ -52,9 +56,14 @@ class FallbackStore(Store):
             except StorageError as err:
                 self.degraded, self.error = True, err
 
+    def _primary_gone(self) -> bool:
+        return self.degraded and self.journal
+
     def get_bytes(self, key: str) -> bytes:
         if self.fallback.exists(key):
             return self.fallback.get_bytes(key)
+        if self._primary_gone():
+            raise self.error
         try:
             return self.primary.get_bytes(key)
         except StorageError as err:
@@ -64,6 +73,8 @@ class FallbackStore(Store):
     def exists(self, key: str) -> bool:
         if self.fallback.exists(key):
             return True
+        if self._primary_gone():
+            return False
         try:
             return self.primary.exists(key)
         except StorageError:
@@ -71,6 +82,8 @@ class FallbackStore(Store):
 
     def list(self, prefix: str = "") -> list[str]:
         keys = set(self.fallback.list(prefix))
+        if self._primary_gone():
+            return sorted(keys)
         try:
             keys |= set(self.primary.list(prefix))
         except StorageError as err:
