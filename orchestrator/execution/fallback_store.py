@@ -63,7 +63,7 @@ class FallbackStore(Store):
         if self.fallback.exists(key):
             return self.fallback.get_bytes(key)
         if self._primary_gone():
-            raise self.error
+            raise StorageError(f"{key} is not in the local copy, and the store is not asked again: {self.error}")
         try:
             return self.primary.get_bytes(key)
         except StorageError as err:
