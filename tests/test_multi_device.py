@@ -156,9 +156,11 @@ def test_multi_device_probe_marks_gpu_node_without_gpu_misconfigured(tmp_path):
                   "gpusim": {"resources": {"CPU": 1, "GPU": 1}, "framework": "tensorflow"}}
     spec = tiny_spec_dict(store=str(tmp_path / "store"), node_types=node_types,
                           grid={"architectures": ["cnn"], "epochs": [1], "node_types": ["gpu", "gpusim"]})
-    # a gpu node's probe must see this process's devices, not a cpu trial's isolation of them
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("SKINLESION_SIMULATED_DEVICE", "RAY_ADDRESS", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS")}
+    from workers.accelerators import ACCELERATORS
+
+    # a gpu node's probe must see this process's devices, not the isolation a cpu trial run here left behind
+    isolation = {name for kind in ACCELERATORS.entries() for name in kind.isolation_env}
+    env = {k: v for k, v in os.environ.items() if k not in {"SKINLESION_SIMULATED_DEVICE", "RAY_ADDRESS", *isolation}}
     proc = subprocess.run([sys.executable, "-c", _PROBE_SCRIPT, json.dumps(spec)], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
