@@ -7,6 +7,9 @@ import tempfile
 
 import pytest
 
+# With several test processes (-n 2): file order and no slow test beside a module marked `alone`.
+pytest_plugins = ["tests.support.machine"]
+
 # Set before anything starts Ray, so every worker process inherits them.
 _SESSION_TMP = tempfile.mkdtemp(prefix="skinlesion-tests-")
 os.environ.setdefault("SKINLESION_CACHE", os.path.join(_SESSION_TMP, "cache"))

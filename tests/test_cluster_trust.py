@@ -31,7 +31,7 @@ import yaml
 from tests.conftest import tiny_spec_dict
 from tests.test_cluster import CLUSTER_SCRIPT, ROOT, _get, _orchestrator, running_local_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 
 @pytest.fixture(scope="module")
