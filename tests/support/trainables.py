@@ -85,3 +85,19 @@ def store_refuses_trial_of(architecture: str, run_id: str):
         sleep_trainable(task)
 
     return trainable
+
+
+def counting_pending_placement_groups(out_dir: str):
+    """A trial that, before completing, writes how many placement groups the cluster holds pending (requested,
+    not yet placed: trials Tune keeps waiting for a slot) to ``out_dir/<trial_id>``."""
+
+    def trainable(task: TrialTask) -> None:
+        from ray.util import placement_group_table
+
+        pending = sum(1 for pg in placement_group_table().values() if pg["state"] == "PENDING")
+        Path(out_dir, task.trial_id).write_text(str(pending))
+        time.sleep(0.3)
+        report_trial_record(TrialRecord(trial_id=task.trial_id, config=task.trial.to_dict(),
+                                        status=TrialStatus.COMPLETED, pid=os.getpid()))
+
+    return trainable
